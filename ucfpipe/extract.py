@@ -1,0 +1,270 @@
+"""Stage one: every clip named by the split lists -> VGG16 features per sampled frame, in the feature cache.
+
+Decoding threads feed the model through a bounded queue (memory stays flat for any number of clips);
+frames of many clips share one fixed-shape batch (a fixed shape also means one compiled graph on JAX);
+finished clips go to the shard writer. The cache is resumable: a rerun extracts only what is missing.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import ucf101
+from .config import ExtractConfig, fingerprint, to_dict
+from .errors import UcfpipeError
+from .features import FORMAT, MANIFEST, ClipFeatures, open_for_writing, write_json_atomic
+from .video import RESIZE_METHOD, SAMPLING_METHOD, VideoError, read_clip
+
+EXIT_CLIPS_FAILED = 3  # documented: extraction finished, but some clips could not be read
+
+
+class Interrupted(UcfpipeError):
+    exit_code = 130
+
+
+def feature_settings(config: ExtractConfig) -> dict:
+    """Everything that determines the stored numbers, and nothing else (paths, batch size and worker
+    count do not change a feature, so they do not change the fingerprint)."""
+    import keras
+
+    from .backbone import weights_identity
+
+    return {
+        "format": FORMAT,
+        "model": "keras.applications.VGG16(include_top=False)",
+        **weights_identity(config.weights, config.seed),
+        "layer": config.layer,
+        "pooling": config.pooling,
+        "size": config.size,
+        "frames": config.frames,
+        "sampling": SAMPLING_METHOD,
+        "resize": RESIZE_METHOD,
+        "views": ["center"],
+        "dtype": config.dtype,
+        "precision": config.precision,
+        "keras": keras.__version__,
+    }
+
+
+@dataclass
+class _Pending:
+    """A decoded clip whose frames are on their way through the model."""
+
+    clip: ucf101.Clip
+    frames: np.ndarray
+    frame_indices: np.ndarray
+    num_frames: int
+    fps: float
+    outputs: np.ndarray | None = None
+    remaining: int = 0
+
+
+@dataclass
+class _Batcher:
+    """Packs frames of consecutive clips into fixed-size batches and hands back clips once all their frames
+    went through the model."""
+
+    model: object
+    batch_size: int
+    frame_shape: tuple
+    frames_done: int = 0
+    _slots: list = field(default_factory=list)
+    _fill: int = 0
+
+    def __post_init__(self):
+        self._buffer = np.zeros((self.batch_size,) + self.frame_shape, np.uint8)
+
+    def add(self, pending: _Pending) -> list[_Pending]:
+        finished = []
+        pending.remaining = len(pending.frames)
+        start = 0
+        while start < len(pending.frames):
+            count = min(self.batch_size - self._fill, len(pending.frames) - start)
+            self._buffer[self._fill : self._fill + count] = pending.frames[start : start + count]
+            self._slots.append((pending, start, count, self._fill))
+            self._fill += count
+            start += count
+            if self._fill == self.batch_size:
+                finished += self.run()
+        pending.frames = None  # the batch buffer holds what is still needed; free the clip's frames
+        return finished
+
+    def run(self) -> list[_Pending]:
+        """Run the model on what is buffered. A last partial batch is padded (stale frames, outputs ignored)
+        rather than shrunk, so the model never sees a new shape."""
+        if not self._fill:
+            return []
+        outputs = np.asarray(self.model.predict_on_batch(self._buffer))
+        finished = []
+        for pending, start, count, offset in self._slots:
+            if pending.outputs is None:
+                pending.outputs = np.empty((pending.remaining,) + outputs.shape[1:], np.float32)
+            pending.outputs[start : start + count] = outputs[offset : offset + count]
+            pending.remaining -= count
+            if pending.remaining == 0:
+                finished.append(pending)
+        self.frames_done += self._fill
+        self._slots, self._fill = [], 0
+        return finished
+
+
+def _decode_clips(clips, config: ExtractConfig, results: queue.Queue, stop: threading.Event) -> list[threading.Thread]:
+    """Start `config.workers` threads decoding `clips` into `results`; each ends with a None sentinel."""
+    todo: queue.Queue = queue.Queue()
+    for clip in clips:
+        todo.put(clip)
+    videos = Path(config.videos)
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                results.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work():
+        while not stop.is_set():
+            try:
+                clip = todo.get_nowait()
+            except queue.Empty:
+                break
+            try:
+                item = (clip, read_clip(videos / clip.relative_path, config.frames, config.size), None)
+            except VideoError as err:
+                item = (clip, None, str(err).replace(f"{videos / clip.relative_path}: ", ""))
+            except Exception as err:  # a decoder crash on one clip must not end the run
+                item = (clip, None, f"unexpected {type(err).__name__}: {err}")
+            if not put(item):
+                return
+        put(None)
+
+    threads = [threading.Thread(target=work, name=f"decode-{i}", daemon=True) for i in range(config.workers)]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def plan(config: ExtractConfig) -> tuple[list[ucf101.Clip], list[ucf101.Clip]]:
+    """(clips to extract, listed clips missing on disk); missing clips are an error unless allowed."""
+    clips = ucf101.all_clips(config.splits)
+    missing = ucf101.missing_on_disk(clips, config.videos)
+    if missing and not config.allow_missing:
+        examples = ", ".join(c.relative_path for c in missing[:3])
+        raise UcfpipeError(
+            f"{len(missing)} of {len(clips)} listed clips are missing under {config.videos} (e.g. {examples}); "
+            "fix --videos, or pass --allow-missing to extract the clips that are there"
+        )
+    absent = {c.video_id for c in missing}
+    return [c for c in clips if c.video_id not in absent], missing
+
+
+def run(config: ExtractConfig, progress: bool = True, log=print) -> dict:
+    """Extract what the cache at `config.out` lacks; write the manifest. Returns the run's summary."""
+    from tqdm import tqdm
+
+    from .provenance import versions
+
+    config.validate()
+    clips, missing = plan(config)
+    settings = feature_settings(config)
+    cache_fingerprint = fingerprint(settings)
+    out = Path(config.out)
+    started = time.time()
+    with open_for_writing(out, cache_fingerprint, settings, config.shard_clips, config.shard_seconds) as writer:
+        todo = [c for c in clips if c.video_id not in writer.done_ids]
+        manifest_path = out / MANIFEST
+        if not todo and manifest_path.exists():
+            log(f"{out}: all {len(writer.done_ids)} clips already extracted with these settings; nothing to do")
+            return {"extracted": 0, "failed": {}, "cached": len(writer.done_ids), "missing": len(missing), "out": str(out)}
+        log(f"extracting {len(todo)} clips ({len(writer.done_ids)} already in {out}, {len(missing)} missing on disk)")
+        failed: dict[str, str] = {}
+        frames_per_second = 0.0
+        if todo:
+            from .backbone import build_extractor
+
+            model = build_extractor(config.weights, config.layer, config.pooling, config.size, config.precision, config.seed)
+            batcher = _Batcher(model, config.batch_size, (config.size, config.size, 3))
+            results: queue.Queue = queue.Queue(maxsize=config.workers + 2 * -(-config.batch_size // config.frames))
+            stop = threading.Event()
+            threads = _decode_clips(todo, config, results, stop)
+            bar = tqdm(total=len(todo), unit="clip", disable=not progress, smoothing=0.1, dynamic_ncols=True)
+            model_start = time.time()
+
+            def store(finished: list[_Pending]) -> None:
+                for pending in finished:
+                    features = pending.outputs.astype(config.dtype)
+                    writer.add(ClipFeatures(
+                        pending.clip.video_id, pending.clip.label, pending.clip.group, pending.num_frames,
+                        pending.fps, pending.frame_indices[None], features[None],
+                    ))
+                bar.update(len(finished))
+                bar.set_postfix(frames_s=f"{batcher.frames_done / max(time.time() - model_start, 1e-9):.1f}", failed=len(failed))
+
+            try:
+                live = len(threads)
+                while live:
+                    item = results.get()
+                    if item is None:
+                        live -= 1
+                        continue
+                    clip, sampled, error = item
+                    if error is not None:
+                        failed[clip.video_id] = error
+                        bar.update(1)
+                        continue
+                    store(batcher.add(_Pending(clip, sampled.frames, sampled.frame_indices, sampled.num_frames, sampled.fps)))
+                store(batcher.run())
+            except KeyboardInterrupt:
+                stop.set()
+                writer.flush()  # clips whose features are complete are kept
+                bar.close()
+                raise Interrupted(
+                    f"interrupted: {len(writer.done_ids)} clips are safely in {out}; rerun the same command to resume"
+                ) from None
+            finally:
+                stop.set()
+                for thread in threads:
+                    thread.join(timeout=5)
+                bar.close()
+            writer.flush()
+            frames_per_second = batcher.frames_done / max(time.time() - model_start, 1e-9)
+        elapsed = time.time() - started
+        feature_shape = _feature_shape(out, writer.shards)
+        write_json_atomic(manifest_path, {
+            "format": FORMAT,
+            "fingerprint": cache_fingerprint,
+            "settings": settings,
+            "config": to_dict(config),
+            "versions": versions(),
+            "views": settings["views"],
+            "feature_shape": feature_shape,
+            "shards": writer.shards,
+            "num_clips": len(writer.done_ids),
+            "report": {"listed": len(clips) + len(missing), "missing": [c.video_id for c in missing], "failed": failed},
+            "last_run": {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(elapsed, 1),
+                         "clips_extracted": len(todo) - len(failed), "frames_per_second": round(frames_per_second, 1)},
+        })
+    summary = {"extracted": len(todo) - len(failed), "failed": failed, "cached": len(writer.done_ids),
+               "missing": len(missing), "out": str(out), "seconds": elapsed, "frames_per_second": frames_per_second}
+    log(f"done: {summary['extracted']} clips extracted in {elapsed:.1f} s ({frames_per_second:.1f} frames/s through VGG16), "
+        f"{len(writer.done_ids)} in {out}, {len(failed)} failed, {len(missing)} missing on disk")
+    for video_id, reason in list(failed.items())[:10]:
+        log(f"  failed: {video_id}: {reason}")
+    return summary
+
+
+def _feature_shape(out: Path, shards: list[str]) -> list[int]:
+    import h5py
+
+    if not shards:
+        return []
+    with h5py.File(out / shards[0], "r") as shard:
+        return list(shard["features"].shape[3:])

@@ -1,0 +1,114 @@
+"""Decoding and sampling: a video file -> T uint8 RGB frames spread uniformly over the whole clip.
+
+No Keras here: this runs in decoding threads (OpenCV releases the GIL while it decodes).
+
+Frame counts come from decoding, not from the container: AVI headers of real clips report wrong and even
+negative counts. We sample with the container's count as a hint in one sequential pass, and only if
+decoding finds a different count do we pass again with indices computed from the true count. Partly
+decodable files follow one rule: a clip ends at its first frame that fails to decode.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # FFmpeg's per-frame warnings on damaged files are noise
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .errors import UcfpipeError  # noqa: E402
+
+# Part of the feature fingerprint: changing how frames are resized changes every feature.
+RESIZE_METHOD = "cv2.INTER_AREA, whole frame to size x size (aspect ratio not kept)"
+SAMPLING_METHOD = "centre frame of T equal segments of the decoded frames"
+
+
+class VideoError(UcfpipeError):
+    """One clip could not be read; extraction records it and goes on."""
+
+
+@dataclass
+class SampledClip:
+    frames: np.ndarray  # (T, size, size, 3) uint8 RGB
+    frame_indices: np.ndarray  # (T,) int32 indices into the decoded frames
+    num_frames: int  # frames decoding actually found
+    fps: float
+
+
+def uniform_frame_indices(num_frames: int, num_samples: int, offset: float = 0.5) -> np.ndarray:
+    """`num_samples` indices spread uniformly over `num_frames`: the frame at relative position `offset`
+    of each of `num_samples` equal segments. Short clips repeat indices, so every clip yields exactly T."""
+    if num_frames < 1 or num_samples < 1:
+        raise ValueError(f"need num_frames >= 1 and num_samples >= 1, got {num_frames}, {num_samples}")
+    if not 0.0 <= offset < 1.0:
+        raise ValueError(f"offset must be in [0, 1), got {offset}")
+    positions = (np.arange(num_samples) + offset) * (num_frames / num_samples)
+    return np.minimum(positions.astype(np.int64), num_frames - 1).astype(np.int32)
+
+
+def resize_rgb(frame_bgr: np.ndarray, size: int) -> np.ndarray:
+    """OpenCV's BGR frame -> size x size RGB (resized first: converting the smaller image is cheaper)."""
+    resized = cv2.resize(frame_bgr, (size, size), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
+
+
+def _open(path: Path) -> cv2.VideoCapture:
+    if not path.is_file():
+        raise VideoError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise VideoError(f"{path}: file is empty (0 bytes)")
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise VideoError(f"{path}: OpenCV cannot open it (not a video, or damaged beyond its header)")
+    return capture
+
+
+def _decode(path: Path, num_samples: int, size: int, known_count: int = 0) -> tuple[dict[int, np.ndarray], int, float]:
+    """One sequential pass: every frame is decoded (to count them) but only the frames sampled from
+    `known_count` (else the container's count hint) are converted. Returns them by index, the decoded
+    frame count and the fps."""
+    capture = _open(path)
+    try:
+        fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+        basis = known_count or int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        wanted = set(uniform_frame_indices(basis, num_samples).tolist()) if basis > 0 else set()
+        frames: dict[int, np.ndarray] = {}
+        count = 0
+        while capture.grab():
+            if count in wanted:
+                ok, frame = capture.retrieve()
+                if not ok or frame is None or frame.ndim != 3:
+                    break
+                frames[count] = resize_rgb(frame, size)
+            count += 1
+        return frames, count, fps
+    finally:
+        capture.release()
+
+
+def container_frame_count(path: str | Path) -> tuple[int, float]:
+    """What the container claims (frame count, fps) without decoding; only a hint."""
+    capture = _open(Path(path))
+    try:
+        return int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0), float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+    finally:
+        capture.release()
+
+
+def read_clip(path: str | Path, num_samples: int, size: int) -> SampledClip:
+    """Decode `path` and return `num_samples` frames uniformly spread over all of its decodable frames."""
+    path = Path(path)
+    frames, count, fps = _decode(path, num_samples, size)
+    if count == 0:
+        raise VideoError(f"{path}: no decodable frames")
+    indices = uniform_frame_indices(count, num_samples)
+    if not set(indices.tolist()) <= frames.keys():
+        # The container's count was wrong (or the clip ends early): sample again from the true count.
+        frames, recount, _ = _decode(path, num_samples, size, known_count=count)
+        if recount != count or not set(indices.tolist()) <= frames.keys():
+            raise VideoError(f"{path}: decoding is not repeatable ({count} then {recount} frames)")
+    return SampledClip(np.stack([frames[i] for i in indices]), indices, count, fps)
