@@ -19,6 +19,12 @@ from .errors import UcfpipeError
 POOLINGS = ("avg", "max", "none")
 STORAGE_DTYPES = ("float16", "float32")
 PRECISIONS = ("float32", "bfloat16", "float16")
+# keras.applications.VGG16(include_top=False)'s layers, so a typo fails before any work or directory is made.
+VGG16_LAYERS = tuple(
+    f"block{block}_{kind}"
+    for block, convs in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3))
+    for kind in [f"conv{i}" for i in range(1, convs + 1)] + ["pool"]
+)
 
 
 @dataclass
@@ -46,6 +52,7 @@ class ExtractConfig:
         _check_positive(self, "frames", "batch_size", "workers", "shard_clips")
         if self.size < 32:
             raise UcfpipeError(f"size must be at least 32 (VGG16's smallest input), got {self.size}")
+        _check_choice(self, "layer", VGG16_LAYERS)
         _check_choice(self, "pooling", POOLINGS)
         _check_choice(self, "dtype", STORAGE_DTYPES)
         _check_choice(self, "precision", PRECISIONS)
@@ -113,3 +120,54 @@ def fingerprint(settings: dict) -> str:
     equal fingerprint; any change, a different one."""
     canonical = json.dumps(settings, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+CELLS = ("lstm", "gru")
+MONITORS = ("val_accuracy", "val_loss")
+
+
+@dataclass
+class TrainConfig:
+    features: str = "features/ucf101"  # the feature cache made by `ucfpipe extract`
+    splits: str = ""  # the ucfTrainTestlist/ folder
+    split: int = 1  # which official split: train on trainlist0N, the test list is left to `ucfpipe eval`
+    out: str = ""  # the run directory
+    cell: str = "lstm"  # "lstm" or "gru"
+    units: int = 512  # per direction
+    layers: int = 1
+    bidirectional: bool = False
+    dropout: float = 0.5  # after every recurrent layer
+    epochs: int = 50  # at most; early stopping usually ends sooner
+    batch_size: int = 32
+    learning_rate: float = 3e-4  # Adam
+    weight_decay: float = 0.0  # decoupled (AdamW-style); 0 disables
+    clipnorm: float = 1.0  # gradient norm clipping; 0 disables
+    label_smoothing: float = 0.1
+    val_groups: int = 3  # gGG groups of the training list held out for validation (UCF-101's lists train on 18)
+    monitor: str = "val_accuracy"  # "val_accuracy" or "val_loss": picks the best epoch and drives early stopping
+    patience: int = 10  # epochs without improvement of `monitor` before stopping
+    memory_limit_gb: float = 4.0  # train/val features up to this size are loaded into memory, larger are streamed
+    allow_missing: bool = False  # train (and later evaluate) on the clips present when some are not in the cache
+    seed: int = 0  # validation groups, weight init, dropout and batch order
+
+    def validate(self) -> "TrainConfig":
+        _require(self.features, "features", "the feature cache made by `ucfpipe extract`")
+        _require(self.splits, "splits", "the ucfTrainTestlist/ folder")
+        _require(self.out, "out", "the run directory to create")
+        if self.split not in (1, 2, 3):
+            raise UcfpipeError(f"split must be 1, 2 or 3, got {self.split}")
+        _check_positive(self, "units", "layers", "epochs", "batch_size", "val_groups", "patience")
+        _check_choice(self, "cell", CELLS)
+        _check_choice(self, "monitor", MONITORS)
+        for name in ("dropout", "label_smoothing"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise UcfpipeError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        for name in ("learning_rate", "memory_limit_gb"):
+            if getattr(self, name) <= 0:
+                raise UcfpipeError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("weight_decay", "clipnorm"):
+            if getattr(self, name) < 0:
+                raise UcfpipeError(f"{name} must be 0 (off) or positive, got {getattr(self, name)}")
+        if self.seed < 0:
+            raise UcfpipeError(f"seed must be a non-negative integer, got {self.seed}")
+        return self

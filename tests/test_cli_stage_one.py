@@ -1,0 +1,107 @@
+"""Stage one's commands through click's CliRunner: output, exit statuses, and one-line errors."""
+
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import TINY
+from ucfpipe.cli import main
+from ucfpipe.features import FeatureStore
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def tiny_flags():
+    return [f for key, value in TINY.items() for f in (f"--{key.replace('_', '-')}", value)]
+
+
+def assert_one_line_error(result, fragment: str, exit_code: int = 2):
+    assert result.exit_code == exit_code, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and fragment in errors[0], result.output
+    assert "Traceback" not in result.output
+
+
+def test_splits_reports_official_counts(official_splits, genuine_videos):
+    result = invoke("splits", "--splits", official_splits, "--videos", genuine_videos)
+    assert result.exit_code == 0, result.output
+    for counts in ("1        9537   3783      101", "2        9586   3734      101", "3        9624   3696      101"):
+        assert counts in result.output
+    assert "g08-g25 / g01-g07" in result.output
+    assert "6 of 13320 listed clips are under" in result.output and "13314 missing" in result.output
+
+
+def test_splits_on_a_folder_without_lists_is_a_one_line_error(tmp_path):
+    assert_one_line_error(invoke("splits", "--splits", tmp_path), "classInd.txt not found")
+
+
+def test_extract_then_rerun_is_a_no_op(synth_dataset, tmp_path):
+    args = ["extract", "--videos", synth_dataset["videos"], "--splits", synth_dataset["splits"],
+            "--out", tmp_path / "f", *tiny_flags()]
+    first = invoke(*args)
+    assert first.exit_code == 0, first.output
+    assert f"done: {synth_dataset['num_clips']} clips extracted" in first.output
+    second = invoke(*args)
+    assert second.exit_code == 0 and "nothing to do" in second.output
+    assert len(FeatureStore(tmp_path / "f")) == synth_dataset["num_clips"]
+
+
+def test_config_file_is_read_and_flags_override_it(synth_dataset, tmp_path):
+    config = tmp_path / "extract.toml"
+    config.write_text(f'videos = "{synth_dataset["videos"]}"\nsplits = "{synth_dataset["splits"]}"\n'
+                      f'out = "{tmp_path / "f"}"\nweights = "none"\nframes = 5\nsize = 32\n')
+    result = invoke("extract", "--config", config, "--frames", 4)
+    assert result.exit_code == 0, result.output
+    assert FeatureStore(tmp_path / "f").num_steps == 4
+
+
+@pytest.mark.parametrize(
+    "content, fragment",
+    [("frame = 3\n", "unknown key 'frame'"), ('frames = "many"\n', "frames must be of type int"),
+     ("frames = [\n", "is not valid TOML"), ('pooling = "mean"\n', "pooling must be one of avg, max, none")],
+)
+def test_bad_config_files_are_one_line_errors(tmp_path, synth_dataset, content, fragment):
+    config = tmp_path / "extract.toml"
+    config.write_text(content)
+    result = invoke("extract", "--config", config, "--videos", synth_dataset["videos"],
+                    "--splits", synth_dataset["splits"], "--out", tmp_path / "f")
+    assert_one_line_error(result, fragment)
+
+
+@pytest.mark.parametrize(
+    "flags, fragment",
+    [(["--size", "16"], "size must be at least 32"), (["--layer", "block9"], "layer must be one of block1_conv1"),
+     (["--weights", "/no/such/file.h5"], "weights file /no/such/file.h5 not found")],
+)
+def test_bad_flags_are_one_line_errors(synth_dataset, tmp_path, flags, fragment):
+    args = ["extract", "--videos", synth_dataset["videos"], "--splits", synth_dataset["splits"],
+            "--out", tmp_path / "f", *tiny_flags()]
+    result = invoke(*args, *flags)
+    assert_one_line_error(result, fragment)
+
+
+def test_a_weights_file_that_is_not_vgg16_is_a_one_line_error(synth_dataset, tmp_path):
+    bogus = tmp_path / "weights.h5"
+    bogus.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
+    result = invoke("extract", "--videos", synth_dataset["videos"], "--splits", synth_dataset["splits"],
+                    "--out", tmp_path / "f", *tiny_flags(), "--weights", bogus)
+    assert_one_line_error(result, "is not a VGG16 (include_top=False) weights file")
+
+
+def test_unreadable_clips_exit_with_status_3_and_are_retried(synth_dataset, tmp_path):
+    videos = tmp_path / "videos"
+    shutil.copytree(synth_dataset["videos"], videos)
+    broken = sorted(videos.glob("*/*.avi"))[0]
+    good = broken.read_bytes()
+    broken.write_bytes(b"")
+    args = ["extract", "--videos", videos, "--splits", synth_dataset["splits"], "--out", tmp_path / "f", *tiny_flags()]
+    result = invoke(*args)
+    assert_one_line_error(result, "1 clips could not be read", exit_code=3)
+    broken.write_bytes(good)
+    retry = invoke(*args)
+    assert retry.exit_code == 0, retry.output
+    assert "done: 1 clips extracted" in retry.output
+    assert len(FeatureStore(tmp_path / "f")) == synth_dataset["num_clips"]
