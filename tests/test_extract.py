@@ -181,3 +181,34 @@ def test_unreadable_clip_is_recorded_and_the_rest_extracted(synth_dataset, tmp_p
     store = FeatureStore(tmp_path / "f")
     assert broken_id not in store and len(store) == synth_dataset["num_clips"] - 1
     assert "cannot open" in store.report["failed"][broken_id]
+
+
+def test_shard_parts_are_disjoint_complete_and_merge_into_the_full_cache(synth_dataset, synth_cache, tmp_path):
+    from ucfpipe.merge import merge
+
+    parts = []
+    for index in range(3):
+        out = tmp_path / f"part{index}"
+        config = ExtractConfig(videos=str(synth_dataset["videos"]), splits=str(synth_dataset["splits"]), out=str(out),
+                               shard=f"{index}/3", **TINY)
+        assert extract.run(config, **QUIET)["extracted"] == synth_dataset["num_clips"] // 3
+        parts.append(out)
+    ids = [set(FeatureStore(p).video_ids) for p in parts]
+    assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
+    with pytest.raises(UcfpipeError, match=r"parts must be 0..2 of 3, each once: missing \[2\]"):
+        merge(parts[:2], tmp_path / "merged")
+    with pytest.raises(UcfpipeError, match=r"repeated \[0\]"):
+        merge([parts[0], parts[0], parts[1]], tmp_path / "merged")
+    assert not (tmp_path / "merged").exists()
+    summary = merge(parts, tmp_path / "merged")
+    assert summary["clips"] == synth_dataset["num_clips"]
+    merged, clean = FeatureStore(tmp_path / "merged"), FeatureStore(synth_cache)
+    assert merged.video_ids == clean.video_ids and merged.fingerprint == clean.fingerprint
+    np.testing.assert_allclose(merged.features(merged.video_ids).astype(np.float32),
+                               clean.features(clean.video_ids).astype(np.float32), rtol=2e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("shard", ["3/3", "1", "a/b", "-1/2"])
+def test_bad_shard_specs_are_refused(shard):
+    with pytest.raises(UcfpipeError, match="shard must be 'i/N'"):
+        ExtractConfig(videos="v", splits="s", shard=shard).validate()

@@ -152,9 +152,22 @@ def _decode_clips(clips, config: ExtractConfig, results: queue.Queue, stop: thre
     return threads
 
 
+def assigned_clips(config: ExtractConfig) -> list[ucf101.Clip]:
+    """The listed clips this run is responsible for: all of them, or with `shard = "i/N"` every N-th clip of
+    the sorted list starting at i. Computed from the lists alone, never from what is on disk, so the N
+    parts are disjoint and complete whatever each machine sees."""
+    index, count = config.shard_part()
+    return list(ucf101.all_clips(config.splits))[index::count]
+
+
+def clip_list_digest(splits_dir) -> str:
+    """Identifies the full clip list, so parts made from different split files are never merged."""
+    return fingerprint({"video_ids": [c.video_id for c in ucf101.all_clips(splits_dir)]})
+
+
 def plan(config: ExtractConfig) -> tuple[list[ucf101.Clip], list[ucf101.Clip]]:
     """(clips to extract, listed clips missing on disk); missing clips are an error unless allowed."""
-    clips = ucf101.all_clips(config.splits)
+    clips = assigned_clips(config)
     missing = ucf101.missing_on_disk(clips, config.videos)
     if missing and not config.allow_missing:
         examples = ", ".join(c.relative_path for c in missing[:3])
@@ -166,8 +179,9 @@ def plan(config: ExtractConfig) -> tuple[list[ucf101.Clip], list[ucf101.Clip]]:
     return [c for c in clips if c.video_id not in absent], missing
 
 
-def run(config: ExtractConfig, progress: bool = True, log=print) -> dict:
-    """Extract what the cache at `config.out` lacks; write the manifest. Returns the run's summary."""
+def run(config: ExtractConfig, progress: bool = True, log=print, model=None) -> dict:
+    """Extract what the cache at `config.out` lacks; write the manifest. Returns the run's summary.
+    `model` is a prebuilt extractor for these settings (the benchmark passes a warmed-up one)."""
     from tqdm import tqdm
 
     from .provenance import versions
@@ -188,9 +202,10 @@ def run(config: ExtractConfig, progress: bool = True, log=print) -> dict:
         failed: dict[str, str] = {}
         frames_per_second = 0.0
         if todo:
-            from .backbone import build_extractor
+            if model is None:
+                from .backbone import build_extractor
 
-            model = build_extractor(config.weights, config.layer, config.pooling, config.size, config.precision, config.seed)
+                model = build_extractor(config.weights, config.layer, config.pooling, config.size, config.precision, config.seed)
             batcher = _Batcher(model, config.batch_size, (config.size, config.size, 3))
             results: queue.Queue = queue.Queue(maxsize=config.workers + 2 * -(-config.batch_size // config.frames))
             stop = threading.Event()
@@ -249,6 +264,8 @@ def run(config: ExtractConfig, progress: bool = True, log=print) -> dict:
             "shards": writer.shards,
             "num_clips": len(writer.done_ids),
             "report": {"listed": len(clips) + len(missing), "missing": [c.video_id for c in missing], "failed": failed},
+            "part": {"index": config.shard_part()[0], "count": config.shard_part()[1],
+                     "clip_list": clip_list_digest(config.splits)},
             "last_run": {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(elapsed, 1),
                          "clips_extracted": len(todo) - len(failed), "frames_per_second": round(frames_per_second, 1)},
         })

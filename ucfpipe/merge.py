@@ -1,0 +1,78 @@
+"""`ucfpipe merge`: the caches of `extract --shard i/N` runs -> one cache, verified.
+
+Checks that the parts are the N parts of one clip list, made with one fingerprint, and that together they
+hold every clip exactly once (clips missing on disk or unreadable are carried over in the report). Shard
+files are hard-linked when the parts live on the same file system (no copy), copied otherwise. The merged
+cache appears under its final name only when complete.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from .errors import UcfpipeError
+from .features import MANIFEST, FeatureStore, write_json_atomic
+
+
+def merge(parts: list[str | Path], out: str | Path) -> dict:
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise UcfpipeError(f"{out} already exists and is not empty: choose a new --out for the merged cache")
+    if not parts:
+        raise UcfpipeError("no part directories given: pass the --out directories of every `extract --shard i/N` run")
+    stores = [FeatureStore(part) for part in parts]  # each must be a finished cache
+    first = stores[0].manifest
+    count = first["part"]["count"]
+    for store in stores:
+        manifest = store.manifest
+        if store.fingerprint != stores[0].fingerprint:
+            raise UcfpipeError(f"{store.directory} was extracted with other settings than {stores[0].directory}; parts must share one fingerprint")
+        if manifest["part"]["count"] != count or manifest["part"]["clip_list"] != first["part"]["clip_list"]:
+            raise UcfpipeError(f"{store.directory} is a part of another partition or clip list than {stores[0].directory}")
+    indices = sorted(store.manifest["part"]["index"] for store in stores)
+    if indices != list(range(count)):
+        absent = sorted(set(range(count)) - set(indices))
+        repeated = sorted({i for i in indices if indices.count(i) > 1})
+        raise UcfpipeError(f"the parts must be 0..{count - 1} of {count}, each once: missing {absent}, repeated {repeated}")
+    seen: dict[str, Path] = {}
+    for store in stores:
+        for video_id in store.video_ids:
+            if video_id in seen:
+                raise UcfpipeError(f"{video_id} is in both {seen[video_id]} and {store.directory}; a clip must be extracted once")
+            seen[video_id] = store.directory
+    listed = sum(store.report["listed"] for store in stores)
+    missing = [v for store in stores for v in store.report["missing"]]
+    failed = {k: v for store in stores for k, v in store.report["failed"].items()}
+    if len(seen) + len(missing) + len(failed) != listed:
+        raise UcfpipeError(f"the parts account for {len(seen) + len(missing) + len(failed)} of {listed} listed clips; re-run the incomplete part")
+
+    staging = out.with_name(out.name + ".merging")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    shards = []
+    for store in stores:
+        for name in store.manifest["shards"]:
+            target = staging / f"shard-{len(shards):05d}.h5"
+            try:
+                os.link(store.directory / name, target)
+            except OSError:
+                shutil.copy2(store.directory / name, target)
+            shards.append(target.name)
+    write_json_atomic(staging / MANIFEST, {
+        **{key: first[key] for key in ("format", "fingerprint", "settings", "versions", "views", "feature_shape")},
+        "config": {**first["config"], "shard": "", "out": str(out)},
+        "shards": shards,
+        "num_clips": len(seen),
+        "report": {"listed": listed, "missing": sorted(missing), "failed": failed},
+        "part": {"index": 0, "count": 1, "clip_list": first["part"]["clip_list"]},
+        "merged_from": [str(store.directory) for store in stores],
+    })
+    for store in stores:
+        store.close()
+    if out.exists():
+        out.rmdir()  # empty, checked above
+    os.replace(staging, out)
+    FeatureStore(out).close()  # verify: readable, every clip once, one fingerprint
+    return {"clips": len(seen), "parts": count, "missing": len(missing), "failed": len(failed), "out": str(out)}
