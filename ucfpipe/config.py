@@ -45,6 +45,16 @@ class ExtractConfig:
     shard_seconds: float = 120.0
     allow_missing: bool = False  # extract what is on disk when listed clips are missing
     seed: int = 0  # seeds the random VGG16 weights of `weights = "none"`
+    shard: str = ""  # "i/N": only the i-th (0-based) of N disjoint parts of the clip list, for job arrays
+
+    def shard_part(self) -> tuple[int, int]:
+        """(i, N) of `shard`, (0, 1) when unset."""
+        if not self.shard:
+            return 0, 1
+        index, _, count = self.shard.partition("/")
+        if not (index.isdigit() and count.isdigit() and 0 <= int(index) < int(count)):
+            raise UcfpipeError(f"shard must be 'i/N' with 0 <= i < N (e.g. 0/4 ... 3/4), got {self.shard!r}")
+        return int(index), int(count)
 
     def validate(self) -> "ExtractConfig":
         _require(self.videos, "videos", "the UCF-101/ folder holding <Class>/<clip>.avi")
@@ -52,6 +62,7 @@ class ExtractConfig:
         _check_positive(self, "frames", "batch_size", "workers", "shard_clips")
         if self.size < 32:
             raise UcfpipeError(f"size must be at least 32 (VGG16's smallest input), got {self.size}")
+        self.shard_part()
         _check_choice(self, "layer", VGG16_LAYERS)
         _check_choice(self, "pooling", POOLINGS)
         _check_choice(self, "dtype", STORAGE_DTYPES)
