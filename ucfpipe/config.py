@@ -46,6 +46,12 @@ class ExtractConfig:
     allow_missing: bool = False  # extract what is on disk when listed clips are missing
     seed: int = 0  # seeds the random VGG16 weights of `weights = "none"`
     shard: str = ""  # "i/N": only the i-th (0-based) of N disjoint parts of the clip list, for job arrays
+    views: str = "center"  # views stored per clip: names and presets of ucfpipe.views, e.g. "flip,crops,time"
+
+    def view_names(self) -> tuple[str, ...]:
+        from .views import parse_views
+
+        return parse_views(self.views)
 
     def shard_part(self) -> tuple[int, int]:
         """(i, N) of `shard`, (0, 1) when unset."""
@@ -63,6 +69,7 @@ class ExtractConfig:
         if self.size < 32:
             raise UcfpipeError(f"size must be at least 32 (VGG16's smallest input), got {self.size}")
         self.shard_part()
+        self.view_names()
         _check_choice(self, "layer", VGG16_LAYERS)
         _check_choice(self, "pooling", POOLINGS)
         _check_choice(self, "dtype", STORAGE_DTYPES)

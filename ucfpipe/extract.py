@@ -19,7 +19,7 @@ from . import ucf101
 from .config import ExtractConfig, fingerprint, to_dict
 from .errors import UcfpipeError
 from .features import FORMAT, MANIFEST, ClipFeatures, open_for_writing, write_json_atomic
-from .video import RESIZE_METHOD, SAMPLING_METHOD, VideoError, read_clip
+from .video import RESIZE_METHOD, SAMPLING_METHOD, VideoError, read_views
 
 EXIT_CLIPS_FAILED = 3  # documented: extraction finished, but some clips could not be read
 
@@ -45,7 +45,7 @@ def feature_settings(config: ExtractConfig) -> dict:
         "frames": config.frames,
         "sampling": SAMPLING_METHOD,
         "resize": RESIZE_METHOD,
-        "views": ["center"],
+        "views": list(config.view_names()),
         "dtype": config.dtype,
         "precision": config.precision,
         "keras": keras.__version__,
@@ -120,6 +120,7 @@ def _decode_clips(clips, config: ExtractConfig, results: queue.Queue, stop: thre
     for clip in clips:
         todo.put(clip)
     videos = Path(config.videos)
+    view_names = config.view_names()
 
     def put(item) -> bool:
         while not stop.is_set():
@@ -137,7 +138,7 @@ def _decode_clips(clips, config: ExtractConfig, results: queue.Queue, stop: thre
             except queue.Empty:
                 break
             try:
-                item = (clip, read_clip(videos / clip.relative_path, config.frames, config.size), None)
+                item = (clip, read_views(videos / clip.relative_path, config.frames, config.size, view_names), None)
             except VideoError as err:
                 item = (clip, None, str(err).replace(f"{videos / clip.relative_path}: ", ""))
             except Exception as err:  # a decoder crash on one clip must not end the run
@@ -207,7 +208,9 @@ def run(config: ExtractConfig, progress: bool = True, log=print, model=None) -> 
 
                 model = build_extractor(config.weights, config.layer, config.pooling, config.size, config.precision, config.seed)
             batcher = _Batcher(model, config.batch_size, (config.size, config.size, 3))
-            results: queue.Queue = queue.Queue(maxsize=config.workers + 2 * -(-config.batch_size // config.frames))
+            # Bounded in clips: enough decoded clips to fill two batches, so memory stays flat.
+            frames_per_clip = config.frames * len(config.view_names())
+            results: queue.Queue = queue.Queue(maxsize=config.workers + 2 * -(-config.batch_size // frames_per_clip))
             stop = threading.Event()
             threads = _decode_clips(todo, config, results, stop)
             bar = tqdm(total=len(todo), unit="clip", disable=not progress, smoothing=0.1, dynamic_ncols=True)
@@ -215,10 +218,11 @@ def run(config: ExtractConfig, progress: bool = True, log=print, model=None) -> 
 
             def store(finished: list[_Pending]) -> None:
                 for pending in finished:
-                    features = pending.outputs.astype(config.dtype)
+                    # The model saw the views' frames one after another: (V*T, ...) -> (V, T, ...).
+                    features = pending.outputs.reshape(pending.frame_indices.shape + pending.outputs.shape[1:])
                     writer.add(ClipFeatures(
                         pending.clip.video_id, pending.clip.label, pending.clip.group, pending.num_frames,
-                        pending.fps, pending.frame_indices[None], features[None],
+                        pending.fps, pending.frame_indices, features.astype(config.dtype),
                     ))
                 bar.update(len(finished))
                 bar.set_postfix(frames_s=f"{batcher.frames_done / max(time.time() - model_start, 1e-9):.1f}", failed=len(failed))
@@ -235,7 +239,8 @@ def run(config: ExtractConfig, progress: bool = True, log=print, model=None) -> 
                         failed[clip.video_id] = error
                         bar.update(1)
                         continue
-                    store(batcher.add(_Pending(clip, sampled.frames, sampled.frame_indices, sampled.num_frames, sampled.fps)))
+                    frames = sampled.frames.reshape((-1,) + sampled.frames.shape[2:])
+                    store(batcher.add(_Pending(clip, frames, sampled.frame_indices, sampled.num_frames, sampled.fps)))
                 store(batcher.run())
             except KeyboardInterrupt:
                 stop.set()

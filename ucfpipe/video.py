@@ -21,6 +21,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .errors import UcfpipeError  # noqa: E402
+from .views import VIEWS, View, crop_size, render  # noqa: E402
 
 # Part of the feature fingerprint: changing how frames are resized changes every feature.
 RESIZE_METHOD = "cv2.INTER_AREA, whole frame to size x size (aspect ratio not kept)"
@@ -33,8 +34,8 @@ class VideoError(UcfpipeError):
 
 @dataclass
 class SampledClip:
-    frames: np.ndarray  # (T, size, size, 3) uint8 RGB
-    frame_indices: np.ndarray  # (T,) int32 indices into the decoded frames
+    frames: np.ndarray  # (T, size, size, 3) uint8 RGB; (V, T, size, size, 3) from read_views
+    frame_indices: np.ndarray  # (T,) int32 indices into the decoded frames; (V, T) from read_views
     num_frames: int  # frames decoding actually found
     fps: float
 
@@ -67,23 +68,30 @@ def _open(path: Path) -> cv2.VideoCapture:
     return capture
 
 
-def _decode(path: Path, num_samples: int, size: int, known_count: int = 0) -> tuple[dict[int, np.ndarray], int, float]:
-    """One sequential pass: every frame is decoded (to count them) but only the frames sampled from
-    `known_count` (else the container's count hint) are converted. Returns them by index, the decoded
-    frame count and the fps."""
+def _wanted(num_frames: int, num_samples: int, views: tuple[View, ...]) -> set[int]:
+    return {i for offset in {v.offset for v in views} for i in uniform_frame_indices(num_frames, num_samples, offset).tolist()}
+
+
+def _decode(path: Path, num_samples: int, size: int, views: tuple[View, ...], known_count: int = 0):
+    """One sequential pass: every frame is decoded (to count them) but only the frames the views sample
+    from `known_count` (else the container's count hint) are converted, once per output size. Returns
+    {index: (whole, larger)}, the decoded frame count and the fps."""
     capture = _open(path)
+    need_whole = any(v.crop is None for v in views)
+    need_larger = any(v.crop is not None for v in views)
     try:
         fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
         basis = known_count or int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        wanted = set(uniform_frame_indices(basis, num_samples).tolist()) if basis > 0 else set()
-        frames: dict[int, np.ndarray] = {}
+        wanted = _wanted(basis, num_samples, views) if basis > 0 else set()
+        frames: dict[int, tuple] = {}
         count = 0
         while capture.grab():
             if count in wanted:
                 ok, frame = capture.retrieve()
                 if not ok or frame is None or frame.ndim != 3:
                     break
-                frames[count] = resize_rgb(frame, size)
+                frames[count] = (resize_rgb(frame, size) if need_whole else None,
+                                 resize_rgb(frame, crop_size(size)) if need_larger else None)
             count += 1
         return frames, count, fps
     finally:
@@ -111,16 +119,27 @@ def container_frame_count(path: str | Path) -> tuple[int, float]:
         capture.release()
 
 
-def read_clip(path: str | Path, num_samples: int, size: int) -> SampledClip:
-    """Decode `path` and return `num_samples` frames uniformly spread over all of its decodable frames."""
+def read_views(path: str | Path, num_samples: int, size: int, view_names=("center",)) -> SampledClip:
+    """Decode `path` once and return every view's `num_samples` frames, spread uniformly over all of the
+    clip's decodable frames: frames (V, T, size, size, 3), frame_indices (V, T)."""
     path = Path(path)
-    frames, count, fps = _decode(path, num_samples, size)
+    views = tuple(VIEWS[name] for name in view_names)
+    frames, count, fps = _decode(path, num_samples, size, views)
     if count == 0:
         raise VideoError(f"{path}: no decodable frames")
-    indices = uniform_frame_indices(count, num_samples)
-    if not set(indices.tolist()) <= frames.keys():
+    if not _wanted(count, num_samples, views) <= frames.keys():
         # The container's count was wrong (or the clip ends early): sample again from the true count.
-        frames, recount, _ = _decode(path, num_samples, size, known_count=count)
-        if recount != count or not set(indices.tolist()) <= frames.keys():
+        frames, recount, _ = _decode(path, num_samples, size, views, known_count=count)
+        if recount != count or not _wanted(count, num_samples, views) <= frames.keys():
             raise VideoError(f"{path}: decoding is not repeatable ({count} then {recount} frames)")
-    return SampledClip(np.stack([frames[i] for i in indices]), indices, count, fps)
+    indices = np.stack([uniform_frame_indices(count, num_samples, view.offset) for view in views])
+    rendered = np.stack([
+        np.stack([render(view, *frames[i], size) for i in view_indices]) for view, view_indices in zip(views, indices)
+    ])
+    return SampledClip(rendered, indices, count, fps)
+
+
+def read_clip(path: str | Path, num_samples: int, size: int) -> SampledClip:
+    """The plain view only: frames (T, size, size, 3) uniformly spread over all decodable frames."""
+    clip = read_views(path, num_samples, size)
+    return SampledClip(clip.frames[0], clip.frame_indices[0], clip.num_frames, clip.fps)
