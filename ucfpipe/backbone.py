@@ -47,7 +47,7 @@ def weights_identity(weights: str, seed: int) -> dict:
     return {"weights": "file", "sha256": digest.hexdigest()}
 
 
-def _load_vgg16(weights: str, size: int, seed: int) -> keras.Model:
+def load_vgg16(weights: str, size: int, seed: int) -> keras.Model:
     shape = (size, size, 3)
     if weights == "none":
         keras.utils.set_random_seed(seed)
@@ -82,7 +82,7 @@ def build_extractor(
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_" + precision if precision != "float32" else "float32")
     try:
-        vgg = _load_vgg16(weights, size, seed)
+        vgg = load_vgg16(weights, size, seed)
         names = [l.name for l in vgg.layers]
         if layer not in names:
             convs = ", ".join(n for n in names if "conv" in n)

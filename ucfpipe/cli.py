@@ -147,5 +147,131 @@ def extract(config_file, no_progress, **flags):
         raise exc
 
 
+# -- stage two ------------------------------------------------------------------------------------------------
+@main.command()
+@config_option("train")
+@click.option("--features", type=click.Path(), help="Feature cache made by `ucfpipe extract`.  [default: features/ucf101]")
+@click.option("--splits", type=click.Path(), help="The ucfTrainTestlist/ folder.")
+@click.option("--split", type=int, help="Official split 1, 2 or 3: trains on its training list.  [default: 1]")
+@click.option("--out", type=click.Path(), help="Run directory to create (model, logs, curves).")
+@click.option("--cell", type=click.Choice(["lstm", "gru"]), help="Recurrent cell.  [default: lstm]")
+@click.option("--units", type=int, help="Units per recurrent layer (per direction).  [default: 512]")
+@click.option("--layers", type=int, help="Stacked recurrent layers.  [default: 1]")
+@click.option("--bidirectional/--unidirectional", default=None, help="Read clips both ways.  [default: unidirectional]")
+@click.option("--dropout", type=float, help="Dropout after each recurrent layer.  [default: 0.5]")
+@click.option("--epochs", type=int, help="At most this many epochs.  [default: 50]")
+@click.option("--batch-size", type=int, help="Clips per step.  [default: 32]")
+@click.option("--learning-rate", type=float, help="Adam's learning rate.  [default: 3e-4]")
+@click.option("--weight-decay", type=float, help="Decoupled weight decay, 0 = off.  [default: 0]")
+@click.option("--clipnorm", type=float, help="Gradient norm clipping, 0 = off.  [default: 1.0]")
+@click.option("--label-smoothing", type=float, help="Cross-entropy label smoothing.  [default: 0.1]")
+@click.option("--val-groups", type=int, help="Training-list groups held out for validation.  [default: 3]")
+@click.option("--monitor", type=click.Choice(["val_accuracy", "val_loss"]), help="Picks the best epoch.  [default: val_accuracy]")
+@click.option("--patience", type=int, help="Epochs without improvement before stopping.  [default: 10]")
+@click.option("--memory-limit-gb", type=float, help="Load features into memory up to this size, else stream.  [default: 4]")
+@click.option("--allow-missing", is_flag=True, default=None, help="Use the clips present when the cache lacks some of the split.")
+@click.option("--seed", type=int, help="Validation groups, initialisation, dropout, batch order.  [default: 0]")
+@click.option("--resume", is_flag=True, help="Continue the interrupted run at --out from its last epoch, with its own settings.")
+@user_errors
+def train(config_file, resume, **flags):
+    """Stage two: train an LSTM on one split's cached training features, validating on held-out groups.
+
+    Exit status 0 when training finished, 2 for bad input, 130 when interrupted (resume with --resume)."""
+    from . import train as stage
+    from .config import TrainConfig
+
+    if resume:
+        if not flags["out"]:
+            raise UcfpipeError("--resume needs --out RUN_DIR, the run to continue")
+        if config_file:
+            click.echo(f"--resume continues with {Path(flags['out']) / 'config.json'}; {config_file} is not read")
+        config = stage.resume_config(flags["out"], flags)
+    else:
+        config = load_config(TrainConfig, config_file, flags)
+    stage.run(config, resume=resume, log=click.echo)
+
+
+@main.command("eval")
+@click.option("--run", "run_dir", required=True, type=click.Path(), help="Run directory made by `ucfpipe train`.")
+@click.option("--features", type=click.Path(), help="Feature cache, if not where the run found it (same fingerprint).")
+@click.option("--splits", "--split-dir", "splits", type=click.Path(), help="The ucfTrainTestlist/ folder, if not the run's.")
+@click.option("--allow-missing", is_flag=True, default=None, help="Score the test clips present when the cache lacks some.")
+@click.option("--baseline", is_flag=True, help="Also score an order-blind reference (logistic regression on time-averaged features).")
+@user_errors
+def eval_command(run_dir, features, splits, allow_missing, baseline):
+    """Score a run's best model on its split's test list: metrics.json, per_class.csv, confusion.png."""
+    from . import evaluate
+
+    evaluate.run(run_dir, features=features, splits=splits, allow_missing=allow_missing, baseline=baseline, log=click.echo)
+
+
+@main.command()
+@click.argument("videos", nargs=-1, required=True, type=click.Path())
+@click.option("--run", "run_dir", required=True, type=click.Path(), help="Run directory made by `ucfpipe train`.")
+@click.option("--top", type=int, default=5, show_default=True, help="Classes to show per video.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (a list, one entry per video).")
+@click.option("--weights", type=click.Path(), help="The VGG16 weights file, if it moved since extraction (its SHA-256 is checked).")
+@user_errors
+def predict(videos, run_dir, top, as_json, weights):
+    """Classify video files with a trained run (decoded, sampled and featurised exactly as its cache was).
+
+    Exit status 2 when a file cannot be read; with several files, the others are still classified."""
+    import json
+
+    from . import predict as stage
+
+    predictions = stage.run(videos, run_dir, top=top, weights=weights)
+    failed = [p for p in predictions if p.error is not None]
+    if len(predictions) == 1 and failed:
+        raise UcfpipeError(failed[0].error)
+    if as_json:
+        click.echo(json.dumps([p.as_dict() for p in predictions], indent=2))
+    else:
+        for prediction in predictions:
+            if prediction.error is None:
+                click.echo(prediction.video)
+                width = max(len(name) for name, _ in prediction.top)
+                for rank, (name, probability) in enumerate(prediction.top, 1):
+                    click.echo(f"  {rank}. {name:<{width}}  {probability:.4f}")
+    for prediction in failed:
+        click.echo(f"error: {prediction.error}", err=True)
+    if failed:
+        raise UcfpipeError(f"{len(failed)} of {len(predictions)} videos could not be read")
+
+
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
+@user_errors
+def report(run_dirs):
+    """Each evaluated run's split, top-1, top-5 and mean class accuracy, then mean ± std over the runs."""
+    from . import report as stage
+
+    stage.run(run_dirs, log=click.echo)
+
+
+@main.command("bench-train")
+@config_option("train")
+@click.option("--clips", type=int, default=9537, show_default=True, help="Training clips (split 1 has 9,537).")
+@click.option("--frames", type=int, default=40, show_default=True, help="T, steps per clip.")
+@click.option("--dim", type=int, default=512, show_default=True, help="Features per step.")
+@click.option("--classes", "num_classes", type=int, default=101, show_default=True)
+@click.option("--epochs", type=int, default=2, show_default=True, help="The first includes compilation; at least 2.")
+@click.option("--batch-size", type=int, help="[default: the train config's]")
+@click.option("--units", type=int, help="[default: the train config's]")
+@click.option("--cell", type=click.Choice(["lstm", "gru"]), help="[default: the train config's]")
+@user_errors
+def bench_train(config_file, clips, frames, dim, num_classes, epochs, **flags):
+    """Time training epochs of the train config's model on random features of the given shape, in memory."""
+    from . import bench_train as bench
+    from .config import TrainConfig
+
+    # The benchmark reads no data: placeholder paths only satisfy the config's validation.
+    config = load_config(TrainConfig, config_file, {**flags, "features": "-", "splits": "-", "out": "-"})
+    try:
+        bench.run(config, clips=clips, frames=frames, dim=dim, num_classes=num_classes, epochs=epochs, log=click.echo)
+    except ValueError as err:
+        raise UcfpipeError(str(err)) from None
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,33 @@
+"""Transfer learning's second step at a tiny size: a loadable weights file that changes the features."""
+
+import numpy as np
+import pytest
+
+from ucfpipe import finetune
+from ucfpipe.backbone import build_extractor
+from ucfpipe.errors import UcfpipeError
+
+
+def test_finetune_writes_loadable_weights_whose_features_differ(synth_dataset, tmp_path):
+    out = tmp_path / "vgg16_ft.weights.h5"
+    config = finetune.FinetuneConfig(videos=str(synth_dataset["videos"]), splits=str(synth_dataset["splits"]),
+                                     out=str(out), weights="none", size=32, frames_per_clip=2, epochs=1,
+                                     batch_size=16, learning_rate=1e-3, val_groups=1, workers=1)
+    record = finetune.run(config, log=lambda *_: None, verbose=0)
+    assert out.is_file() and (tmp_path / "vgg16_ft.weights.h5.json").is_file()
+    assert len(record["val_groups"]) == 1 and "val_accuracy" in record["history"]
+    frames = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    before = np.asarray(build_extractor("none", size=32).predict_on_batch(frames))
+    after = np.asarray(build_extractor(str(out), size=32).predict_on_batch(frames))
+    assert after.shape == before.shape
+    assert np.linalg.norm(after - before) / np.linalg.norm(before) > 1e-3
+    # Only block5 trained: a block4 feature map is unchanged.
+    block4_before = np.asarray(build_extractor("none", layer="block4_conv3", size=32).predict_on_batch(frames))
+    block4_after = np.asarray(build_extractor(str(out), layer="block4_conv3", size=32).predict_on_batch(frames))
+    np.testing.assert_allclose(block4_after, block4_before, rtol=1e-5, atol=1e-5)
+
+
+def test_finetune_refuses_a_file_name_keras_cannot_save(synth_dataset):
+    config = finetune.FinetuneConfig(videos=str(synth_dataset["videos"]), splits=str(synth_dataset["splits"]), out="w.h5")
+    with pytest.raises(UcfpipeError, match="must end in .weights.h5"):
+        config.validate()

@@ -1,0 +1,71 @@
+"""Predict: stage one rebuilt from the run's record reproduces the cached features; refusals are one line."""
+
+import numpy as np
+import pytest
+
+from test_train import QUIET, tiny_config
+from ucfpipe import predict, train
+from ucfpipe.config import ExtractConfig, fingerprint, to_dict
+from ucfpipe.errors import UcfpipeError
+from ucfpipe.extract import feature_settings
+from ucfpipe.features import FeatureStore
+
+
+@pytest.fixture(scope="module")
+def predictor(synth_cache, synth_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "run"
+    train.run(tiny_config(synth_cache, synth_dataset["splits"], out), **QUIET)
+    return predict.Predictor(out)
+
+
+def test_a_cached_clip_gets_the_features_and_probabilities_training_saw(predictor, synth_cache, synth_dataset):
+    store = FeatureStore(synth_cache)
+    video_id = store.video_ids[0]
+    cached = store.features([video_id]).astype(np.float32)
+    expected = predictor.classifier.predict(cached, verbose=0)[0]
+    probabilities = predictor.probabilities(f"{synth_dataset['videos']}/{video_id}.avi")
+    np.testing.assert_allclose(probabilities, expected, atol=1e-4)
+
+
+def test_top_classes_come_most_probable_first(predictor, genuine_videos):
+    prediction = predictor.predict(genuine_videos / "Punch" / "v_Punch_g03_c01.avi", top=3)
+    assert prediction.error is None and len(prediction.top) == 3
+    probabilities = [p for _, p in prediction.top]
+    assert probabilities == sorted(probabilities, reverse=True) and set(dict(prediction.top)) <= set(predictor.classes)
+
+
+def test_an_unreadable_file_is_a_per_file_error(predictor, tmp_path):
+    fake = tmp_path / "notes.avi"
+    fake.write_text("not a video\n")
+    prediction = predictor.predict(fake)
+    assert prediction.top == [] and "OpenCV cannot open it" in prediction.error
+    assert prediction.as_dict() == {"video": str(fake), "error": prediction.error}
+
+
+class _Recorded:
+    """What stage_one_config reads of a run: its record of the cache."""
+
+    def __init__(self, config: ExtractConfig):
+        settings = feature_settings(config)
+        self.record = {"cache": {"extract_config": to_dict(config), "settings": settings, "fingerprint": fingerprint(settings)}}
+
+
+def test_a_weights_file_that_changed_since_extraction_is_refused(tmp_path):
+    weights = tmp_path / "vgg16.weights.h5"
+    weights.write_bytes(b"the original weights")
+    run = _Recorded(ExtractConfig(videos="v", splits="s", weights=str(weights)))
+    assert predict.stage_one_config(run).weights == str(weights)
+    weights.write_bytes(b"other weights")
+    with pytest.raises(UcfpipeError, match="not the one the run's features were made with .*sha256"):
+        predict.stage_one_config(run)
+    moved = tmp_path / "moved.weights.h5"
+    moved.write_bytes(b"the original weights")
+    assert predict.stage_one_config(run, weights=str(moved)).weights == str(moved)
+
+
+def test_other_stage_one_settings_than_recorded_are_refused():
+    run = _Recorded(ExtractConfig(videos="v", splits="s", weights="none"))
+    run.record["cache"]["settings"] = {**run.record["cache"]["settings"], "keras": "0.0"}
+    run.record["cache"]["fingerprint"] = fingerprint(run.record["cache"]["settings"])
+    with pytest.raises(UcfpipeError, match="keras: .* now vs '0.0' recorded"):
+        predict.stage_one_config(run)

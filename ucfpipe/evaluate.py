@@ -1,0 +1,124 @@
+"""Stage two, evaluation: a run's best model on its split's test list -> metrics.json, per_class.csv,
+confusion.png and predictions.csv in the run directory.
+
+The test clips come from the split files (the run records which folder; `--splits` overrides it) and their
+features from a cache that must carry the fingerprint the run was trained on.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import runs, ucf101
+from .batches import ClipBatches, feature_bytes, load_source
+from .errors import UcfpipeError
+from .features import FeatureStore, write_json_atomic
+
+
+def _test_clips(split: ucf101.Split, store: FeatureStore, allow_missing: bool):
+    missing = [c.video_id for c in split.test if c.video_id not in store]
+    if missing and not allow_missing:
+        raise UcfpipeError(
+            f"{len(missing)} of {len(split.test)} test clips of split {split.number} are not in the feature cache "
+            f"{store.directory} (e.g. {missing[0]}); extract them, or pass --allow-missing to score the "
+            f"{len(split.test) - len(missing)} present (metrics.json records how many were not evaluated)"
+        )
+    clips = [c for c in split.test if c.video_id in store]
+    if not clips:
+        raise UcfpipeError(f"none of the {len(split.test)} test clips of split {split.number} is in {store.directory}")
+    return clips, missing
+
+
+def predict_probabilities(model, store: FeatureStore, video_ids: list[str], batch_size: int, memory_limit_gb: float):
+    """(N, K) class probabilities of the clips' first (plain) view."""
+    in_memory = feature_bytes(store, len(video_ids)) <= memory_limit_gb * 2**30
+    batches = ClipBatches(load_source(store, video_ids, in_memory), None, 0, batch_size)
+    return np.asarray(model.predict(batches, verbose=0), dtype=np.float64)
+
+
+def run(run_dir: str | Path, features: str | None = None, splits: str | None = None,
+        allow_missing: bool | None = None, baseline: bool = False, log=print) -> dict:
+    """Score the run's best model on its split's test clips; with `baseline`, also an order-blind reference
+    fitted on the run's training clips (see ucfpipe.baseline)."""
+    from .metrics import classification_metrics
+    from .plots import plot_confusion
+
+    run = runs.Run(run_dir)
+    run.require_finished()
+    store = FeatureStore(features or run.record["cache"]["directory"])
+    run.check_cache(store)
+    splits_dir = splits or run.record["splits_dir"]
+    split = ucf101.read_split(splits_dir, run.record["split"])
+    if split.classes != run.classes:
+        raise UcfpipeError(
+            f"classInd.txt in {splits_dir} lists other classes than {run.directory} was trained on "
+            f"({len(split.classes)} vs {len(run.classes)}); pass the --splits folder of the training run"
+        )
+    allow = run.config.allow_missing if allow_missing is None else allow_missing
+    clips, missing = _test_clips(split, store, allow)
+
+    model = run.load_model()
+    video_ids = [c.video_id for c in clips]
+    labels = np.array([c.label for c in clips])
+    probabilities = predict_probabilities(model, store, video_ids, run.config.batch_size, run.config.memory_limit_gb)
+    scores = classification_metrics(labels, probabilities, list(run.classes))
+
+    per_class = scores.pop("per_class")
+    confusion = scores.pop("confusion")
+    metrics = {
+        **scores,
+        "num_test_clips": len(clips),
+        "num_test_listed": len(split.test),
+        "num_not_evaluated": len(missing),
+        "not_evaluated": missing,
+        "allow_missing": bool(allow),
+        "split": split.number,
+        "splits_dir": str(Path(splits_dir).resolve()),
+        "features": str(store.directory.resolve()),
+        "fingerprint": store.fingerprint,
+        "model": str(run.path(runs.MODEL)),
+        "config": str(run.path(runs.CONFIG)),
+        "best_epoch": run.record["best"]["epoch"],
+        "evaluated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if baseline:
+        from .baseline import order_blind_top1
+
+        clips = runs.read_json(run.path(runs.CLIPS))
+        train_ids = clips["train"] + clips["val"]
+        metrics["order_blind_top1"] = order_blind_top1(store, train_ids, store.labels(train_ids), video_ids, labels,
+                                                       seed=run.config.seed)
+    write_json_atomic(run.path(runs.METRICS), metrics)
+    runs.write_csv_atomic(
+        run.path(runs.PER_CLASS), ["class", "accuracy", "precision", "recall", "f1", "support"],
+        [[r["class"], f"{r['accuracy']:.4f}", f"{r['precision']:.4f}", f"{r['recall']:.4f}", f"{r['f1']:.4f}", r["support"]]
+         for r in per_class],
+    )
+    predicted = probabilities.argmax(axis=1)
+    runs.write_csv_atomic(
+        run.path(runs.PREDICTIONS), ["video_id", "true", "predicted", "probability"],
+        [[v, run.classes[t], run.classes[p], f"{probabilities[i, p]:.4f}"] for i, (v, t, p) in enumerate(zip(video_ids, labels, predicted))],
+    )
+    plot_confusion(confusion, list(run.classes), run.path(runs.CONFUSION),
+                   title=f"split {split.number}: top-1 {metrics['top1']:.3f}, {len(clips)} test clips (rows sum to 1)")
+    _print_summary(metrics, run, log)
+    return metrics
+
+
+def _print_summary(metrics: dict, run: runs.Run, log) -> None:
+    log(f"split {metrics['split']}: {metrics['num_test_clips']} test clips"
+        + (f" ({metrics['num_not_evaluated']} listed clips not in the cache, not evaluated)" if metrics["num_not_evaluated"] else ""))
+    for name, label in (("top1", "top-1 accuracy"), ("top5", f"top-{metrics['top5_k']} accuracy"),
+                        ("mean_class_accuracy", "mean class accuracy"), ("macro_precision", "macro precision"),
+                        ("macro_recall", "macro recall"), ("macro_f1", "macro F1")):
+        log(f"  {label:<22}{metrics[name]:>8.4f}")
+    if "order_blind_top1" in metrics:
+        log(f"  {'order-blind top-1':<22}{metrics['order_blind_top1']:>8.4f}   (logistic regression on time-averaged features)")
+    if metrics["most_confused"]:
+        log("most confused (true -> predicted: clips, share of the true class):")
+        for pair in metrics["most_confused"][:5]:
+            log(f"  {pair['true']} -> {pair['predicted']}: {pair['clips']} ({pair['share_of_true']:.0%})")
+    log(f"wrote {run.path(runs.METRICS)}, {runs.PER_CLASS}, {runs.CONFUSION}, {runs.PREDICTIONS}")

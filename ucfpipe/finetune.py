@@ -1,0 +1,160 @@
+"""`ucfpipe finetune`: transfer learning's classic second step. VGG16's top convolutional block is trained on
+frames of the split's training clips (each frame labelled with its video's class), then VGG16's weights are
+written to a file that `ucfpipe extract --weights FILE` uses (its SHA-256 gives the new cache a new fingerprint).
+
+Validation holds out whole groups of the training list, as stage two does; the test list is never read.
+Frames are decoded on the fly by a `keras.utils.PyDataset` with worker threads, so memory does not grow with
+the dataset; a random horizontal flip augments the training frames.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from . import ucf101
+from .backbone import VGGPreprocess, load_vgg16, weights_identity
+from .config import _check_positive, _require
+from .errors import UcfpipeError
+from .features import write_json_atomic
+from .provenance import versions
+from .train import hold_out_groups, seed_everything
+from .video import VideoError, read_clip
+
+
+@dataclass
+class FinetuneConfig:
+    videos: str = ""  # the UCF-101/ folder
+    splits: str = ""  # the ucfTrainTestlist/ folder
+    split: int = 1  # train on trainlist0N's clips; the test list is never read
+    out: str = "weights/vgg16_finetuned_split1.weights.h5"  # the VGG16 weights file to write
+    weights: str = "imagenet"  # where fine-tuning starts: imagenet, a weights file, or none
+    size: int = 224
+    frames_per_clip: int = 8  # frames sampled uniformly from each clip, each labelled with the clip's class
+    trainable_from: str = "block5_conv1"  # this layer and every later one are trained; earlier ones stay frozen
+    epochs: int = 5
+    batch_size: int = 32  # frames per step
+    learning_rate: float = 1e-5  # small: the pretrained filters should move, not be overwritten
+    dropout: float = 0.5
+    val_groups: int = 3
+    patience: int = 2
+    workers: int = 2  # decoding threads of the input pipeline
+    seed: int = 0
+
+    def validate(self) -> "FinetuneConfig":
+        _require(self.videos, "videos", "the UCF-101/ folder")
+        _require(self.splits, "splits", "the ucfTrainTestlist/ folder")
+        _check_positive(self, "frames_per_clip", "epochs", "batch_size", "workers")
+        if self.split not in ucf101.SPLITS:
+            raise UcfpipeError(f"split must be 1, 2 or 3, got {self.split}")
+        if self.size < 32:
+            raise UcfpipeError(f"size must be at least 32 (VGG16's smallest input), got {self.size}")
+        if not self.out.endswith(".weights.h5"):
+            raise UcfpipeError(f"out must end in .weights.h5 (Keras' weights format), got {self.out!r}")
+        return self
+
+
+class FrameBatches(keras.utils.PyDataset):
+    """Batches of (frames, labels): `frames_per_clip` frames of each of batch_size / frames_per_clip clips."""
+
+    def __init__(self, clips, config: FinetuneConfig, training: bool, seed: int):
+        super().__init__(workers=config.workers, use_multiprocessing=False)
+        self.clips, self.config, self.training = list(clips), config, training
+        self.clips_per_batch = max(1, config.batch_size // config.frames_per_clip)
+        self.rng = np.random.default_rng(seed)
+        self.order = np.arange(len(self.clips))
+        if training:
+            self.rng.shuffle(self.order)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.clips) / self.clips_per_batch)
+
+    def __getitem__(self, index: int):
+        chosen = self.order[index * self.clips_per_batch : (index + 1) * self.clips_per_batch]
+        frames, labels = [], []
+        for i in chosen:
+            clip = self.clips[i]
+            try:
+                sampled = read_clip(Path(self.config.videos) / clip.relative_path, self.config.frames_per_clip, self.config.size)
+            except VideoError:
+                continue  # `ucfpipe check` reports such clips; fine-tuning just does without them
+            frames.append(sampled.frames)
+            labels += [clip.label] * len(sampled.frames)
+        if not frames:
+            size = self.config.size
+            return np.zeros((0, size, size, 3), np.uint8), np.zeros((0,), np.int32)
+        frames = np.concatenate(frames)
+        if self.training:  # random horizontal flips: actions look the same mirrored
+            flip = np.random.default_rng([self.config.seed, index, int(self.rng.integers(1 << 30))]).random(len(frames)) < 0.5
+            frames[flip] = frames[flip, :, ::-1]
+        return frames, np.asarray(labels, np.int32)
+
+    def on_epoch_end(self):
+        if self.training:
+            self.rng.shuffle(self.order)
+
+
+def build_finetune_model(config: FinetuneConfig, num_classes: int) -> tuple[keras.Model, keras.Model]:
+    """(the classifier to train, its VGG16 part whose weights are saved)."""
+    vgg = load_vgg16(config.weights, config.size, config.seed)
+    names = [layer.name for layer in vgg.layers]
+    if config.trainable_from not in names:
+        raise UcfpipeError(f"VGG16 has no layer {config.trainable_from!r}; choose one of {', '.join(n for n in names if 'conv' in n)}")
+    first_trained = names.index(config.trainable_from)
+    for position, layer in enumerate(vgg.layers):
+        layer.trainable = position >= first_trained
+    frames = keras.Input((config.size, config.size, 3), dtype="uint8", name="frames")
+    x = vgg(VGGPreprocess(dtype="float32", name="vgg_preprocess")(frames))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dropout(config.dropout, seed=config.seed)(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="classes")(x)
+    return keras.Model(frames, outputs, name="vgg16_finetune"), vgg
+
+
+def run(config: FinetuneConfig, log=print, verbose: int = 2) -> dict:
+    config.validate()
+    split = ucf101.read_split(config.splits, config.split)
+    missing = {c.video_id for c in ucf101.missing_on_disk(split.train, config.videos)}
+    train_clips = [c for c in split.train if c.video_id not in missing]
+    if not train_clips:
+        raise UcfpipeError(f"none of split {config.split}'s training clips are under {config.videos}; check --videos")
+    val_groups = hold_out_groups([c.group for c in train_clips], config.val_groups, config.seed)
+    val = [c for c in train_clips if c.group in val_groups]
+    train = [c for c in train_clips if c.group not in val_groups]
+    log(f"fine-tuning VGG16 from {config.trainable_from} on {len(train)} clips x {config.frames_per_clip} frames "
+        f"(validation: {len(val)} clips of groups {val_groups}; {len(missing)} listed clips missing on disk)")
+    seed_everything(config.seed)
+    model, vgg = build_finetune_model(config, len(split.classes))
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    started = time.time()
+    history = model.fit(
+        FrameBatches(train, config, training=True, seed=config.seed),
+        validation_data=FrameBatches(val, config, training=False, seed=config.seed),
+        epochs=config.epochs, verbose=verbose,
+        callbacks=[keras.callbacks.EarlyStopping("val_accuracy", patience=config.patience, restore_best_weights=True)],
+    )
+    out = Path(config.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(".tmp-" + out.name)  # keeps the .weights.h5 ending Keras requires
+    vgg.save_weights(tmp)
+    os.replace(tmp, out)
+    record = {
+        "config": vars(config),
+        "started_from": weights_identity(config.weights, config.seed),
+        "val_groups": val_groups,
+        "history": {k: [float(v) for v in values] for k, values in history.history.items()},
+        "seconds": round(time.time() - started, 1),
+        "versions": versions(),
+        "weights_sha256": weights_identity(str(out), config.seed)["sha256"],
+    }
+    write_json_atomic(out.with_name(out.name + ".json"), record)
+    log(f"wrote {out} ({record['seconds']} s); extract with it: ucfpipe extract --weights {out} --out NEW_DIR")
+    return record
+

@@ -1,0 +1,92 @@
+"""Classify video files with a trained run: decode and sample exactly as stage one did for the run's cache,
+VGG16 exactly as it was (rebuilt from the recorded settings, checked against the recorded fingerprint),
+then the run's best model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from . import runs
+from .config import ExtractConfig, fingerprint
+from .errors import UcfpipeError
+from .video import VideoError, read_clip
+
+
+@dataclass
+class Prediction:
+    video: str
+    top: list[tuple[str, float]] = field(default_factory=list)  # (class, probability), most probable first
+    error: str | None = None  # why the file could not be classified
+
+    def as_dict(self) -> dict:
+        if self.error is not None:
+            return {"video": self.video, "error": self.error}
+        return {"video": self.video, "top": [{"class": c, "probability": round(p, 6)} for c, p in self.top]}
+
+
+def stage_one_config(run: runs.Run, weights: str | None = None) -> ExtractConfig:
+    """The run's extract settings, verified to reproduce its cache's fingerprint on this machine."""
+    from .extract import feature_settings
+
+    recorded = run.record["cache"]
+    known = {f.name for f in fields(ExtractConfig)}
+    config = ExtractConfig(**{k: v for k, v in recorded["extract_config"].items() if k in known})
+    if weights is not None:
+        config.weights = weights
+    settings = feature_settings(config)
+    if fingerprint(settings) == recorded["fingerprint"]:
+        return config
+    old = recorded["settings"]
+    if old.get("weights") == "file" and settings.get("sha256") != old.get("sha256"):
+        raise UcfpipeError(
+            f"weights file {config.weights} is not the one the run's features were made with (sha256 "
+            f"{str(settings.get('sha256'))[:12]}... now, {old['sha256'][:12]}... recorded); pass --weights with the original file"
+        )
+    differences = "; ".join(
+        f"{k}: {settings.get(k)!r} now vs {old.get(k)!r} recorded" for k in sorted(set(settings) | set(old)) if settings.get(k) != old.get(k)
+    )
+    raise UcfpipeError(
+        f"this machine would compute other features than the run was trained on ({differences}); "
+        "predict with the setup the cache was extracted with"
+    )
+
+
+class Predictor:
+    """VGG16 of the run's stage one plus the run's classifier; `predict(path)` classifies one file."""
+
+    def __init__(self, run_dir: str | Path, weights: str | None = None):
+        from .backbone import build_extractor
+
+        self.run = runs.Run(run_dir)
+        self.run.require_finished()
+        self.stage_one = stage_one_config(self.run, weights)
+        c = self.stage_one
+        self.extractor = build_extractor(c.weights, c.layer, c.pooling, c.size, c.precision, c.seed)
+        self.classifier = self.run.load_model()
+        self.classes = self.run.classes
+
+    def probabilities(self, path: str | Path) -> np.ndarray:
+        clip = read_clip(path, self.stage_one.frames, self.stage_one.size)
+        features = np.asarray(self.extractor.predict_on_batch(clip.frames))
+        # Round to the cache's storage dtype: the classifier was trained on exactly those numbers.
+        features = features.astype(self.stage_one.dtype).astype(np.float32)
+        return np.asarray(self.classifier.predict_on_batch(features[None]), np.float64)[0]
+
+    def predict(self, path: str | Path, top: int = 5) -> Prediction:
+        try:
+            probabilities = self.probabilities(path)
+        except VideoError as err:
+            return Prediction(str(path), error=str(err))
+        order = np.argsort(-probabilities, kind="stable")[:top]
+        return Prediction(str(path), top=[(self.classes[i], float(probabilities[i])) for i in order])
+
+
+def run(videos, run_dir: str | Path, top: int = 5, weights: str | None = None) -> list[Prediction]:
+    if top < 1:
+        raise UcfpipeError(f"--top must be at least 1, got {top}")
+    predictor = Predictor(run_dir, weights)
+    return [predictor.predict(video, top) for video in videos]

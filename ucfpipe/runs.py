@@ -1,0 +1,132 @@
+"""The run directory: what `train` leaves behind and `eval`, `predict` and `report` read.
+
+    model.keras     the best model (by validation), normalisation statistics inside; no pickles anywhere
+    config.json     the full train configuration, seed included
+    run.json        the feature cache's fingerprint, settings and extract config (so predict can rebuild stage
+                    one), classes, split, validation groups, clip counts, library versions, the outcome
+    clips.json      the train / validation / test video ids used
+    history.csv     one row per epoch; curves.png plots it
+    checkpoint/     the last epoch's model and optimizer plus state.json, for `train --resume`; removed at the end
+    metrics.json, per_class.csv, confusion.png, predictions.csv   written by `ucfpipe eval`
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import fields
+from pathlib import Path
+
+from .config import TrainConfig
+from .errors import UcfpipeError
+from .features import FeatureStore, write_json_atomic
+
+FORMAT = "ucfpipe-run/1"
+MODEL = "model.keras"
+CONFIG = "config.json"
+RUN = "run.json"
+CLIPS = "clips.json"
+HISTORY = "history.csv"
+CURVES = "curves.png"
+CHECKPOINTS = "checkpoint"
+STATE = "state.json"
+METRICS = "metrics.json"
+PER_CLASS = "per_class.csv"
+CONFUSION = "confusion.png"
+PREDICTIONS = "predictions.csv"
+
+
+def write_csv_atomic(path: Path, header: list[str], rows: list[list]) -> None:
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text.getvalue(), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def save_model_atomic(model, path: Path) -> None:
+    """Keras picks the format from the suffix, so the temporary name keeps `.keras` at its end."""
+    tmp = path.with_name(path.stem + ".tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def load_model(path: Path, compile: bool = False):
+    import keras
+
+    try:
+        return keras.saving.load_model(path, safe_mode=True, compile=compile)
+    except Exception as err:  # a damaged or foreign file surfaces as several exception types
+        raise UcfpipeError(f"cannot load the model {path} ({type(err).__name__}: {str(err)[:160]}); retrain the run") from None
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UcfpipeError(f"{path} is not valid JSON; the run directory is damaged, retrain it") from None
+
+
+class Run:
+    """A finished (or interrupted) training run: `Run(dir)`."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        if not (self.directory / RUN).is_file():
+            raise UcfpipeError(
+                f"{self.directory} is not a ucfpipe run directory (no {RUN}); pass the --out directory of `ucfpipe train`"
+            )
+        self.record = read_json(self.directory / RUN)
+        if self.record.get("format") != FORMAT:
+            raise UcfpipeError(f"{self.directory / RUN} is not a {FORMAT} record (format {self.record.get('format')!r})")
+        known = {f.name for f in fields(TrainConfig)}
+        self.config = TrainConfig(**{k: v for k, v in read_json(self.directory / CONFIG).items() if k in known})
+
+    def path(self, name: str) -> Path:
+        return self.directory / name
+
+    @property
+    def finished(self) -> bool:
+        return self.record.get("status") == "finished"
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.record["classes"])
+
+    @property
+    def fingerprint(self) -> str:
+        return self.record["cache"]["fingerprint"]
+
+    def require_finished(self) -> None:
+        if not self.finished:
+            raise UcfpipeError(
+                f"{self.directory} is an unfinished training run; finish it with "
+                f"`ucfpipe train --resume --out {self.directory}` first"
+            )
+
+    def check_cache(self, store: FeatureStore) -> None:
+        """Features of another fingerprint are other numbers: the model would silently see wrong inputs."""
+        if store.fingerprint != self.fingerprint:
+            trained = self.record["cache"]["settings"]
+            differences = "; ".join(
+                f"{k}: {store.settings.get(k)!r} here, {trained.get(k)!r} in training"
+                for k in sorted(set(trained) | set(store.settings)) if trained.get(k) != store.settings.get(k)
+            )
+            raise UcfpipeError(
+                f"feature cache {store.directory} (fingerprint {store.fingerprint}) is not the one {self.directory} was "
+                f"trained on ({self.fingerprint}; {differences}); pass --features with the cache `ucfpipe train` used "
+                f"({self.record['cache']['directory']})"
+            )
+
+    def load_model(self):
+        path = self.path(MODEL)
+        if not path.is_file():
+            raise UcfpipeError(f"{self.directory} has no {MODEL}; the run ended before its first epoch, retrain it")
+        return load_model(path)
+
+    def write_record(self) -> None:
+        write_json_atomic(self.path(RUN), self.record)

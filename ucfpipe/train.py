@@ -1,0 +1,380 @@
+"""Stage two, training: cached features of one official split's training list -> an LSTM classifier.
+
+Validation comes from the training list only and holds out whole groups (clips of one group share actors
+and scene, so a random clip split would leak); the test list is recorded but never read here. The best
+epoch by validation is kept, and an epoch checkpoint lets `--resume` continue an interrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from . import runs, ucf101
+from .batches import ClipBatches, feature_bytes, iterate_features, load_source
+from .config import TrainConfig, to_dict
+from .errors import UcfpipeError
+from .features import FeatureStore, write_json_atomic
+from .models import build_classifier, compile_classifier, feature_statistics
+
+HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"]
+# What `--resume` may change: where the inputs are and how long to go on; anything else would be another run.
+RESUMABLE_OVERRIDES = ("features", "splits", "epochs", "memory_limit_gb")
+
+
+class TrainingInterrupted(UcfpipeError):
+    exit_code = 130
+
+
+# -- which clips ---------------------------------------------------------------------------------------------
+@dataclass
+class ClipPlan:
+    train: list[ucf101.Clip]
+    val: list[ucf101.Clip]
+    test: list[ucf101.Clip]  # recorded for `ucfpipe eval`; training never reads its features
+    val_groups: list[int]
+    train_groups: list[int]
+    missing_train: list[str]
+    missing_test: list[str]
+
+
+def hold_out_groups(groups, count: int, seed: int) -> list[int]:
+    """`count` of the training list's groups, drawn from `seed` alone (the same groups on every machine)."""
+    groups = sorted(set(int(g) for g in groups))
+    if count >= len(groups):
+        raise UcfpipeError(
+            f"val_groups = {count} would leave no group to train on (the training list has {len(groups)} groups); "
+            f"lower --val-groups to at most {len(groups) - 1}"
+        )
+    return sorted(int(g) for g in np.random.default_rng(seed).choice(groups, size=count, replace=False))
+
+
+def check_labels(split: ucf101.Split, store: FeatureStore) -> None:
+    """The cache's labels must be this classInd's: a cache made from other split files numbers classes otherwise."""
+    if len(store) and int(store.labels(store.video_ids).max()) >= len(split.classes):
+        raise UcfpipeError(
+            f"feature cache {store.directory} has labels up to {int(store.labels(store.video_ids).max())} but classInd.txt "
+            f"lists {len(split.classes)} classes; pass the --splits folder the cache was extracted with "
+            f"({store.config.get('splits')})"
+        )
+    clips = [c for c in split.train + split.test if c.video_id in store]
+    if clips:
+        stored = store.labels([c.video_id for c in clips])
+        wrong = [(c, int(s)) for c, s in zip(clips, stored) if s != c.label]
+        if wrong:
+            clip, found = wrong[0]
+            raise UcfpipeError(
+                f"{len(wrong)} clips have other labels in the cache than in classInd.txt (e.g. {clip.video_id}: "
+                f"{found} in the cache, {clip.label} in the lists); pass the --splits folder the cache was extracted "
+                f"with ({store.config.get('splits')}) or re-extract"
+            )
+
+
+def plan_clips(split: ucf101.Split, store: FeatureStore, config: TrainConfig) -> ClipPlan:
+    """Train/validation/test clips of the split that the cache holds; refuses missing clips unless allowed."""
+    missing_train = [c.video_id for c in split.train if c.video_id not in store]
+    missing_test = [c.video_id for c in split.test if c.video_id not in store]
+    if (missing_train or missing_test) and not config.allow_missing:
+        example = (missing_test or missing_train)[0]
+        raise UcfpipeError(
+            f"split {split.number}: {len(missing_test)} of {len(split.test)} test clips and {len(missing_train)} of "
+            f"{len(split.train)} train clips are not in the feature cache {store.directory} (e.g. {example}); "
+            "extract them (rerun `ucfpipe extract`), or pass --allow-missing to use the clips present "
+            "(a smaller test set gives a different number; metrics.json records it)"
+        )
+    train = [c for c in split.train if c.video_id in store]
+    test = [c for c in split.test if c.video_id in store]
+    groups = sorted({c.group for c in train})
+    if not groups:
+        raise UcfpipeError(f"none of the {len(split.train)} training clips of split {split.number} is in {store.directory}")
+    val_groups = hold_out_groups(groups, config.val_groups, config.seed)
+    held = set(val_groups)
+    return ClipPlan(
+        train=[c for c in train if c.group not in held],
+        val=[c for c in train if c.group in held],
+        test=test,
+        val_groups=val_groups,
+        train_groups=[g for g in groups if g not in held],
+        missing_train=missing_train,
+        missing_test=missing_test,
+    )
+
+
+# -- reproducibility ----------------------------------------------------------------------------------------
+def seed_everything(seed: int) -> None:
+    keras.utils.set_random_seed(seed)  # Python, NumPy and the backend's generators
+    if keras.backend.backend() == "tensorflow":  # TF-only corner: its kernels may otherwise reorder sums
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+def random_states(model) -> list:
+    """The states of the model's random generators (dropout masks). A saved .keras model leaves them out, so
+    the checkpoint keeps them: a resumed run then draws the masks an uninterrupted one would have drawn."""
+    return [v for v in model.variables if v.name == "seed_generator_state"]
+
+
+# -- the epoch keeper ---------------------------------------------------------------------------------------
+class RunKeeper(keras.callbacks.Callback):
+    """Best model, early stopping, history and the resume checkpoint in one place, so that all of it is
+    saved together and a resumed run continues with the same best value, patience count and history."""
+
+    def __init__(self, directory: Path, monitor: str, patience: int, state: dict | None = None, log=print):
+        super().__init__()
+        self.directory = directory
+        self.monitor = monitor
+        self.patience = patience
+        self.log = log
+        self.state = state or {"epoch": 0, "best": None, "best_epoch": None, "wait": 0, "history": [], "stopped_early": False}
+        self.diverged_at: int | None = None
+        self._started = 0.0
+
+    def _better(self, value: float) -> bool:
+        best = self.state["best"]
+        if best is None:
+            return True
+        return value > best if self.monitor.endswith("accuracy") else value < best
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        number = epoch + 1
+        row = {"epoch": number, **{k: float(logs[k]) for k in HISTORY_COLUMNS[1:-1] if k in logs}}
+        row["seconds"] = round(time.monotonic() - self._started, 3)
+        state = self.state
+        state["history"].append(row)
+        if not math.isfinite(row.get("loss", math.nan)):
+            self.diverged_at = number
+            self.model.stop_training = True
+            return
+        value = float(logs[self.monitor])
+        if self._better(value):
+            state.update(best=value, best_epoch=number, wait=0)
+            runs.save_model_atomic(self.model, self.directory / runs.MODEL)
+            self.log(f"  epoch {number}: best {self.monitor} so far, {value:.4f} -> {runs.MODEL}")
+        else:
+            state["wait"] += 1
+        if state["wait"] >= self.patience:
+            state["stopped_early"] = True
+            self.model.stop_training = True
+        self._checkpoint(number)
+        write_history(self.directory, state["history"])
+
+    def _checkpoint(self, number: int) -> None:
+        """The model goes to a new file first and state.json names it last, so a kill at any moment leaves
+        a state that points at a whole model of the epoch it describes."""
+        folder = self.directory / runs.CHECKPOINTS
+        folder.mkdir(exist_ok=True)
+        name = f"last-{number:04d}.keras"
+        runs.save_model_atomic(self.model, folder / name)
+        states = [keras.ops.convert_to_numpy(v).tolist() for v in random_states(self.model)]
+        self.state.update(epoch=number, checkpoint=name, random_states=states)
+        write_json_atomic(folder / runs.STATE, self.state)
+        for old in folder.glob("last-*.keras"):
+            if old.name != name:
+                old.unlink()
+
+
+def write_history(directory: Path, history: list[dict]) -> None:
+    rows = [[row.get(column, "") for column in HISTORY_COLUMNS] for row in history]
+    runs.write_csv_atomic(directory / runs.HISTORY, HISTORY_COLUMNS, rows)
+
+
+# -- the run directory --------------------------------------------------------------------------------------
+def _check_new_run_dir(out: Path) -> None:
+    if (out / runs.RUN).exists():
+        raise UcfpipeError(
+            f"{out} already holds a training run; continue an unfinished one with `ucfpipe train --resume --out {out}`, "
+            "or choose another --out"
+        )
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UcfpipeError(f"--out {out} exists and is not an empty directory; choose a new run directory")
+
+
+def resume_config(run_dir: str | Path, overrides: dict | None = None) -> TrainConfig:
+    """The interrupted run's own configuration, with only RESUMABLE_OVERRIDES allowed to change."""
+    run = runs.Run(run_dir)
+    if run.finished:
+        raise UcfpipeError(f"{run_dir} is a finished run (best epoch {run.record['best']['epoch']}); nothing to resume")
+    values = to_dict(run.config)
+    for name, value in (overrides or {}).items():
+        if value is None or value == values.get(name) or name == "out":
+            continue
+        if name not in RESUMABLE_OVERRIDES:
+            raise UcfpipeError(
+                f"--resume continues {run_dir} with its recorded settings ({name} = {values.get(name)!r}); "
+                f"drop --{name.replace('_', '-')}, or start a new run with another --out"
+            )
+        values[name] = value
+    values["out"] = str(run_dir)
+    return TrainConfig(**values).validate()
+
+
+def _record(config: TrainConfig, store: FeatureStore, split: ucf101.Split, plan: ClipPlan, in_memory: bool) -> dict:
+    from .provenance import versions
+
+    return {
+        "format": runs.FORMAT,
+        "status": "running",
+        "split": split.number,
+        "splits_dir": str(Path(config.splits).resolve()),
+        "classes": list(split.classes),
+        "cache": {
+            "directory": str(Path(config.features).resolve()),
+            "fingerprint": store.fingerprint,
+            "settings": store.settings,
+            "extract_config": store.config,
+            "num_steps": store.num_steps,
+            "feature_shape": list(store.feature_shape),
+        },
+        "data": {
+            "val_groups": plan.val_groups,
+            "train_groups": plan.train_groups,
+            "num_train": len(plan.train),
+            "num_val": len(plan.val),
+            "num_test": len(plan.test),
+            "allow_missing": config.allow_missing,
+            "missing_train": plan.missing_train,
+            "missing_test": plan.missing_test,
+            "in_memory": in_memory,
+        },
+        "versions": versions(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _clip_ids(plan: ClipPlan) -> dict:
+    return {part: [c.video_id for c in getattr(plan, part)] for part in ("train", "val", "test")}
+
+
+# -- the stage ----------------------------------------------------------------------------------------------
+def run(config: TrainConfig, resume: bool = False, log=print, verbose: int = 2) -> dict:
+    """Train (or, with `resume`, continue) the run at `config.out`. Returns a summary of the outcome."""
+    config.validate()
+    out = Path(config.out)
+    if not resume:
+        _check_new_run_dir(out)
+    store = FeatureStore(config.features)
+    split = ucf101.read_split(config.splits, config.split)
+    check_labels(split, store)
+    plan = plan_clips(split, store, config)
+    in_memory = feature_bytes(store, len(plan.train) + len(plan.val)) <= config.memory_limit_gb * 2**30
+    record, state = _open_run(out, config, store, split, plan, in_memory, resume)
+
+    seed_everything(config.seed)
+    num_classes = len(split.classes)
+    train_source = load_source(store, [c.video_id for c in plan.train], in_memory)
+    val_source = load_source(store, [c.video_id for c in plan.val], in_memory)
+    model = _restore_model(out, state, log) if state else _new_model(config, store, num_classes, train_source)
+    initial_epoch = state["epoch"] if state else 0
+
+    where = f"in memory ({feature_bytes(store, len(plan.train) + len(plan.val)) / 2**20:.0f} MiB)" if in_memory else "streamed from the cache"
+    log(f"split {split.number}: training on {len(plan.train)} clips (groups {_groups(plan.train_groups)}), validating on "
+        f"{len(plan.val)} (held-out groups {_groups(plan.val_groups)}); the {len(plan.test)} test clips are left to "
+        f"`ucfpipe eval`; features {where}; {model.count_params():,} parameters")
+
+    keeper = RunKeeper(out, config.monitor, config.patience, state, log=log)
+    train_batches = ClipBatches(train_source, [c.label for c in plan.train], num_classes, config.batch_size,
+                                shuffle_seed=config.seed, first_pass=initial_epoch)
+    val_batches = ClipBatches(val_source, [c.label for c in plan.val], num_classes, config.batch_size)
+    if initial_epoch < config.epochs and not keeper.state["stopped_early"]:
+        try:
+            # Keras' own per-epoch line first, then the keeper's note about it.
+            progress = [keras.callbacks.ProgbarLogger()] if verbose else []
+            model.fit(train_batches, validation_data=val_batches, epochs=config.epochs, initial_epoch=initial_epoch,
+                      callbacks=progress + [keeper], verbose=verbose, shuffle=False)
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(
+                f"interrupted after epoch {keeper.state['epoch']}; continue with `ucfpipe train --resume --out {out}`"
+            ) from None
+    if keeper.diverged_at is not None:
+        raise UcfpipeError(
+            f"training diverged: the loss was not finite at epoch {keeper.diverged_at}; lower --learning-rate "
+            f"(now {config.learning_rate}) or keep --clipnorm on; {out} can be deleted"
+        )
+    return _finish(out, config, record, keeper.state, log)
+
+
+def _open_run(out: Path, config: TrainConfig, store: FeatureStore, split: ucf101.Split, plan: ClipPlan,
+              in_memory: bool, resume: bool) -> tuple[dict, dict | None]:
+    """Write a new run's record, or check that a resumed run meets the cache and clips it started with.
+    Returns the record and the last checkpoint's state (None: start from the first epoch)."""
+    state = None
+    if resume:
+        previous = runs.Run(out)
+        previous.check_cache(store)
+        if runs.read_json(out / runs.CLIPS) != _clip_ids(plan):
+            raise UcfpipeError(
+                f"the clips of split {config.split} in {config.splits} are not the ones {out} was trained on; "
+                "pass the --splits folder of the original run, or start a new run"
+            )
+        record = previous.record
+        record["cache"]["directory"] = str(Path(config.features).resolve())
+        record["splits_dir"] = str(Path(config.splits).resolve())
+        state_path = out / runs.CHECKPOINTS / runs.STATE
+        state = runs.read_json(state_path) if state_path.is_file() else None
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        record = _record(config, store, split, plan, in_memory)
+        write_json_atomic(out / runs.CLIPS, _clip_ids(plan))
+    write_json_atomic(out / runs.CONFIG, to_dict(config))
+    write_json_atomic(out / runs.RUN, record)
+    return record, state
+
+
+def _new_model(config: TrainConfig, store: FeatureStore, num_classes: int, train_source) -> keras.Model:
+    mean, variance = feature_statistics(iterate_features(train_source))  # training clips only
+    model = build_classifier(
+        store.num_steps, store.feature_shape, num_classes, mean, variance,
+        cell=config.cell, units=config.units, layers=config.layers,
+        bidirectional=config.bidirectional, dropout=config.dropout,
+    )
+    return compile_classifier(model, config.learning_rate, config.weight_decay, config.clipnorm, config.label_smoothing)
+
+
+def _restore_model(out: Path, state: dict, log) -> keras.Model:
+    """The last epoch's model with its optimizer state, and its random generators where they were."""
+    model = runs.load_model(out / runs.CHECKPOINTS / state["checkpoint"], compile=True)
+    for variable, value in zip(random_states(model), state.get("random_states", [])):
+        variable.assign(np.asarray(value, dtype=variable.dtype))
+    log(f"resuming {out} after epoch {state['epoch']} (best {state['best']:.4f} at epoch {state['best_epoch']})")
+    return model
+
+
+def _finish(out: Path, config: TrainConfig, record: dict, state: dict, log) -> dict:
+    from .plots import plot_curves
+
+    plot_curves(state["history"], out / runs.CURVES, state["best_epoch"], config.monitor)
+    record.update(
+        status="finished",
+        finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        best={"epoch": state["best_epoch"], "monitor": config.monitor, "value": state["best"]},
+        epochs_run=state["epoch"],
+        stopped_early=state["stopped_early"],
+        seconds=round(sum(row["seconds"] for row in state["history"]), 1),
+    )
+    write_json_atomic(out / runs.RUN, record)
+    shutil.rmtree(out / runs.CHECKPOINTS, ignore_errors=True)  # only `--resume` needs it
+    stop = f"stopped early after {state['epoch']} epochs" if state["stopped_early"] else f"ran {state['epoch']} epochs"
+    log(f"done: {stop}; best {config.monitor} {state['best']:.4f} at epoch {state['best_epoch']}")
+    for name, what in ((runs.MODEL, "best model"), (runs.HISTORY, "per-epoch log"), (runs.CURVES, "loss/accuracy curves"),
+                       (runs.RUN, "cache fingerprint, classes, groups, versions"), (runs.CONFIG, "settings"),
+                       (runs.CLIPS, "train/val/test video ids")):
+        log(f"  {out / name}: {what}")
+    log(f"next: ucfpipe eval --run {out}")
+    return {"run": str(out), "best_epoch": state["best_epoch"], "best": state["best"], "monitor": config.monitor,
+            "epochs_run": state["epoch"], "stopped_early": state["stopped_early"], "history": state["history"],
+            "val_groups": record["data"]["val_groups"]}
+
+
+def _groups(groups: list[int]) -> str:
+    return ",".join(f"g{g:02d}" for g in groups)
