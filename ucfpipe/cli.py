@@ -126,6 +126,8 @@ def _ranges(numbers: list[int]) -> str:
 @click.option("--batch-size", type=int, help="Frames per model call.  [default: 64]")
 @click.option("--workers", type=int, help="Decoding threads.  [default: 2]")
 @click.option("--seed", type=int, help="Seed of --weights none.  [default: 0]")
+@click.option("--views", help="Views stored per clip, e.g. flip,crops,time or all (see README).  [default: center]")
+@click.option("--shard", help="i/N: only the i-th (0-based) of N disjoint parts of the clip list; join them with `ucfpipe merge`.")
 @click.option("--allow-missing", is_flag=True, default=None, help="Extract what is on disk when listed clips are missing.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
 @user_errors
@@ -145,6 +147,101 @@ def extract(config_file, no_progress, **flags):
         )
         exc.exit_code = stage.EXIT_CLIPS_FAILED
         raise exc
+
+
+# -- checks and scale-out -----------------------------------------------------------------------------------
+@main.command()
+@click.option("--videos", required=True, type=click.Path(), help="The UCF-101/ folder.")
+@click.option("--splits", required=True, type=click.Path(), help="The ucfTrainTestlist/ folder.")
+@click.option("--frames", type=int, default=40, show_default=True, help="T you will extract with: shorter clips are reported.")
+@click.option("--workers", type=int, default=2, show_default=True, help="Decoding threads.")
+@click.option("--errors-only", is_flag=True, help="Hide warnings (short clips, misreported frame counts).")
+@user_errors
+def check(videos, splits, frames, workers, errors_only):
+    """Scan the listed clips (decoding only, no CNN) and report each bad one.
+
+    Exit status 0 when every clip is usable, 3 when some are not (missing, empty, not a video, unreadable,
+    no decodable frames). Warnings (fewer frames than T, a misreported frame count) are handled by extract."""
+    from . import check as stage
+
+    checked, problems = stage.run(videos, splits, frames, workers, progress=sys.stderr.isatty())
+    shown = [p for p in problems if p.is_error or not errors_only]
+    for problem in shown[:200]:
+        click.echo(f"{'error' if problem.is_error else 'warning'}: {problem.video_id}: {problem.kind}: {problem.detail}")
+    if len(shown) > 200:
+        click.echo(f"... and {len(shown) - 200} more")
+    counts: dict[str, int] = {}
+    for problem in problems:
+        counts[problem.kind] = counts.get(problem.kind, 0) + 1
+    errors = sum(p.is_error for p in problems)
+    click.echo(f"checked {checked} clips: {errors} unusable, {len(problems) - errors} warnings"
+               + "".join(f"; {kind}: {n}" for kind, n in sorted(counts.items())))
+    if errors:
+        exc = click.ClickException(f"{errors} of {checked} listed clips are unusable; fix them or extract with --allow-missing")
+        exc.exit_code = 3
+        raise exc
+
+
+@main.command()
+@click.argument("parts", nargs=-1, required=True, type=click.Path())
+@click.option("--out", required=True, type=click.Path(), help="The merged cache directory (must not exist).")
+@user_errors
+def merge(parts, out):
+    """Join the caches of `extract --shard i/N` runs into one, verifying every clip is there exactly once."""
+    from .merge import merge as merge_parts
+
+    summary = merge_parts(list(parts), out)
+    click.echo(f"merged {summary['parts']} parts: {summary['clips']} clips in {summary['out']} "
+               f"({summary['missing']} missing on disk, {summary['failed']} unreadable)")
+
+
+@main.command()
+@click.option("--clips", "clip_counts", default="16,32", show_default=True, help="Clip counts (multiples of 8); all modes run on the largest.")
+@click.option("--frames", type=int, default=16, show_default=True)
+@click.option("--size", type=int, default=64, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--workers", type=int, default=2, show_default=True)
+@click.option("--weights", default="none", show_default=True, help="none, imagenet or a weights file.")
+@click.option("--precision", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True)
+@click.option("--json-out", type=click.Path(dir_okay=False), help="Also write the results as JSON here.")
+@user_errors
+def bench(clip_counts, frames, size, batch_size, workers, weights, precision, json_out):
+    """Stage one side by side: model-only, ucfpipe's extraction, a naive tutorial-style peer, decoding alone."""
+    import json
+
+    from . import bench_extract
+
+    try:
+        counts = tuple(int(c) for c in clip_counts.split(","))
+    except ValueError:
+        raise UcfpipeError(f"--clips must be comma-separated integers, got {clip_counts!r}") from None
+    results = bench_extract.run(counts, frames, size, batch_size, workers, weights, precision, log=click.echo)
+    click.echo(bench_extract.format_table(results))
+    if json_out:
+        Path(json_out).write_text(json.dumps(results, indent=2))
+
+
+@main.command()
+@click.option("--videos", required=True, type=click.Path(), help="The UCF-101/ folder.")
+@click.option("--splits", required=True, type=click.Path(), help="The ucfTrainTestlist/ folder.")
+@click.option("--split", type=int, default=1, show_default=True, help="Fine-tune on this split's training clips.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="VGG16 weights file to write (*.weights.h5).")
+@click.option("--weights", default="imagenet", show_default=True, help="Starting weights: imagenet, none or a file.")
+@click.option("--size", type=int, default=224, show_default=True)
+@click.option("--frames-per-clip", type=int, default=8, show_default=True)
+@click.option("--trainable-from", default="block5_conv1", show_default=True, help="First VGG16 layer to train.")
+@click.option("--epochs", type=int, default=5, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Frames per step.")
+@click.option("--learning-rate", type=float, default=1e-5, show_default=True)
+@click.option("--val-groups", type=int, default=3, show_default=True)
+@click.option("--workers", type=int, default=2, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@user_errors
+def finetune(**options):
+    """Transfer learning: train VGG16's top block on the split's training frames; extract with --weights OUT."""
+    from . import finetune as stage
+
+    stage.run(stage.FinetuneConfig(**options), log=click.echo)
 
 
 # -- stage two ------------------------------------------------------------------------------------------------
