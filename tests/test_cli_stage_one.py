@@ -105,3 +105,10 @@ def test_unreadable_clips_exit_with_status_3_and_are_retried(synth_dataset, tmp_
     assert retry.exit_code == 0, retry.output
     assert "done: 1 clips extracted" in retry.output
     assert len(FeatureStore(tmp_path / "f")) == synth_dataset["num_clips"]
+
+
+def test_unwritable_output_is_a_one_line_error(synth_dataset):
+    # /proc refuses new directories even to root, like a read-only or full file system would.
+    result = invoke("extract", "--videos", synth_dataset["videos"], "--splits", synth_dataset["splits"],
+                    "--out", "/proc/ucfpipe-cache", *tiny_flags())
+    assert_one_line_error(result, "cannot write the feature cache at /proc/ucfpipe-cache")
