@@ -268,15 +268,29 @@ def finetune(**options):
 @click.option("--memory-limit-gb", type=float, help="Load features into memory up to this size, else stream.  [default: 4]")
 @click.option("--allow-missing", is_flag=True, default=None, help="Use the clips present when the cache lacks some of the split.")
 @click.option("--seed", type=int, help="Validation groups, initialisation, dropout, batch order.  [default: 0]")
+@click.option("--train-views", type=click.Choice(["all", "center"]), help="all: each epoch a random stored view per clip.  [default: all]")
+@click.option("--time-jitter", type=float, help="Training only: chance a step is replaced by a neighbour.  [default: 0.1]")
+@click.option("--step-drop", type=float, help="Training only: chance a step is dropped (previous repeated).  [default: 0.05]")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run at --out from its last epoch, with its own settings.")
+@click.option("--seeds", help="Ensemble: train one member per seed, e.g. 1,2,3, into --out/member-<cell>-seed<k>/.")
+@click.option("--cells", help="Ensemble: one member per cell (and seed), e.g. lstm,gru.")
 @user_errors
-def train(config_file, resume, **flags):
+def train(config_file, resume, seeds, cells, **flags):
     """Stage two: train an LSTM on one split's cached training features, validating on held-out groups.
 
+    With --seeds and/or --cells, an ensemble: one run per member under --out plus --out/ensemble.json.
     Exit status 0 when training finished, 2 for bad input, 130 when interrupted (resume with --resume)."""
     from . import train as stage
     from .config import TrainConfig
 
+    if seeds or cells:
+        from . import ensemble
+
+        if resume:
+            raise UcfpipeError("an ensemble resumes without --resume: rerun the same `train --seeds/--cells` command")
+        config = load_config(TrainConfig, config_file, flags)
+        ensemble.train(config, ensemble.parse_list(seeds, "seeds", int), ensemble.parse_list(cells, "cells"), log=click.echo)
+        return
     if resume:
         if not flags["out"]:
             raise UcfpipeError("--resume needs --out RUN_DIR, the run to continue")
@@ -294,17 +308,19 @@ def train(config_file, resume, **flags):
 @click.option("--splits", "--split-dir", "splits", type=click.Path(), help="The ucfTrainTestlist/ folder, if not the run's.")
 @click.option("--allow-missing", is_flag=True, default=None, help="Score the test clips present when the cache lacks some.")
 @click.option("--baseline", is_flag=True, help="Also score an order-blind reference (logistic regression on time-averaged features).")
+@click.option("--tta", is_flag=True, help="Also score probabilities averaged over every stored view of each clip (metrics.json: tta).")
 @user_errors
-def eval_command(run_dir, features, splits, allow_missing, baseline):
-    """Score a run's best model on its split's test list: metrics.json, per_class.csv, confusion.png."""
+def eval_command(run_dir, features, splits, allow_missing, baseline, tta):
+    """Score a run's best model (or an ensemble's mean) on its split's test list: metrics.json, per_class.csv, confusion.png."""
     from . import evaluate
 
-    evaluate.run(run_dir, features=features, splits=splits, allow_missing=allow_missing, baseline=baseline, log=click.echo)
+    evaluate.run(run_dir, features=features, splits=splits, allow_missing=allow_missing, baseline=baseline, tta=tta,
+                 log=click.echo)
 
 
 @main.command()
 @click.argument("videos", nargs=-1, required=True, type=click.Path())
-@click.option("--run", "run_dir", required=True, type=click.Path(), help="Run directory made by `ucfpipe train`.")
+@click.option("--run", "run_dir", required=True, type=click.Path(), help="Run (or ensemble) directory made by `ucfpipe train`.")
 @click.option("--top", type=int, default=5, show_default=True, help="Classes to show per video.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (a list, one entry per video).")
 @click.option("--weights", type=click.Path(), help="The VGG16 weights file, if it moved since extraction (its SHA-256 is checked).")
@@ -368,6 +384,30 @@ def bench_train(config_file, clips, frames, dim, num_classes, epochs, **flags):
         bench.run(config, clips=clips, frames=frames, dim=dim, num_classes=num_classes, epochs=epochs, log=click.echo)
     except ValueError as err:
         raise UcfpipeError(str(err)) from None
+
+
+@main.command()
+@config_option("train")
+@click.option("--features", type=click.Path(), help="Feature cache (extract with --views for the view rows).  [default: features/ucf101]")
+@click.option("--splits", type=click.Path(), help="The ucfTrainTestlist/ folder.")
+@click.option("--split", type=int, help="Official split 1, 2 or 3.  [default: 1]")
+@click.option("--out", required=True, type=click.Path(), help="New directory for the runs, compare.md and compare.json.")
+@click.option("--cell", type=click.Choice(["lstm", "gru"]), help="Recurrent cell.  [default: lstm]")
+@click.option("--units", type=int, help="Units per recurrent layer; small keeps the comparison quick.  [default: 512]")
+@click.option("--epochs", type=int, help="At most this many epochs per model.  [default: 50]")
+@click.option("--batch-size", type=int, help="Clips per step.  [default: 32]")
+@click.option("--val-groups", type=int, help="Training-list groups held out for validation.  [default: 3]")
+@click.option("--patience", type=int, help="Epochs without improvement before stopping.  [default: 10]")
+@click.option("--seed", type=int, help="Seed of the single models; the ensemble uses SEED..SEED+MEMBERS-1.  [default: 0]")
+@click.option("--members", type=int, default=3, show_default=True, help="Ensemble size.")
+@user_errors
+def compare(config_file, members, **flags):
+    """Baseline vs + training augmentation vs + TTA vs + ensemble vs order-blind: one markdown table
+    (top-1, top-5, mean class accuracy, wall time), also written to OUT/compare.md."""
+    from . import compare as stage
+    from .config import TrainConfig
+
+    stage.run(load_config(TrainConfig, config_file, flags), members=members, log=click.echo)
 
 
 if __name__ == "__main__":

@@ -141,6 +141,7 @@ def fingerprint(settings: dict) -> str:
 
 
 CELLS = ("lstm", "gru")
+TRAIN_VIEWS = ("all", "center")
 MONITORS = ("val_accuracy", "val_loss")
 
 
@@ -167,6 +168,9 @@ class TrainConfig:
     memory_limit_gb: float = 4.0  # train/val features up to this size are loaded into memory, larger are streamed
     allow_missing: bool = False  # train (and later evaluate) on the clips present when some are not in the cache
     seed: int = 0  # validation groups, weight init, dropout and batch order
+    train_views: str = "all"  # "all": each epoch trains on a random stored view of each clip; "center": plain view only
+    time_jitter: float = 0.1  # training only: probability that a step is replaced by a neighbouring one
+    step_drop: float = 0.05  # training only: probability that a step is dropped (the previous one repeated)
 
     def validate(self) -> "TrainConfig":
         _require(self.features, "features", "the feature cache made by `ucfpipe extract`")
@@ -177,7 +181,8 @@ class TrainConfig:
         _check_positive(self, "units", "layers", "epochs", "batch_size", "val_groups", "patience")
         _check_choice(self, "cell", CELLS)
         _check_choice(self, "monitor", MONITORS)
-        for name in ("dropout", "label_smoothing"):
+        _check_choice(self, "train_views", TRAIN_VIEWS)
+        for name in ("dropout", "label_smoothing", "time_jitter", "step_drop"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise UcfpipeError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         for name in ("learning_rate", "memory_limit_gb"):

@@ -32,24 +32,47 @@ def _test_clips(split: ucf101.Split, store: FeatureStore, allow_missing: bool):
     return clips, missing
 
 
-def predict_probabilities(model, store: FeatureStore, video_ids: list[str], batch_size: int, memory_limit_gb: float):
-    """(N, K) class probabilities of the clips' first (plain) view."""
+def predict_probabilities(model, store: FeatureStore, video_ids: list[str], batch_size: int, memory_limit_gb: float,
+                          view: int = 0):
+    """(N, K) class probabilities of one stored view of the clips (default the first, plain centre view)."""
     in_memory = feature_bytes(store, len(video_ids)) <= memory_limit_gb * 2**30
-    batches = ClipBatches(load_source(store, video_ids, in_memory), None, 0, batch_size)
+    batches = ClipBatches(load_source(store, video_ids, in_memory, view=view), None, 0, batch_size)
     return np.asarray(model.predict(batches, verbose=0), dtype=np.float64)
 
 
+def tta_probabilities(model, store: FeatureStore, video_ids: list[str], batch_size: int, memory_limit_gb: float):
+    """(N, K) test-time augmentation: class probabilities averaged over every stored view of each clip."""
+    views = [predict_probabilities(model, store, video_ids, batch_size, memory_limit_gb, view=v) for v in range(len(store.views))]
+    return np.mean(views, axis=0)
+
+
+def _headline(labels, probabilities, classes) -> dict:
+    from .metrics import classification_metrics
+
+    scores = classification_metrics(labels, probabilities, list(classes))
+    return {k: scores[k] for k in ("top1", "top5", "top5_k", "mean_class_accuracy")}
+
+
 def run(run_dir: str | Path, features: str | None = None, splits: str | None = None,
-        allow_missing: bool | None = None, baseline: bool = False, log=print) -> dict:
+        allow_missing: bool | None = None, baseline: bool = False, tta: bool = False, log=print) -> dict:
     """Score the run's best model on its split's test clips; with `baseline`, also an order-blind reference
-    fitted on the run's training clips (see ucfpipe.baseline)."""
+    fitted on the run's training clips (see ucfpipe.baseline); with `tta`, also the probabilities averaged over
+    every stored view (metrics["tta"]). `run_dir` may be an ensemble (ucfpipe.ensemble): its figures are
+    those of the mean of its members' probabilities, metrics["members"] holds each member's."""
+    from . import ensemble
     from .metrics import classification_metrics
     from .plots import plot_confusion
 
-    run = runs.Run(run_dir)
-    run.require_finished()
+    directory = Path(run_dir)
+    if ensemble.is_ensemble(directory):
+        members = ensemble.load_members(directory)
+    else:
+        members = [runs.Run(directory)]
+        members[0].require_finished()
+    run = members[0]
     store = FeatureStore(features or run.record["cache"]["directory"])
-    run.check_cache(store)
+    for member in members:
+        member.check_cache(store)
     splits_dir = splits or run.record["splits_dir"]
     split = ucf101.read_split(splits_dir, run.record["split"])
     if split.classes != run.classes:
@@ -59,15 +82,28 @@ def run(run_dir: str | Path, features: str | None = None, splits: str | None = N
         )
     allow = run.config.allow_missing if allow_missing is None else allow_missing
     clips, missing = _test_clips(split, store, allow)
+    if tta and len(store.views) == 1:
+        log(f"note: {store.directory} stores only the centre view, so --tta equals the single-view figures; "
+            "extract with --views flip,crops,time for more")
 
-    model = run.load_model()
     video_ids = [c.video_id for c in clips]
     labels = np.array([c.label for c in clips])
-    probabilities = predict_probabilities(model, store, video_ids, run.config.batch_size, run.config.memory_limit_gb)
+    single, augmented, member_figures = [], [], {}
+    for member in members:
+        model = member.load_model()
+        center = predict_probabilities(model, store, video_ids, member.config.batch_size, member.config.memory_limit_gb)
+        single.append(center)
+        figures = _headline(labels, center, run.classes)
+        if tta:
+            augmented.append(tta_probabilities(model, store, video_ids, member.config.batch_size, member.config.memory_limit_gb))
+            figures["tta"] = _headline(labels, augmented[-1], run.classes)
+        member_figures[member.directory.name] = figures
+    probabilities = np.mean(single, axis=0)
     scores = classification_metrics(labels, probabilities, list(run.classes))
 
     per_class = scores.pop("per_class")
     confusion = scores.pop("confusion")
+    is_ensemble = len(members) > 1 or ensemble.is_ensemble(directory)
     metrics = {
         **scores,
         "num_test_clips": len(clips),
@@ -79,46 +115,60 @@ def run(run_dir: str | Path, features: str | None = None, splits: str | None = N
         "splits_dir": str(Path(splits_dir).resolve()),
         "features": str(store.directory.resolve()),
         "fingerprint": store.fingerprint,
-        "model": str(run.path(runs.MODEL)),
-        "config": str(run.path(runs.CONFIG)),
-        "best_epoch": run.record["best"]["epoch"],
+        "model": [str(m.path(runs.MODEL)) for m in members] if is_ensemble else str(run.path(runs.MODEL)),
+        "config": [str(m.path(runs.CONFIG)) for m in members] if is_ensemble else str(run.path(runs.CONFIG)),
+        "best_epoch": [m.record["best"]["epoch"] for m in members] if is_ensemble else run.record["best"]["epoch"],
         "evaluated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if tta:
+        metrics["tta"] = {**_headline(labels, np.mean(augmented, axis=0), run.classes), "views": list(store.views)}
+    if is_ensemble:
+        metrics["ensemble"] = {"members": [m.directory.name for m in members], "combine": "mean of member probabilities"}
+        metrics["members"] = member_figures
     if baseline:
         from .baseline import order_blind_top1
 
-        clips = runs.read_json(run.path(runs.CLIPS))
-        train_ids = clips["train"] + clips["val"]
+        clip_ids = runs.read_json(run.path(runs.CLIPS))
+        train_ids = clip_ids["train"] + clip_ids["val"]
         metrics["order_blind_top1"] = order_blind_top1(store, train_ids, store.labels(train_ids), video_ids, labels,
                                                        seed=run.config.seed)
-    write_json_atomic(run.path(runs.METRICS), metrics)
+    write_json_atomic(directory / runs.METRICS, metrics)
     runs.write_csv_atomic(
-        run.path(runs.PER_CLASS), ["class", "accuracy", "precision", "recall", "f1", "support"],
+        directory / runs.PER_CLASS, ["class", "accuracy", "precision", "recall", "f1", "support"],
         [[r["class"], f"{r['accuracy']:.4f}", f"{r['precision']:.4f}", f"{r['recall']:.4f}", f"{r['f1']:.4f}", r["support"]]
          for r in per_class],
     )
     predicted = probabilities.argmax(axis=1)
     runs.write_csv_atomic(
-        run.path(runs.PREDICTIONS), ["video_id", "true", "predicted", "probability"],
+        directory / runs.PREDICTIONS, ["video_id", "true", "predicted", "probability"],
         [[v, run.classes[t], run.classes[p], f"{probabilities[i, p]:.4f}"] for i, (v, t, p) in enumerate(zip(video_ids, labels, predicted))],
     )
-    plot_confusion(confusion, list(run.classes), run.path(runs.CONFUSION),
-                   title=f"split {split.number}: top-1 {metrics['top1']:.3f}, {len(clips)} test clips (rows sum to 1)")
-    _print_summary(metrics, run, log)
+    what = f"ensemble of {len(members)}" if is_ensemble else f"split {split.number}"
+    plot_confusion(confusion, list(run.classes), directory / runs.CONFUSION,
+                   title=f"{what}: top-1 {metrics['top1']:.3f}, {len(clips)} test clips (rows sum to 1)")
+    _print_summary(metrics, directory, log)
     return metrics
 
 
-def _print_summary(metrics: dict, run: runs.Run, log) -> None:
+def _print_summary(metrics: dict, directory: Path, log) -> None:
     log(f"split {metrics['split']}: {metrics['num_test_clips']} test clips"
         + (f" ({metrics['num_not_evaluated']} listed clips not in the cache, not evaluated)" if metrics["num_not_evaluated"] else ""))
     for name, label in (("top1", "top-1 accuracy"), ("top5", f"top-{metrics['top5_k']} accuracy"),
                         ("mean_class_accuracy", "mean class accuracy"), ("macro_precision", "macro precision"),
                         ("macro_recall", "macro recall"), ("macro_f1", "macro F1")):
         log(f"  {label:<22}{metrics[name]:>8.4f}")
+    for name, figures in metrics.get("members", {}).items():
+        log(f"  member {name:<30} top-1 {figures['top1']:.4f}" + (f", with TTA {figures['tta']['top1']:.4f}" if "tta" in figures else ""))
+    if "tta" in metrics:
+        tta = metrics["tta"]
+        log(f"test-time augmentation: probabilities averaged over {len(tta['views'])} views ({', '.join(tta['views'])})")
+        for name, label in (("top1", "top-1 accuracy"), ("top5", f"top-{tta['top5_k']} accuracy"),
+                            ("mean_class_accuracy", "mean class accuracy")):
+            log(f"  {label:<22}{tta[name]:>8.4f}")
     if "order_blind_top1" in metrics:
         log(f"  {'order-blind top-1':<22}{metrics['order_blind_top1']:>8.4f}   (logistic regression on time-averaged features)")
     if metrics["most_confused"]:
         log("most confused (true -> predicted: clips, share of the true class):")
         for pair in metrics["most_confused"][:5]:
             log(f"  {pair['true']} -> {pair['predicted']}: {pair['clips']} ({pair['share_of_true']:.0%})")
-    log(f"wrote {run.path(runs.METRICS)}, {runs.PER_CLASS}, {runs.CONFUSION}, {runs.PREDICTIONS}")
+    log(f"wrote {directory / runs.METRICS}, {runs.PER_CLASS}, {runs.CONFUSION}, {runs.PREDICTIONS}")

@@ -56,17 +56,25 @@ def stage_one_config(run: runs.Run, weights: str | None = None) -> ExtractConfig
 
 
 class Predictor:
-    """VGG16 of the run's stage one plus the run's classifier; `predict(path)` classifies one file."""
+    """VGG16 of the run's stage one plus the run's classifier; `predict(path)` classifies one file. An
+    ensemble directory (ucfpipe.ensemble) gives the mean of its members' probabilities; its members must
+    share one feature cache fingerprint, so that one VGG16 serves them all."""
 
     def __init__(self, run_dir: str | Path, weights: str | None = None):
+        from . import ensemble
         from .backbone import build_extractor
 
-        self.run = runs.Run(run_dir)
-        self.run.require_finished()
+        if ensemble.is_ensemble(run_dir):
+            self.members = ensemble.load_members(run_dir)
+        else:
+            self.members = [runs.Run(run_dir)]
+            self.members[0].require_finished()
+        self.run = self.members[0]
         self.stage_one = stage_one_config(self.run, weights)
         c = self.stage_one
         self.extractor = build_extractor(c.weights, c.layer, c.pooling, c.size, c.precision, c.seed)
-        self.classifier = self.run.load_model()
+        self.classifiers = [member.load_model() for member in self.members]
+        self.classifier = self.classifiers[0]
         self.classes = self.run.classes
 
     def probabilities(self, path: str | Path) -> np.ndarray:
@@ -74,7 +82,7 @@ class Predictor:
         features = np.asarray(self.extractor.predict_on_batch(clip.frames))
         # Round to the cache's storage dtype: the classifier was trained on exactly those numbers.
         features = features.astype(self.stage_one.dtype).astype(np.float32)
-        return np.asarray(self.classifier.predict_on_batch(features[None]), np.float64)[0]
+        return np.mean([np.asarray(c.predict_on_batch(features[None]), np.float64)[0] for c in self.classifiers], axis=0)
 
     def predict(self, path: str | Path, top: int = 5) -> Prediction:
         try:

@@ -36,6 +36,9 @@ METRICS = "metrics.json"
 PER_CLASS = "per_class.csv"
 CONFUSION = "confusion.png"
 PREDICTIONS = "predictions.csv"
+# Runs recorded before training augmentation existed trained without it: their config.json lacks these keys,
+# and a resumed one must go on as it started.
+PRE_AUGMENTATION = {"train_views": "center", "time_jitter": 0.0, "step_drop": 0.0}
 
 
 def write_csv_atomic(path: Path, header: list[str], rows: list[list]) -> None:
@@ -84,7 +87,8 @@ class Run:
         if self.record.get("format") != FORMAT:
             raise UcfpipeError(f"{self.directory / RUN} is not a {FORMAT} record (format {self.record.get('format')!r})")
         known = {f.name for f in fields(TrainConfig)}
-        self.config = TrainConfig(**{k: v for k, v in read_json(self.directory / CONFIG).items() if k in known})
+        values = {**PRE_AUGMENTATION, **read_json(self.directory / CONFIG)}
+        self.config = TrainConfig(**{k: v for k, v in values.items() if k in known})
 
     def path(self, name: str) -> Path:
         return self.directory / name

@@ -246,6 +246,7 @@ def _record(config: TrainConfig, store: FeatureStore, split: ucf101.Split, plan:
             "missing_train": plan.missing_train,
             "missing_test": plan.missing_test,
             "in_memory": in_memory,
+            "train_views": [store.views[v] for v in training_views(store, config)],
         },
         "versions": versions(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -267,24 +268,33 @@ def run(config: TrainConfig, resume: bool = False, log=print, verbose: int = 2) 
     split = ucf101.read_split(config.splits, config.split)
     check_labels(split, store)
     plan = plan_clips(split, store, config)
-    in_memory = feature_bytes(store, len(plan.train) + len(plan.val)) <= config.memory_limit_gb * 2**30
+    views = training_views(store, config)
+    loaded_bytes = feature_bytes(store, len(plan.train) * len(views) + len(plan.val))
+    in_memory = loaded_bytes <= config.memory_limit_gb * 2**30
     record, state = _open_run(out, config, store, split, plan, in_memory, resume)
 
     seed_everything(config.seed)
     num_classes = len(split.classes)
-    train_source = load_source(store, [c.video_id for c in plan.train], in_memory)
+    # Training may draw any of `views` (position 0 is the centre view, which normalisation statistics use);
+    # validation always sees the centre view, unaugmented, as evaluation does.
+    train_source = load_source(store, [c.video_id for c in plan.train], in_memory, views=views)
     val_source = load_source(store, [c.video_id for c in plan.val], in_memory)
     model = _restore_model(out, state, log) if state else _new_model(config, store, num_classes, train_source)
     initial_epoch = state["epoch"] if state else 0
 
-    where = f"in memory ({feature_bytes(store, len(plan.train) + len(plan.val)) / 2**20:.0f} MiB)" if in_memory else "streamed from the cache"
+    where = f"in memory ({loaded_bytes / 2**20:.0f} MiB)" if in_memory else "streamed from the cache"
+    augment = [f"views {','.join(store.views[v] for v in views)}"] if len(views) > 1 else []
+    augment += [f"{name.replace('_', ' ')} {getattr(config, name)}" for name in ("time_jitter", "step_drop") if getattr(config, name)]
+    if augment:
+        log(f"training augmentation: {'; '.join(augment)} (validation and evaluation see the centre view as stored)")
     log(f"split {split.number}: training on {len(plan.train)} clips (groups {_groups(plan.train_groups)}), validating on "
         f"{len(plan.val)} (held-out groups {_groups(plan.val_groups)}); the {len(plan.test)} test clips are left to "
         f"`ucfpipe eval`; features {where}; {model.count_params():,} parameters")
 
     keeper = RunKeeper(out, config.monitor, config.patience, state, log=log)
     train_batches = ClipBatches(train_source, [c.label for c in plan.train], num_classes, config.batch_size,
-                                shuffle_seed=config.seed, first_pass=initial_epoch)
+                                shuffle_seed=config.seed, first_pass=initial_epoch, random_views=len(views) > 1,
+                                time_jitter=config.time_jitter, step_drop=config.step_drop)
     val_batches = ClipBatches(val_source, [c.label for c in plan.val], num_classes, config.batch_size)
     if initial_epoch < config.epochs and not keeper.state["stopped_early"]:
         try:
@@ -302,6 +312,13 @@ def run(config: TrainConfig, resume: bool = False, log=print, verbose: int = 2) 
             f"(now {config.learning_rate}) or keep --clipnorm on; {out} can be deleted"
         )
     return _finish(out, config, record, keeper.state, log)
+
+
+def training_views(store: FeatureStore, config: TrainConfig) -> list[int]:
+    """Store view indices training draws from: every stored view with train_views "all", else the centre."""
+    if config.train_views == "center" or len(store.views) == 1:
+        return [0]
+    return list(range(len(store.views)))
 
 
 def _open_run(out: Path, config: TrainConfig, store: FeatureStore, split: ucf101.Split, plan: ClipPlan,
