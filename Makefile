@@ -19,7 +19,7 @@ SPLIT_NUMBERS ?= 1 2 3
 # The offline demo: a synthetic dataset, random VGG16 weights, small frames.
 DEMO ?= demo
 
-.PHONY: setup demo test check extract train eval report bench bench-train clean-demo
+.PHONY: setup demo compare test check extract train eval report bench bench-train clean-demo
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -72,6 +72,15 @@ demo: setup
 	$(UCFPIPE) report $(DEMO)/runs/split1 $(DEMO)/runs/split2 $(DEMO)/runs/split3
 	$(UCFPIPE) predict $(DEMO)/data/UCF-101/GrowingDisk/v_GrowingDisk_g01_c01.avi \
 	  $(DEMO)/data/UCF-101/ShrinkingDisk/v_ShrinkingDisk_g01_c01.avi --run $(DEMO)/runs/split1
+
+# Baseline vs training augmentation vs TTA vs a 3-seed ensemble vs order-blind, on the demo data with views.
+compare: setup
+	$(UCFPIPE) synth $(DEMO)/data --groups 9 --clips-per-group 4
+	$(UCFPIPE) extract --config stages/extract.toml --videos $(DEMO)/data/UCF-101 --splits $(DEMO)/data/ucfTrainTestlist \
+	  --out $(DEMO)/features-views --frames 16 --size 64 --weights none --views flip,time
+	rm -rf $(DEMO)/compare
+	$(UCFPIPE) compare --config stages/train.toml --features $(DEMO)/features-views --splits $(DEMO)/data/ucfTrainTestlist \
+	  --out $(DEMO)/compare --units 64 --val-groups 1 --batch-size 16 --epochs 40 --patience 15
 
 clean-demo:
 	rm -rf $(DEMO)
