@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import ucf101
-from .video import VideoError, container_frame_count, count_decodable_frames
+from .video import VideoError, count_frames
 
 ERRORS = ("missing", "empty", "not a video", "unreadable", "no decodable frames")
 WARNINGS = ("fewer frames than asked", "frame count misreported")
@@ -54,8 +54,7 @@ def check_clip(path: Path, video_id: str, frames: int) -> list[Problem]:
     if not _looks_like_video(head):
         return [Problem(video_id, "not a video", f"{size} bytes that start like no video container ({head[:8]!r})")]
     try:
-        claimed, _ = container_frame_count(path)
-        decoded = count_decodable_frames(path)
+        decoded, claimed = count_frames(path)
     except VideoError as err:
         return [Problem(video_id, "unreadable", str(err).split(": ", 1)[-1])]
     if decoded == 0:

@@ -153,22 +153,17 @@ def _decode_clips(clips, config: ExtractConfig, results: queue.Queue, stop: thre
     return threads
 
 
-def assigned_clips(config: ExtractConfig) -> list[ucf101.Clip]:
-    """The listed clips this run is responsible for: all of them, or with `shard = "i/N"` every N-th clip of
-    the sorted list starting at i. Computed from the lists alone, never from what is on disk, so the N
-    parts are disjoint and complete whatever each machine sees."""
+def plan(config: ExtractConfig) -> tuple[list[ucf101.Clip], list[ucf101.Clip], dict]:
+    """(clips to extract, listed clips missing on disk, which part of the clip list this run covers).
+
+    With `shard = "i/N"` a run covers every N-th clip of the sorted list starting at i: computed from the
+    lists alone, never from what is on disk, so the N parts are disjoint and complete whatever each machine
+    sees. The list's digest lets `merge` refuse parts made from different split files. Missing clips are
+    an error unless allowed."""
+    listed = ucf101.all_clips(config.splits)
     index, count = config.shard_part()
-    return list(ucf101.all_clips(config.splits))[index::count]
-
-
-def clip_list_digest(splits_dir) -> str:
-    """Identifies the full clip list, so parts made from different split files are never merged."""
-    return fingerprint({"video_ids": [c.video_id for c in ucf101.all_clips(splits_dir)]})
-
-
-def plan(config: ExtractConfig) -> tuple[list[ucf101.Clip], list[ucf101.Clip]]:
-    """(clips to extract, listed clips missing on disk); missing clips are an error unless allowed."""
-    clips = assigned_clips(config)
+    part = {"index": index, "count": count, "clip_list": fingerprint({"video_ids": [c.video_id for c in listed]})}
+    clips = list(listed)[index::count]
     missing = ucf101.missing_on_disk(clips, config.videos)
     if missing and not config.allow_missing:
         examples = ", ".join(c.relative_path for c in missing[:3])
@@ -177,7 +172,7 @@ def plan(config: ExtractConfig) -> tuple[list[ucf101.Clip], list[ucf101.Clip]]:
             "fix --videos, or pass --allow-missing to extract the clips that are there"
         )
     absent = {c.video_id for c in missing}
-    return [c for c in clips if c.video_id not in absent], missing
+    return [c for c in clips if c.video_id not in absent], missing, part
 
 
 def run(config: ExtractConfig, progress: bool = True, log=print, model=None) -> dict:
@@ -188,7 +183,7 @@ def run(config: ExtractConfig, progress: bool = True, log=print, model=None) -> 
     from .provenance import versions
 
     config.validate()
-    clips, missing = plan(config)
+    clips, missing, part = plan(config)
     settings = feature_settings(config)
     cache_fingerprint = fingerprint(settings)
     out = Path(config.out)
@@ -269,8 +264,7 @@ def run(config: ExtractConfig, progress: bool = True, log=print, model=None) -> 
             "shards": writer.shards,
             "num_clips": len(writer.done_ids),
             "report": {"listed": len(clips) + len(missing), "missing": [c.video_id for c in missing], "failed": failed},
-            "part": {"index": config.shard_part()[0], "count": config.shard_part()[1],
-                     "clip_list": clip_list_digest(config.splits)},
+            "part": part,
             "last_run": {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(elapsed, 1),
                          "clips_extracted": len(todo) - len(failed), "frames_per_second": round(frames_per_second, 1)},
         })

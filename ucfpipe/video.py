@@ -98,23 +98,16 @@ def _decode(path: Path, num_samples: int, size: int, views: tuple[View, ...], kn
         capture.release()
 
 
-def count_decodable_frames(path: str | Path) -> int:
-    """Frames that decode, the way `read_clip` counts them, without converting any (fast: no CNN, no copies)."""
+def count_frames(path: str | Path) -> tuple[int, int]:
+    """(frames that decode, the way `read_views` counts them; the frame count the container claims), in one
+    pass that converts no frame (fast: no CNN, no copies)."""
     capture = _open(Path(path))
     try:
-        count = 0
+        claimed = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        decoded = 0
         while capture.grab():
-            count += 1
-        return count
-    finally:
-        capture.release()
-
-
-def container_frame_count(path: str | Path) -> tuple[int, float]:
-    """What the container claims (frame count, fps) without decoding; only a hint."""
-    capture = _open(Path(path))
-    try:
-        return int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0), float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+            decoded += 1
+        return decoded, claimed
     finally:
         capture.release()
 
