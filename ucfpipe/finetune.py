@@ -67,7 +67,8 @@ class FrameBatches(keras.utils.PyDataset):
         super().__init__(workers=config.workers, use_multiprocessing=False)
         self.clips, self.config, self.training = list(clips), config, training
         self.clips_per_batch = max(1, config.batch_size // config.frames_per_clip)
-        self.rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(seed)  # clip order; used only between epochs, never by workers
+        self.epoch = 0
         self.order = np.arange(len(self.clips))
         if training:
             self.rng.shuffle(self.order)
@@ -91,11 +92,13 @@ class FrameBatches(keras.utils.PyDataset):
             return np.zeros((0, size, size, 3), np.uint8), np.zeros((0,), np.int32)
         frames = np.concatenate(frames)
         if self.training:  # random horizontal flips: actions look the same mirrored
-            flip = np.random.default_rng([self.config.seed, index, int(self.rng.integers(1 << 30))]).random(len(frames)) < 0.5
+            # Seeded by (seed, epoch, batch): the worker threads share no generator, so flips are reproducible.
+            flip = np.random.default_rng([self.config.seed, self.epoch, index]).random(len(frames)) < 0.5
             frames[flip] = frames[flip, :, ::-1]
         return frames, np.asarray(labels, np.int32)
 
     def on_epoch_end(self):
+        self.epoch += 1
         if self.training:
             self.rng.shuffle(self.order)
 
