@@ -127,11 +127,22 @@ class ClipBatches(keras.utils.PyDataset):
 
     def __init__(self, source, labels: np.ndarray | None, num_classes: int, batch_size: int,
                  shuffle_seed: int | None = None, first_pass: int = 0, random_views: bool = False,
-                 time_jitter: float = 0.0, step_drop: float = 0.0):
+                 time_jitter: float = 0.0, step_drop: float = 0.0, multiple_of: int = 1, pad_weighting: str = "step"):
         """With `random_views` (and a multi-view source), each pass draws one stored view per clip; with
         `time_jitter`/`step_drop`, steps are perturbed (see `temporal_indices`). All of it, like the order,
-        is a function of (shuffle_seed, pass) only, so augmentation needs a `shuffle_seed`."""
+        is a function of (shuffle_seed, pass) only, so augmentation needs a `shuffle_seed`.
+
+        With `multiple_of` > 1 (data parallelism over that many devices), every batch comes with sample
+        weights and a short last batch is filled up to a multiple of it (see `_pad`); `pad_weighting` says
+        what stays exact: "step" each step's loss and gradient (training), "pass" the mean loss and
+        accuracy over the whole pass (validation)."""
         super().__init__(workers=1, use_multiprocessing=False)
+        if pad_weighting not in ("step", "pass"):
+            raise ValueError(f"pad_weighting must be 'step' or 'pass', got {pad_weighting!r}")
+        if batch_size % multiple_of:
+            raise ValueError(f"batch_size {batch_size} is not a multiple of multiple_of {multiple_of}")
+        self.multiple_of = multiple_of
+        self.pad_weighting = pad_weighting
         augment = random_views or time_jitter > 0 or step_drop > 0
         if augment and shuffle_seed is None:
             raise ValueError("augmentation needs a shuffle_seed (it must be reproducible)")
@@ -169,4 +180,29 @@ class ClipBatches(keras.utils.PyDataset):
             features = features[np.arange(len(features))[:, None], steps]
         if self.labels is None:
             return (features,)
-        return features, keras.utils.to_categorical(self.labels[rows], self.num_classes).astype(np.float32)
+        labels = keras.utils.to_categorical(self.labels[rows], self.num_classes).astype(np.float32)
+        if self.multiple_of > 1:
+            return self._pad(features, labels)
+        return features, labels
+
+    def padding(self) -> int:
+        """Rows the last batch is filled up with (full batches are multiples of `multiple_of` already)."""
+        return -len(self.source) % self.multiple_of
+
+    def _pad(self, features: np.ndarray, labels: np.ndarray):
+        """(features, labels, weights) with rows added at weight 0 (copies of the first clip) up to a multiple
+        of `multiple_of`. Keras divides a batch's summed loss by its row count, padding included, and weights
+        its metrics by row weights, so the real rows are weighted up: by padded/real rows of this batch for
+        "step" (a step's gradient is its real clips' mean, as on one device), or by padded/real rows of the
+        whole pass for "pass" (the pass's mean loss and accuracy are its real clips')."""
+        real = len(features)
+        extra = -real % self.multiple_of
+        if self.pad_weighting == "step":
+            weight = (real + extra) / real
+        else:
+            weight = (len(self.source) + self.padding()) / len(self.source)
+        weights = np.concatenate([np.full(real, weight, np.float32), np.zeros(extra, np.float32)])
+        if extra:
+            features = np.concatenate([features, np.repeat(features[:1], extra, axis=0)])
+            labels = np.concatenate([labels, np.repeat(labels[:1], extra, axis=0)])
+        return features, labels, weights

@@ -271,6 +271,7 @@ def finetune(**options):
 @click.option("--train-views", type=click.Choice(["all", "center"]), help="all: each epoch a random stored view per clip.  [default: all]")
 @click.option("--time-jitter", type=float, help="Training only: chance a step is replaced by a neighbour.  [default: 0.1]")
 @click.option("--step-drop", type=float, help="Training only: chance a step is dropped (previous repeated).  [default: 0.05]")
+@click.option("--distribute", type=click.Choice(["none", "data"]), help="data: data parallel over every device (JAX backend).  [default: none]")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run at --out from its last epoch, with its own settings.")
 @click.option("--seeds", help="Ensemble: train one member per seed, e.g. 1,2,3, into --out/member-<cell>-seed<k>/.")
 @click.option("--cells", help="Ensemble: one member per cell (and seed), e.g. lstm,gru.")

@@ -143,6 +143,7 @@ def fingerprint(settings: dict) -> str:
 CELLS = ("lstm", "gru")
 TRAIN_VIEWS = ("all", "center")
 MONITORS = ("val_accuracy", "val_loss")
+DISTRIBUTE = ("none", "data")
 
 
 @dataclass
@@ -171,6 +172,7 @@ class TrainConfig:
     train_views: str = "all"  # "all": each epoch trains on a random stored view of each clip; "center": plain view only
     time_jitter: float = 0.1  # training only: probability that a step is replaced by a neighbouring one
     step_drop: float = 0.05  # training only: probability that a step is dropped (the previous one repeated)
+    distribute: str = "none"  # "data": data parallel over every device (JAX backend; batch_size is the global batch)
 
     def validate(self) -> "TrainConfig":
         _require(self.features, "features", "the feature cache made by `ucfpipe extract`")
@@ -182,6 +184,7 @@ class TrainConfig:
         _check_choice(self, "cell", CELLS)
         _check_choice(self, "monitor", MONITORS)
         _check_choice(self, "train_views", TRAIN_VIEWS)
+        _check_choice(self, "distribute", DISTRIBUTE)
         for name in ("dropout", "label_smoothing", "time_jitter", "step_drop"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise UcfpipeError(f"{name} must be in [0, 1), got {getattr(self, name)}")

@@ -19,6 +19,7 @@ import numpy as np
 from . import runs, ucf101
 from .batches import ClipBatches, feature_bytes, iterate_features, load_source
 from .config import TrainConfig, to_dict
+from .distribute import Placement, placement
 from .errors import UcfpipeError
 from .features import FeatureStore, write_json_atomic
 from .models import build_classifier, compile_classifier, feature_statistics
@@ -271,7 +272,8 @@ def run(config: TrainConfig, resume: bool = False, log=print, verbose: int = 2) 
     views = training_views(store, config)
     loaded_bytes = feature_bytes(store, len(plan.train) * len(views) + len(plan.val))
     in_memory = loaded_bytes <= config.memory_limit_gb * 2**30
-    record, state = _open_run(out, config, store, split, plan, in_memory, resume)
+    where_to = placement(config.distribute, config.batch_size)
+    record, state = _open_run(out, config, store, split, plan, in_memory, resume, where_to)
 
     seed_everything(config.seed)
     num_classes = len(split.classes)
@@ -279,7 +281,8 @@ def run(config: TrainConfig, resume: bool = False, log=print, verbose: int = 2) 
     # validation always sees the centre view, unaugmented, as evaluation does.
     train_source = load_source(store, [c.video_id for c in plan.train], in_memory, views=views)
     val_source = load_source(store, [c.video_id for c in plan.val], in_memory)
-    model = _restore_model(out, state, log) if state else _new_model(config, store, num_classes, train_source)
+    with where_to.scope():  # variables made here are replicated over the devices of data parallelism
+        model = _restore_model(out, state, log) if state else _new_model(config, store, num_classes, train_source)
     initial_epoch = state["epoch"] if state else 0
 
     where = f"in memory ({loaded_bytes / 2**20:.0f} MiB)" if in_memory else "streamed from the cache"
@@ -290,18 +293,24 @@ def run(config: TrainConfig, resume: bool = False, log=print, verbose: int = 2) 
     log(f"split {split.number}: training on {len(plan.train)} clips (groups {_groups(plan.train_groups)}), validating on "
         f"{len(plan.val)} (held-out groups {_groups(plan.val_groups)}); the {len(plan.test)} test clips are left to "
         f"`ucfpipe eval`; features {where}; {model.count_params():,} parameters")
+    if where_to.mode == "data":
+        log(f"data parallel over {where_to.replicas} devices ({', '.join(where_to.devices)}): each step splits its "
+            f"{config.batch_size} clips into {config.batch_size // where_to.replicas} per device")
 
     keeper = RunKeeper(out, config.monitor, config.patience, state, log=log)
     train_batches = ClipBatches(train_source, [c.label for c in plan.train], num_classes, config.batch_size,
                                 shuffle_seed=config.seed, first_pass=initial_epoch, random_views=len(views) > 1,
-                                time_jitter=config.time_jitter, step_drop=config.step_drop)
-    val_batches = ClipBatches(val_source, [c.label for c in plan.val], num_classes, config.batch_size)
+                                time_jitter=config.time_jitter, step_drop=config.step_drop,
+                                multiple_of=where_to.replicas, pad_weighting="step")
+    val_batches = ClipBatches(val_source, [c.label for c in plan.val], num_classes, config.batch_size,
+                              multiple_of=where_to.replicas, pad_weighting="pass")
     if initial_epoch < config.epochs and not keeper.state["stopped_early"]:
         try:
             # Keras' own per-epoch line first, then the keeper's note about it.
             progress = [keras.callbacks.ProgbarLogger()] if verbose else []
-            model.fit(train_batches, validation_data=val_batches, epochs=config.epochs, initial_epoch=initial_epoch,
-                      callbacks=progress + [keeper], verbose=verbose, shuffle=False)
+            with where_to.scope():
+                model.fit(train_batches, validation_data=val_batches, epochs=config.epochs, initial_epoch=initial_epoch,
+                          callbacks=progress + [keeper], verbose=verbose, shuffle=False)
         except KeyboardInterrupt:
             raise TrainingInterrupted(
                 f"interrupted after epoch {keeper.state['epoch']}; continue with `ucfpipe train --resume --out {out}`"
@@ -322,7 +331,7 @@ def training_views(store: FeatureStore, config: TrainConfig) -> list[int]:
 
 
 def _open_run(out: Path, config: TrainConfig, store: FeatureStore, split: ucf101.Split, plan: ClipPlan,
-              in_memory: bool, resume: bool) -> tuple[dict, dict | None]:
+              in_memory: bool, resume: bool, where_to: Placement) -> tuple[dict, dict | None]:
     """Write a new run's record, or check that a resumed run meets the cache and clips it started with.
     Returns the record and the last checkpoint's state (None: start from the first epoch)."""
     state = None
@@ -343,6 +352,7 @@ def _open_run(out: Path, config: TrainConfig, store: FeatureStore, split: ucf101
         out.mkdir(parents=True, exist_ok=True)
         record = _record(config, store, split, plan, in_memory)
         write_json_atomic(out / runs.CLIPS, _clip_ids(plan))
+    record["placement"] = where_to.describe()  # a resumed run may continue on other devices: the latest is kept
     write_json_atomic(out / runs.CONFIG, to_dict(config))
     write_json_atomic(out / runs.RUN, record)
     return record, state
