@@ -19,7 +19,7 @@ SPLIT_NUMBERS ?= 1 2 3
 # The offline demo: a synthetic dataset, random VGG16 weights, small frames.
 DEMO ?= demo
 
-.PHONY: setup demo compare test check extract train eval report bench bench-train clean-demo
+.PHONY: setup demo compare test check extract train eval report bench bench-model bench-train clean-demo
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -52,6 +52,12 @@ report: setup
 BENCH_FLAGS ?= --clips 16,32 --frames 16 --size 64
 bench: setup
 	$(UCFPIPE) bench $(BENCH_FLAGS)
+
+# VGG16 alone by precision and batch size, and each precision's effect on the features (frames of VIDEOS if
+# they are there). On a GPU: make bench-model BENCH_MODEL_FLAGS="--batch-sizes 64,128,256,512 --precisions float32,bfloat16,float16"
+BENCH_MODEL_FLAGS ?= --size 224 --batch-sizes 16,32 --precisions float32,bfloat16
+bench-model: setup
+	$(UCFPIPE) bench-model $(BENCH_MODEL_FLAGS) $(if $(wildcard $(VIDEOS)),--videos $(VIDEOS))
 
 bench-train: setup
 	$(UCFPIPE) bench-train --config stages/train.toml

@@ -40,6 +40,10 @@ for mode in ("none", "data"):
     report[mode] = {"history": summary["history"], "placement": run.record["placement"],
                     "probabilities": runs.load_model(f"{out}/{mode}/model.keras").predict(features, verbose=0).tolist(),
                     "metrics": json.load(open(f"{out}/{mode}/metrics.json"))["top1"]}
+from ucfpipe import bench_train
+timing = bench_train.run(TrainConfig(features="-", splits="-", out="-", distribute="data", batch_size=8, units=8),
+                         clips=30, frames=4, dim=8, num_classes=3, epochs=2, log=lambda *_: None)
+report["bench_steps"] = timing["steps_per_epoch"]
 print("REPORT" + json.dumps(report))
 """
 
@@ -55,6 +59,7 @@ def test_data_parallel_on_four_simulated_devices_trains_the_one_device_model(syn
     assert report["devices"] == 4
     assert parallel["placement"] == {"mode": "data", "devices": ["cpu:0", "cpu:1", "cpu:2", "cpu:3"], "backend": "jax"}
     assert single["placement"]["mode"] == "none"
+    assert report["bench_steps"] == 4  # bench-train data parallel too: 30 clips in batches of 8, the last padded
     # Same gradients every step (padding rows weigh nothing, the short batch's real rows are weighted up):
     # the same weights, so the same validation figures and test probabilities, to float rounding.
     for a, b in zip(single["history"], parallel["history"]):

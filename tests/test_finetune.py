@@ -5,12 +5,13 @@ import pytest
 
 from ucfpipe import finetune
 from ucfpipe.backbone import build_extractor
+from ucfpipe.config import FinetuneConfig
 from ucfpipe.errors import UcfpipeError
 
 
 def test_finetune_writes_loadable_weights_whose_features_differ(synth_dataset, tmp_path):
     out = tmp_path / "vgg16_ft.weights.h5"
-    config = finetune.FinetuneConfig(videos=str(synth_dataset["videos"]), splits=str(synth_dataset["splits"]),
+    config = FinetuneConfig(videos=str(synth_dataset["videos"]), splits=str(synth_dataset["splits"]),
                                      out=str(out), weights="none", size=32, frames_per_clip=2, epochs=1,
                                      batch_size=16, learning_rate=1e-3, val_groups=1, workers=1)
     record = finetune.run(config, log=lambda *_: None, verbose=0)
@@ -28,6 +29,6 @@ def test_finetune_writes_loadable_weights_whose_features_differ(synth_dataset, t
 
 
 def test_finetune_refuses_a_file_name_keras_cannot_save(synth_dataset):
-    config = finetune.FinetuneConfig(videos=str(synth_dataset["videos"]), splits=str(synth_dataset["splits"]), out="w.h5")
+    config = FinetuneConfig(videos=str(synth_dataset["videos"]), splits=str(synth_dataset["splits"]), out="w.h5")
     with pytest.raises(UcfpipeError, match="must end in .weights.h5"):
         config.validate()

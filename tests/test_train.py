@@ -13,7 +13,7 @@ from ucfpipe import runs, train
 from ucfpipe.config import TrainConfig, fingerprint
 from ucfpipe.errors import UcfpipeError
 from ucfpipe.features import MANIFEST, FeatureStore, write_json_atomic
-from ucfpipe.ucf101 import read_split
+from ucfpipe.ucf101 import hold_out_groups, read_split
 
 TINY_TRAIN = {"units": 16, "epochs": 3, "batch_size": 8, "val_groups": 1, "learning_rate": 3e-3, "dropout": 0.2,
               "label_smoothing": 0.0, "patience": 10}
@@ -73,10 +73,10 @@ def test_validation_holds_out_whole_training_groups_and_never_test_ones(synth_ca
 
 def test_validation_groups_follow_the_seed_alone():
     groups = range(8, 26)  # UCF-101 split 1 trains on g08-g25
-    assert train.hold_out_groups(groups, 3, seed=0) == train.hold_out_groups(list(reversed(groups)), 3, seed=0)
-    assert len({tuple(train.hold_out_groups(groups, 3, seed)) for seed in range(10)}) > 1
+    assert hold_out_groups(groups, 3, seed=0) == hold_out_groups(list(reversed(groups)), 3, seed=0)
+    assert len({tuple(hold_out_groups(groups, 3, seed)) for seed in range(10)}) > 1
     with pytest.raises(UcfpipeError, match="lower --val-groups to at most 17"):
-        train.hold_out_groups(groups, 18, seed=0)
+        hold_out_groups(groups, 18, seed=0)
 
 
 # -- the run directory ---------------------------------------------------------------------------------------

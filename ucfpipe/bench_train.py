@@ -13,6 +13,7 @@ import numpy as np
 
 from .batches import ClipBatches, InMemory
 from .config import TrainConfig
+from .distribute import placement
 from .models import build_classifier, compile_classifier
 from .train import seed_everything
 
@@ -38,16 +39,21 @@ def run(config: TrainConfig, clips: int = 9537, frames: int = 40, dim: int = 512
     rng = np.random.default_rng(config.seed)
     features = rng.standard_normal((clips, frames, dim), dtype=np.float32).astype(np.float16)  # as the cache stores
     labels = rng.integers(0, num_classes, size=clips)
-    model = build_classifier(frames, (dim,), num_classes, np.zeros(dim, np.float32), np.ones(dim, np.float32),
-                             cell=config.cell, units=config.units, layers=config.layers,
-                             bidirectional=config.bidirectional, dropout=config.dropout)
-    compile_classifier(model, config.learning_rate, config.weight_decay, config.clipnorm, config.label_smoothing)
-    batches = ClipBatches(InMemory(features), labels, num_classes, config.batch_size, shuffle_seed=config.seed)
+    where_to = placement(config.distribute, config.batch_size)
+    with where_to.scope():
+        model = build_classifier(frames, (dim,), num_classes, np.zeros(dim, np.float32), np.ones(dim, np.float32),
+                                 cell=config.cell, units=config.units, layers=config.layers,
+                                 bidirectional=config.bidirectional, dropout=config.dropout)
+        compile_classifier(model, config.learning_rate, config.weight_decay, config.clipnorm, config.label_smoothing)
+    batches = ClipBatches(InMemory(features), labels, num_classes, config.batch_size, shuffle_seed=config.seed,
+                          multiple_of=where_to.replicas)
+    devices = f"data parallel over {where_to.replicas} devices" if where_to.mode == "data" else "one device"
     log(f"{clips} clips x {frames} steps x {dim} features, {num_classes} classes; {config.cell} {config.layers}x{config.units}"
         f"{' bidirectional' if config.bidirectional else ''}, batch {config.batch_size}: {model.count_params():,} parameters; "
-        f"Keras {keras.__version__} on {keras.backend.backend()}")
+        f"Keras {keras.__version__} on {keras.backend.backend()}, {devices}")
     timer = _EpochTimer()
-    model.fit(batches, epochs=epochs, callbacks=[timer], verbose=0, shuffle=False)
+    with where_to.scope():
+        model.fit(batches, epochs=epochs, callbacks=[timer], verbose=0, shuffle=False)
     steps = len(batches)
     log(f"epoch 1 (includes compilation): {timer.seconds[0]:.1f} s")
     result = {"first_epoch_s": timer.seconds[0], "epoch_s": None, "steps_per_epoch": steps, "parameters": model.count_params()}

@@ -207,18 +207,53 @@ def merge(parts, out):
 @user_errors
 def bench(clip_counts, frames, size, batch_size, workers, weights, precision, json_out):
     """Stage one side by side: model-only, ucfpipe's extraction, a naive tutorial-style peer, decoding alone."""
-    import json
-
     from . import bench_extract
+    from .features import write_json_atomic
 
-    try:
-        counts = tuple(int(c) for c in clip_counts.split(","))
-    except ValueError:
-        raise UcfpipeError(f"--clips must be comma-separated integers, got {clip_counts!r}") from None
+    counts = _int_list(clip_counts, "--clips")
     results = bench_extract.run(counts, frames, size, batch_size, workers, weights, precision, log=click.echo)
     click.echo(bench_extract.format_table(results))
     if json_out:
-        Path(json_out).write_text(json.dumps(results, indent=2))
+        write_json_atomic(Path(json_out), results)
+
+
+@main.command("bench-model")
+@click.option("--batch-sizes", default="32,64", show_default=True, help="Comma-separated frames per model call.")
+@click.option("--precisions", default="float32,bfloat16", show_default=True, help="Compute dtypes: float32, bfloat16, float16.")
+@click.option("--size", type=int, default=224, show_default=True)
+@click.option("--weights", default="none", show_default=True, help="none, imagenet or a weights file.")
+@click.option("--videos", type=click.Path(), help="Clips (<Class>/*.avi) to take the compared frames from.  [default: generated]")
+@click.option("--effect-frames", type=int, default=64, show_default=True, help="Frames the precisions are compared on.")
+@click.option("--rounds", type=int, default=3, show_default=True, help="Interleaved timing rounds (the median is kept).")
+@click.option("--seconds", "min_seconds", type=float, default=2.0, show_default=True, help="Per setting and round.")
+@click.option("--json-out", type=click.Path(dir_okay=False), help="Also write the results as JSON here.")
+@user_errors
+def bench_model(batch_sizes, precisions, size, weights, videos, effect_frames, rounds, min_seconds, json_out):
+    """VGG16 alone by precision and batch size, and how far each precision's features are from float32's."""
+    from . import bench_model as bench
+    from .config import PRECISIONS
+    from .features import write_json_atomic
+
+    sizes = _int_list(batch_sizes, "--batch-sizes")
+    chosen = tuple(p.strip() for p in precisions.split(",") if p.strip())
+    if not chosen or any(p not in PRECISIONS for p in chosen):
+        raise UcfpipeError(f"--precisions must be a comma-separated subset of {', '.join(PRECISIONS)}, got {precisions!r}")
+    if size < 32 or min(effect_frames, rounds) < 1:
+        raise UcfpipeError("--size must be at least 32, --effect-frames and --rounds at least 1")
+    results = bench.run(sizes, chosen, size, weights, videos, effect_frames, rounds, min_seconds, log=click.echo)
+    click.echo(bench.format_table(results))
+    if json_out:
+        write_json_atomic(Path(json_out), results)
+
+
+def _int_list(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise UcfpipeError(f"{flag} must be comma-separated positive integers, got {text!r}") from None
+    if min(values) < 1:
+        raise UcfpipeError(f"{flag} must be comma-separated positive integers, got {text!r}")
+    return values
 
 
 @main.command()
@@ -240,8 +275,9 @@ def bench(clip_counts, frames, size, batch_size, workers, weights, precision, js
 def finetune(**options):
     """Transfer learning: train VGG16's top block on the split's training frames; extract with --weights OUT."""
     from . import finetune as stage
+    from .config import FinetuneConfig
 
-    stage.run(stage.FinetuneConfig(**options), log=click.echo)
+    stage.run(FinetuneConfig(**options), log=click.echo)
 
 
 # -- stage two ------------------------------------------------------------------------------------------------
@@ -373,6 +409,7 @@ def report(run_dirs):
 @click.option("--batch-size", type=int, help="[default: the train config's]")
 @click.option("--units", type=int, help="[default: the train config's]")
 @click.option("--cell", type=click.Choice(["lstm", "gru"]), help="[default: the train config's]")
+@click.option("--distribute", type=click.Choice(["none", "data"]), help="data: over every device (JAX).  [default: the train config's]")
 @user_errors
 def bench_train(config_file, clips, frames, dim, num_classes, epochs, **flags):
     """Time training epochs of the train config's model on random features of the given shape, in memory."""

@@ -197,3 +197,35 @@ class TrainConfig:
         if self.seed < 0:
             raise UcfpipeError(f"seed must be a non-negative integer, got {self.seed}")
         return self
+
+
+@dataclass
+class FinetuneConfig:
+    videos: str = ""  # the UCF-101/ folder
+    splits: str = ""  # the ucfTrainTestlist/ folder
+    split: int = 1  # train on trainlist0N's clips; the test list is never read
+    out: str = "weights/vgg16_finetuned_split1.weights.h5"  # the VGG16 weights file to write
+    weights: str = "imagenet"  # where fine-tuning starts: imagenet, a weights file, or none
+    size: int = 224
+    frames_per_clip: int = 8  # frames sampled uniformly from each clip, each labelled with the clip's class
+    trainable_from: str = "block5_conv1"  # this layer and every later one are trained; earlier ones stay frozen
+    epochs: int = 5
+    batch_size: int = 32  # frames per step
+    learning_rate: float = 1e-5  # small: the pretrained filters should move, not be overwritten
+    dropout: float = 0.5
+    val_groups: int = 3
+    patience: int = 2
+    workers: int = 2  # decoding threads of the input pipeline
+    seed: int = 0
+
+    def validate(self) -> "FinetuneConfig":
+        _require(self.videos, "videos", "the UCF-101/ folder")
+        _require(self.splits, "splits", "the ucfTrainTestlist/ folder")
+        _check_positive(self, "frames_per_clip", "epochs", "batch_size", "workers")
+        if self.split not in (1, 2, 3):
+            raise UcfpipeError(f"split must be 1, 2 or 3, got {self.split}")
+        if self.size < 32:
+            raise UcfpipeError(f"size must be at least 32 (VGG16's smallest input), got {self.size}")
+        if not self.out.endswith(".weights.h5"):
+            raise UcfpipeError(f"out must end in .weights.h5 (Keras' weights format), got {self.out!r}")
+        return self

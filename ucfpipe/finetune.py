@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -20,44 +19,12 @@ import numpy as np
 
 from . import ucf101
 from .backbone import VGGPreprocess, load_vgg16, weights_identity
-from .config import _check_positive, _require
+from .config import FinetuneConfig
 from .errors import UcfpipeError
 from .features import write_json_atomic
 from .provenance import versions
-from .train import hold_out_groups, seed_everything
+from .train import seed_everything
 from .video import VideoError, read_clip
-
-
-@dataclass
-class FinetuneConfig:
-    videos: str = ""  # the UCF-101/ folder
-    splits: str = ""  # the ucfTrainTestlist/ folder
-    split: int = 1  # train on trainlist0N's clips; the test list is never read
-    out: str = "weights/vgg16_finetuned_split1.weights.h5"  # the VGG16 weights file to write
-    weights: str = "imagenet"  # where fine-tuning starts: imagenet, a weights file, or none
-    size: int = 224
-    frames_per_clip: int = 8  # frames sampled uniformly from each clip, each labelled with the clip's class
-    trainable_from: str = "block5_conv1"  # this layer and every later one are trained; earlier ones stay frozen
-    epochs: int = 5
-    batch_size: int = 32  # frames per step
-    learning_rate: float = 1e-5  # small: the pretrained filters should move, not be overwritten
-    dropout: float = 0.5
-    val_groups: int = 3
-    patience: int = 2
-    workers: int = 2  # decoding threads of the input pipeline
-    seed: int = 0
-
-    def validate(self) -> "FinetuneConfig":
-        _require(self.videos, "videos", "the UCF-101/ folder")
-        _require(self.splits, "splits", "the ucfTrainTestlist/ folder")
-        _check_positive(self, "frames_per_clip", "epochs", "batch_size", "workers")
-        if self.split not in ucf101.SPLITS:
-            raise UcfpipeError(f"split must be 1, 2 or 3, got {self.split}")
-        if self.size < 32:
-            raise UcfpipeError(f"size must be at least 32 (VGG16's smallest input), got {self.size}")
-        if not self.out.endswith(".weights.h5"):
-            raise UcfpipeError(f"out must end in .weights.h5 (Keras' weights format), got {self.out!r}")
-        return self
 
 
 class FrameBatches(keras.utils.PyDataset):
@@ -127,7 +94,7 @@ def run(config: FinetuneConfig, log=print, verbose: int = 2) -> dict:
     train_clips = [c for c in split.train if c.video_id not in missing]
     if not train_clips:
         raise UcfpipeError(f"none of split {config.split}'s training clips are under {config.videos}; check --videos")
-    val_groups = hold_out_groups([c.group for c in train_clips], config.val_groups, config.seed)
+    val_groups = ucf101.hold_out_groups([c.group for c in train_clips], config.val_groups, config.seed)
     val = [c for c in train_clips if c.group in val_groups]
     train = [c for c in train_clips if c.group not in val_groups]
     log(f"fine-tuning VGG16 from {config.trainable_from} on {len(train)} clips x {config.frames_per_clip} frames "

@@ -45,17 +45,6 @@ class ClipPlan:
     missing_test: list[str]
 
 
-def hold_out_groups(groups, count: int, seed: int) -> list[int]:
-    """`count` of the training list's groups, drawn from `seed` alone (the same groups on every machine)."""
-    groups = sorted(set(int(g) for g in groups))
-    if count >= len(groups):
-        raise UcfpipeError(
-            f"val_groups = {count} would leave no group to train on (the training list has {len(groups)} groups); "
-            f"lower --val-groups to at most {len(groups) - 1}"
-        )
-    return sorted(int(g) for g in np.random.default_rng(seed).choice(groups, size=count, replace=False))
-
-
 def check_labels(split: ucf101.Split, store: FeatureStore) -> None:
     """The cache's labels must be this classInd's: a cache made from other split files numbers classes otherwise."""
     if len(store) and int(store.labels(store.video_ids).max()) >= len(split.classes):
@@ -94,7 +83,7 @@ def plan_clips(split: ucf101.Split, store: FeatureStore, config: TrainConfig) ->
     groups = sorted({c.group for c in train})
     if not groups:
         raise UcfpipeError(f"none of the {len(split.train)} training clips of split {split.number} is in {store.directory}")
-    val_groups = hold_out_groups(groups, config.val_groups, config.seed)
+    val_groups = ucf101.hold_out_groups(groups, config.val_groups, config.seed)
     held = set(val_groups)
     return ClipPlan(
         train=[c for c in train if c.group not in held],

@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+import numpy as np
+
 from .errors import UcfpipeError
 
 SPLITS = (1, 2, 3)
@@ -175,3 +177,15 @@ def missing_on_disk(clips, videos_dir: str | Path) -> list[Clip]:
         raise UcfpipeError(f"videos folder {videos_dir} does not exist: point --videos at the UCF-101/ folder")
     present = {str(p.relative_to(videos_dir).with_suffix("")) for p in videos_dir.glob("*/*.avi")}
     return [clip for clip in clips if clip.video_id not in present]
+
+
+def hold_out_groups(groups, count: int, seed: int) -> list[int]:
+    """`count` of the training list's groups held out for validation, drawn from `seed` alone (the same groups on
+    every machine). Whole groups: clips of one group share actors and scene, so random clips would leak."""
+    groups = sorted(set(int(g) for g in groups))
+    if count >= len(groups):
+        raise UcfpipeError(
+            f"val_groups = {count} would leave no group to train on (the training list has {len(groups)} groups); "
+            f"lower --val-groups to at most {len(groups) - 1}"
+        )
+    return sorted(int(g) for g in np.random.default_rng(seed).choice(groups, size=count, replace=False))

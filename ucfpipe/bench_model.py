@@ -1,0 +1,118 @@
+"""`ucfpipe bench-model`: VGG16 alone, by compute precision and batch size, and what precision does to the features.
+
+Throughput: uint8 frames of the extraction's shape through `predict_on_batch` (transfer to the device and
+back included, as in extraction), one warm-up batch per shape so compilation is not counted, then the
+settings are timed in interleaved rounds (the median is reported): a shared, noisy machine slows all of
+them alike rather than whichever happened to run last.
+
+Precision: the same frames, sampled from real clips, through the same weights at each precision; each
+frame's feature vector is compared with float32's by relative L2 error (what the features of a cache made
+with `--precision` differ by), beside the error float16 storage alone adds.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from .backbone import build_extractor
+from .errors import UcfpipeError
+
+LAYER, POOLING = "block5_conv3", "avg"
+
+
+def sample_frames(videos: str | None, num_frames: int, size: int, work_dir: str | None = None) -> np.ndarray:
+    """(num_frames, size, size, 3) uint8 RGB frames, about 4 from each of clips spread over `videos`
+    (<Class>/*.avi); with no `videos`, from generated clips of UCF-101's frame size."""
+    from .video import read_clip
+
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+        if videos is None:
+            from .bench_extract import _dataset
+
+            videos = _dataset(Path(tmp), 8)["videos"]
+        paths = sorted(Path(videos).glob("*/*.avi"))
+        if not paths:
+            raise UcfpipeError(f"no <Class>/*.avi clips under {videos}; pass --videos the UCF-101/ folder")
+        # A few frames from each of a few clips spread over the (class-sorted) list: all of UCF-101 is not decoded.
+        paths = [paths[i] for i in np.unique(np.linspace(0, len(paths) - 1, max(1, num_frames // 4)).astype(int))]
+        per_clip = -(-num_frames // len(paths))
+        frames = np.concatenate([read_clip(path, per_clip, size).frames for path in paths])
+    return frames[np.linspace(0, len(frames) - 1, num_frames).astype(int)]
+
+
+def relative_errors(features: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Per-frame ||features - reference|| / ||reference||, in float64."""
+    features, reference = features.astype(np.float64), reference.astype(np.float64)
+    return np.linalg.norm(features - reference, axis=1) / np.maximum(np.linalg.norm(reference, axis=1), 1e-30)
+
+
+def _features(model, frames: np.ndarray, batch_size: int) -> np.ndarray:
+    return np.concatenate([np.asarray(model.predict_on_batch(frames[i : i + batch_size]), np.float32)
+                           for i in range(0, len(frames), batch_size)])
+
+
+def _time(model, batch: np.ndarray, min_seconds: float) -> float:
+    """Frames/s of `model` on `batch`, repeated for at least `min_seconds` (and 2 calls)."""
+    calls, start = 0, time.perf_counter()
+    while calls < 2 or time.perf_counter() - start < min_seconds:
+        np.asarray(model.predict_on_batch(batch))  # to host: the call is finished, as extraction needs it
+        calls += 1
+    return calls * len(batch) / (time.perf_counter() - start)
+
+
+def run(batch_sizes=(32, 64), precisions=("float32", "bfloat16"), size: int = 224, weights: str = "none",
+        videos: str | None = None, effect_frames: int = 64, rounds: int = 3, min_seconds: float = 2.0,
+        work_dir: str | None = None, log=print) -> dict:
+    if "float32" not in precisions:
+        precisions = ("float32", *precisions)  # the reference of the precision comparison
+    models = {p: build_extractor(weights, LAYER, POOLING, size, p, 0) for p in precisions}  # same weights: seed 0
+    results: dict = {"settings": {"batch_sizes": list(batch_sizes), "precisions": list(precisions), "size": size,
+                                  "weights": weights, "videos": videos, "effect_frames": effect_frames, "rounds": rounds,
+                                  "backend": keras.backend.backend(), "keras": keras.__version__,
+                                  "devices": keras.distribution.list_devices()}}
+    log(f"VGG16 {LAYER}+{POOLING} at {size}x{size} on {keras.backend.backend()} ({', '.join(results['settings']['devices'])})")
+
+    frames = sample_frames(videos, effect_frames, size, work_dir)
+    reference = _features(models["float32"], frames, max(batch_sizes))
+    stored = relative_errors(reference.astype(np.float16), reference)
+    results["storage_float16"] = {"median": float(np.median(stored)), "max": float(stored.max())}
+    results["precision_effect"] = {}
+    for precision in precisions:
+        errors = relative_errors(_features(models[precision], frames, max(batch_sizes)), reference)
+        results["precision_effect"][precision] = {"median": float(np.median(errors)), "max": float(errors.max())}
+
+    rng = np.random.default_rng(0)
+    batches = {b: rng.integers(0, 256, (b, size, size, 3), dtype=np.uint8) for b in batch_sizes}
+    settings = [(p, b) for p in precisions for b in batch_sizes]
+    for precision, batch_size in settings:  # compile every shape before any timing
+        models[precision].predict_on_batch(batches[batch_size])
+    timings: dict = {s: [] for s in settings}
+    for number in range(rounds):
+        log(f"bench-model: round {number + 1} of {rounds}")
+        for precision, batch_size in settings:
+            timings[(precision, batch_size)].append(_time(models[precision], batches[batch_size], min_seconds))
+    results["throughput"] = [{"precision": p, "batch_size": b, "frames_per_second": statistics.median(timings[(p, b)]),
+                              "rounds": timings[(p, b)]} for p, b in settings]
+    return results
+
+
+def format_table(results: dict) -> str:
+    fps = {(r["precision"], r["batch_size"]): r["frames_per_second"] for r in results["throughput"]}
+    lines = [f"{'precision':<10}{'batch':>6}{'frames/s':>11}{'vs float32':>12}"]
+    for (precision, batch_size), value in fps.items():
+        lines.append(f"{precision:<10}{batch_size:>6}{value:>11.1f}{value / fps[('float32', batch_size)]:>11.2f}x")
+    best = max(fps, key=fps.get)
+    lines.append(f"fastest: {best[0]} at batch {best[1]}, {fps[best]:.1f} frames/s")
+    lines.append(f"features vs float32 compute, relative L2 per frame over {results['settings']['effect_frames']} "
+                 f"frames (median / max):")
+    for precision, error in results["precision_effect"].items():
+        lines.append(f"  {precision:<10}{error['median']:.1e} / {error['max']:.1e}")
+    storage = results["storage_float16"]
+    lines.append(f"  float16 storage of float32 features alone: {storage['median']:.1e} / {storage['max']:.1e}")
+    return "\n".join(lines)
