@@ -9,6 +9,9 @@ def test_benchmark_paths_compute_the_same_features(tmp_path):
     assert sorted(r["mode"] for r in results["runs"]) == sorted(bench_extract.MODES)
     assert all(r["frames"] == 8 * 4 and r["seconds"] > 0 and r["peak_rss_mib"] > 0 for r in results["runs"])
     decode = next(r for r in results["runs"] if r["mode"] == "decode")
+    model = next(r for r in results["runs"] if r["mode"] == "model")
+    # Each mode's own peak memory, not the parent's: decoding alone loads no Keras, so it needs far less.
+    assert decode["peak_rss_mib"] < 0.7 * model["peak_rss_mib"]
     assert decode["decoded_frames"] >= 8 * 60  # every frame of every clip was decoded (60-200 frames each)
     # ucfpipe's batched, in-model-preprocessed path and the naive per-clip NumPy path agree to float16 rounding.
     assert results["max_feature_relative_error"] < 2e-3

@@ -28,7 +28,16 @@ MODES = ("model", "extract", "naive", "decode")
 
 
 def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    """This process's peak resident memory. On Linux, VmHWM of its own address space: getrusage's ru_maxrss
+    survives exec, so a child started by a parent that holds TensorFlow (1 GiB) would report at least the
+    parent's size whatever it used itself."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform != "darwin" else 2**20)
 
 
 def _dataset(root: Path, num_clips: int) -> dict:
