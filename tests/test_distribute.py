@@ -40,7 +40,7 @@ for mode in ("none", "data"):
     report[mode] = {"history": summary["history"], "placement": run.record["placement"],
                     "probabilities": runs.load_model(f"{out}/{mode}/model.keras").predict(features, verbose=0).tolist(),
                     "metrics": json.load(open(f"{out}/{mode}/metrics.json"))["top1"]}
-# Interrupted after epoch 2 and resumed, data parallel: the checkpoint is restored onto the devices.
+# Interrupted after epoch 2 on 4 devices, resumed on one (--resume may change the placement): the same model.
 original = train.RunKeeper.on_epoch_end
 def interrupt_after_two(self, epoch, logs=None):
     original(self, epoch, logs)
@@ -52,7 +52,7 @@ try:
 except train.TrainingInterrupted:
     pass
 train.RunKeeper.on_epoch_end = original
-train.run(train.resume_config(f"{out}/resumed"), resume=True, log=lambda *_: None, verbose=0)
+train.run(train.resume_config(f"{out}/resumed", {"distribute": "none"}), resume=True, log=lambda *_: None, verbose=0)
 report["resumed"] = runs.load_model(f"{out}/resumed/model.keras").predict(features, verbose=0).tolist()
 
 from ucfpipe import bench_train
@@ -82,7 +82,7 @@ def test_data_parallel_on_four_simulated_devices_trains_the_one_device_model(syn
         assert a["val_accuracy"] == pytest.approx(b["val_accuracy"], abs=1e-6)
     np.testing.assert_allclose(parallel["probabilities"], single["probabilities"], atol=1e-4)
     assert parallel["metrics"] == pytest.approx(single["metrics"])
-    np.testing.assert_allclose(report["resumed"], parallel["probabilities"], atol=1e-6)
+    np.testing.assert_allclose(report["resumed"], parallel["probabilities"], atol=1e-4)
     # The check has teeth: training changed the model over the epochs.
     assert single["history"][0]["val_loss"] != pytest.approx(single["history"][-1]["val_loss"], rel=1e-3)
 

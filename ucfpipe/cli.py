@@ -234,8 +234,8 @@ def bench_model(batch_sizes, precisions, size, weights, videos, effect_frames, r
     from .config import PRECISIONS
     from .features import write_json_atomic
 
-    sizes = _int_list(batch_sizes, "--batch-sizes")
-    chosen = tuple(p.strip() for p in precisions.split(",") if p.strip())
+    sizes = tuple(dict.fromkeys(_int_list(batch_sizes, "--batch-sizes")))  # each once, in the order given
+    chosen = tuple(dict.fromkeys(p.strip() for p in precisions.split(",") if p.strip()))
     if not chosen or any(p not in PRECISIONS for p in chosen):
         raise UcfpipeError(f"--precisions must be a comma-separated subset of {', '.join(PRECISIONS)}, got {precisions!r}")
     if size < 32 or min(effect_frames, rounds) < 1:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from .errors import UcfpipeError
+from .ucf101 import SPLITS
 
 POOLINGS = ("avg", "max", "none")
 STORAGE_DTYPES = ("float16", "float32")
@@ -178,7 +179,7 @@ class TrainConfig:
         _require(self.features, "features", "the feature cache made by `ucfpipe extract`")
         _require(self.splits, "splits", "the ucfTrainTestlist/ folder")
         _require(self.out, "out", "the run directory to create")
-        if self.split not in (1, 2, 3):
+        if self.split not in SPLITS:
             raise UcfpipeError(f"split must be 1, 2 or 3, got {self.split}")
         _check_positive(self, "units", "layers", "epochs", "batch_size", "val_groups", "patience")
         _check_choice(self, "cell", CELLS)
@@ -222,7 +223,7 @@ class FinetuneConfig:
         _require(self.videos, "videos", "the UCF-101/ folder")
         _require(self.splits, "splits", "the ucfTrainTestlist/ folder")
         _check_positive(self, "frames_per_clip", "epochs", "batch_size", "workers")
-        if self.split not in (1, 2, 3):
+        if self.split not in SPLITS:
             raise UcfpipeError(f"split must be 1, 2 or 3, got {self.split}")
         if self.size < 32:
             raise UcfpipeError(f"size must be at least 32 (VGG16's smallest input), got {self.size}")

@@ -5,6 +5,8 @@ evenly over them; gradients are summed across devices inside the compiled step, 
 batch of B clips computes what one device would compute on the same B clips. Keras implements this API on
 the JAX backend only (its TensorFlow version is marked "do not use"), so `distribute = "data"` asks for
 KERAS_BACKEND=jax; on CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N simulates N devices.
+Dropout masks match one device's only where JAX draws random bits independently of sharding
+(`jax_threefry_partitionable`, the default since JAX 0.5).
 """
 
 from __future__ import annotations
@@ -48,6 +50,13 @@ def placement(mode: str, batch_size: int) -> Placement:
             f"distribute = \"data\" needs the JAX backend (Keras' distribution API is implemented for JAX only), "
             f"but Keras runs on {backend}; install jax (pip install 'jax[cuda12]' on GPUs) and run with "
             "KERAS_BACKEND=jax, or set distribute = \"none\""
+        )
+    import jax  # a JAX-only corner: the backend is JAX here
+
+    if jax.process_count() > 1:
+        raise UcfpipeError(
+            f"distribute = \"data\" runs on the devices of one machine; this JAX job spans {jax.process_count()} "
+            "processes (multi-host training is not supported): run one process per machine"
         )
     devices = keras.distribution.list_devices()
     if batch_size % len(devices):

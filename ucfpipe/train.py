@@ -25,8 +25,9 @@ from .features import FeatureStore, write_json_atomic
 from .models import build_classifier, compile_classifier, feature_statistics
 
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"]
-# What `--resume` may change: where the inputs are and how long to go on; anything else would be another run.
-RESUMABLE_OVERRIDES = ("features", "splits", "epochs", "memory_limit_gb")
+# What `--resume` may change: where the inputs are, how long to go on, and on how many devices (data
+# parallelism computes what one device does); anything else would be another run.
+RESUMABLE_OVERRIDES = ("features", "splits", "epochs", "memory_limit_gb", "distribute")
 
 
 class TrainingInterrupted(UcfpipeError):
@@ -282,7 +283,9 @@ def run(config: TrainConfig, resume: bool = False, log=print, verbose: int = 2) 
     log(f"split {split.number}: training on {len(plan.train)} clips (groups {_groups(plan.train_groups)}), validating on "
         f"{len(plan.val)} (held-out groups {_groups(plan.val_groups)}); the {len(plan.test)} test clips are left to "
         f"`ucfpipe eval`; features {where}; {model.count_params():,} parameters")
-    if where_to.mode == "data":
+    if where_to.mode == "data" and where_to.replicas == 1:
+        log(f"distribute = \"data\" but only one device is visible ({where_to.devices[0]}): training runs on it alone")
+    elif where_to.mode == "data":
         log(f"data parallel over {where_to.replicas} devices ({', '.join(where_to.devices)}): each step splits its "
             f"{config.batch_size} clips into {config.batch_size // where_to.replicas} per device")
 
