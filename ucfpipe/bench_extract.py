@@ -40,7 +40,7 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform != "darwin" else 2**20)
 
 
-def _dataset(root: Path, num_clips: int) -> dict:
+def bench_dataset(root: Path, num_clips: int) -> dict:
     """`num_clips` (a multiple of 8) clips of UCF-101's frame size, in UCF-101's layout."""
     from .synth import generate_dataset
 
@@ -162,7 +162,7 @@ def run(clip_counts=(8, 16), frames: int = 16, size: int = 64, batch_size: int =
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         tmp = Path(tmp)
         for count in sorted(clip_counts):
-            data = _dataset(tmp / f"data{count}", count)
+            data = bench_dataset(tmp / f"data{count}", count)
             common = {"videos": data["videos"], "splits": data["splits"], "frames": frames, "size": size,
                       "batch_size": batch_size, "workers": workers, "weights": weights, "precision": precision}
             modes = MODES if count == max(clip_counts) else ("extract",)

@@ -33,9 +33,9 @@ def sample_frames(videos: str | None, num_frames: int, size: int, work_dir: str 
 
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         if videos is None:
-            from .bench_extract import _dataset
+            from .bench_extract import bench_dataset
 
-            videos = _dataset(Path(tmp), 8)["videos"]
+            videos = bench_dataset(Path(tmp), 8)["videos"]
         paths = sorted(Path(videos).glob("*/*.avi"))
         if not paths:
             raise UcfpipeError(f"no <Class>/*.avi clips under {videos}; pass --videos the UCF-101/ folder")
@@ -71,6 +71,7 @@ def run(batch_sizes=(32, 64), precisions=("float32", "bfloat16"), size: int = 22
         work_dir: str | None = None, log=print) -> dict:
     if "float32" not in precisions:
         precisions = ("float32", *precisions)  # the reference of the precision comparison
+    frames = sample_frames(videos, effect_frames, size, work_dir)  # first: a wrong --videos fails before VGG16 is built
     models = {p: build_extractor(weights, LAYER, POOLING, size, p, 0) for p in precisions}  # same weights: seed 0
     results: dict = {"settings": {"batch_sizes": list(batch_sizes), "precisions": list(precisions), "size": size,
                                   "weights": weights, "videos": videos, "effect_frames": effect_frames, "rounds": rounds,
@@ -78,7 +79,6 @@ def run(batch_sizes=(32, 64), precisions=("float32", "bfloat16"), size: int = 22
                                   "devices": keras.distribution.list_devices()}}
     log(f"VGG16 {LAYER}+{POOLING} at {size}x{size} on {keras.backend.backend()} ({', '.join(results['settings']['devices'])})")
 
-    frames = sample_frames(videos, effect_frames, size, work_dir)
     reference = _features(models["float32"], frames, max(batch_sizes))
     stored = relative_errors(reference.astype(np.float16), reference)
     results["storage_float16"] = {"median": float(np.median(stored)), "max": float(stored.max())}

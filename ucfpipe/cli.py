@@ -15,7 +15,7 @@ import click
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from . import __version__  # noqa: E402
-from .config import ExtractConfig, load_config  # noqa: E402
+from .config import DISTRIBUTE, PRECISIONS, ExtractConfig, load_config  # noqa: E402
 from .errors import UcfpipeError  # noqa: E402
 
 
@@ -122,7 +122,7 @@ def _ranges(numbers: list[int]) -> str:
 @click.option("--layer", help="VGG16 layer to store.  [default: block5_conv3]")
 @click.option("--pooling", type=click.Choice(["avg", "max", "none"]), help="Spatial pooling; none keeps the map.  [default: avg]")
 @click.option("--dtype", type=click.Choice(["float16", "float32"]), help="Storage dtype.  [default: float16]")
-@click.option("--precision", type=click.Choice(["float32", "bfloat16", "float16"]), help="VGG16 compute dtype.  [default: float32]")
+@click.option("--precision", type=click.Choice(PRECISIONS), help="VGG16 compute dtype.  [default: float32]")
 @click.option("--batch-size", type=int, help="Frames per model call.  [default: 64]")
 @click.option("--workers", type=int, help="Decoding threads.  [default: 2]")
 @click.option("--seed", type=int, help="Seed of --weights none.  [default: 0]")
@@ -202,7 +202,7 @@ def merge(parts, out):
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--workers", type=int, default=2, show_default=True)
 @click.option("--weights", default="none", show_default=True, help="none, imagenet or a weights file.")
-@click.option("--precision", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True)
+@click.option("--precision", type=click.Choice(PRECISIONS), default="float32", show_default=True)
 @click.option("--json-out", type=click.Path(dir_okay=False), help="Also write the results as JSON here.")
 @user_errors
 def bench(clip_counts, frames, size, batch_size, workers, weights, precision, json_out):
@@ -231,7 +231,6 @@ def bench(clip_counts, frames, size, batch_size, workers, weights, precision, js
 def bench_model(batch_sizes, precisions, size, weights, videos, effect_frames, rounds, min_seconds, json_out):
     """VGG16 alone by precision and batch size, and how far each precision's features are from float32's."""
     from . import bench_model as bench
-    from .config import PRECISIONS
     from .features import write_json_atomic
 
     sizes = tuple(dict.fromkeys(_int_list(batch_sizes, "--batch-sizes")))  # each once, in the order given
@@ -307,7 +306,7 @@ def finetune(**options):
 @click.option("--train-views", type=click.Choice(["all", "center"]), help="all: each epoch a random stored view per clip.  [default: all]")
 @click.option("--time-jitter", type=float, help="Training only: chance a step is replaced by a neighbour.  [default: 0.1]")
 @click.option("--step-drop", type=float, help="Training only: chance a step is dropped (previous repeated).  [default: 0.05]")
-@click.option("--distribute", type=click.Choice(["none", "data"]), help="data: data parallel over every device (JAX backend).  [default: none]")
+@click.option("--distribute", type=click.Choice(DISTRIBUTE), help="data: data parallel over every device (JAX backend).  [default: none]")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run at --out from its last epoch, with its own settings.")
 @click.option("--seeds", help="Ensemble: train one member per seed, e.g. 1,2,3, into --out/member-<cell>-seed<k>/.")
 @click.option("--cells", help="Ensemble: one member per cell (and seed), e.g. lstm,gru.")
@@ -409,7 +408,7 @@ def report(run_dirs):
 @click.option("--batch-size", type=int, help="[default: the train config's]")
 @click.option("--units", type=int, help="[default: the train config's]")
 @click.option("--cell", type=click.Choice(["lstm", "gru"]), help="[default: the train config's]")
-@click.option("--distribute", type=click.Choice(["none", "data"]), help="data: over every device (JAX).  [default: the train config's]")
+@click.option("--distribute", type=click.Choice(DISTRIBUTE), help="data: over every device (JAX).  [default: the train config's]")
 @user_errors
 def bench_train(config_file, clips, frames, dim, num_classes, epochs, **flags):
     """Time training epochs of the train config's model on random features of the given shape, in memory."""

@@ -18,9 +18,6 @@ import keras
 
 from .errors import UcfpipeError
 
-MODES = ("none", "data")
-
-
 @dataclass
 class Placement:
     """Where training runs: `scope()` wraps model building and fitting; batches must split into `replicas`."""
