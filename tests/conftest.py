@@ -39,14 +39,18 @@ def synth_dataset(tmp_path_factory) -> dict:
     return generate_dataset(tmp_path_factory.mktemp("synth"), num_classes=6, num_groups=6, clips_per_group=3, seed=0)
 
 
-@pytest.fixture(scope="session")
-def synth_cache(synth_dataset, tmp_path_factory) -> Path:
-    """The synthetic dataset through stage one at tiny size. Read-only for tests: copy it to modify."""
+def extract_tiny(dataset: dict, out: Path, **changes) -> Path:
+    """`dataset` through stage one at the TINY settings (plus `changes`) into `out`; every clip must extract."""
     from ucfpipe import extract
     from ucfpipe.config import ExtractConfig
 
-    out = tmp_path_factory.mktemp("cache") / "features"
-    config = ExtractConfig(videos=str(synth_dataset["videos"]), splits=str(synth_dataset["splits"]), out=str(out), **TINY)
+    config = ExtractConfig(videos=str(dataset["videos"]), splits=str(dataset["splits"]), out=str(out), **{**TINY, **changes})
     summary = extract.run(config, progress=False, log=lambda *_: None)
     assert not summary["failed"], summary["failed"]
     return out
+
+
+@pytest.fixture(scope="session")
+def synth_cache(synth_dataset, tmp_path_factory) -> Path:
+    """The synthetic dataset through stage one at tiny size. Read-only for tests: copy it to modify."""
+    return extract_tiny(synth_dataset, tmp_path_factory.mktemp("cache") / "features")

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import TINY
+from conftest import extract_tiny
 from test_train import QUIET, tiny_config, weights_of, without_timings
 from ucfpipe import evaluate, runs, train
 from ucfpipe.batches import ClipBatches, InMemory, load_source, temporal_indices
@@ -18,15 +18,7 @@ from ucfpipe.features import FeatureStore
 @pytest.fixture(scope="module")
 def views_cache(synth_dataset, tmp_path_factory):
     """The synthetic dataset at tiny size with the centre, flip and two time views."""
-    from ucfpipe import extract
-    from ucfpipe.config import ExtractConfig
-
-    out = tmp_path_factory.mktemp("views") / "features"
-    config = ExtractConfig(videos=str(synth_dataset["videos"]), splits=str(synth_dataset["splits"]), out=str(out),
-                           views="flip,time", **TINY)
-    summary = extract.run(config, progress=False, log=lambda *_: None)
-    assert not summary["failed"], summary["failed"]
-    return out
+    return extract_tiny(synth_dataset, tmp_path_factory.mktemp("views") / "features", views="flip,time")
 
 
 @pytest.fixture(scope="module")
