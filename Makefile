@@ -66,7 +66,7 @@ bench-train: setup
 # all three splits, and an order-blind baseline beside the LSTM. Settings are recorded in each run directory.
 DEMO_TRAIN = --units 64 --val-groups 1 --batch-size 16 --learning-rate 3e-3 --epochs 40 --patience 15 --monitor val_loss
 demo: setup
-	$(UCFPIPE) synth $(DEMO)/data --groups 9 --clips-per-group 4
+	$(UCFPIPE) synth $(DEMO)/data --groups 9 --clips-per-group 4 --replace
 	$(UCFPIPE) extract --config stages/extract.toml --videos $(DEMO)/data/UCF-101 --splits $(DEMO)/data/ucfTrainTestlist \
 	  --out $(DEMO)/features --frames 16 --size 64 --weights none
 	for s in 1 2 3; do \
@@ -81,7 +81,7 @@ demo: setup
 
 # Baseline vs training augmentation vs TTA vs a 3-seed ensemble vs order-blind, on the demo data with views.
 compare: setup
-	$(UCFPIPE) synth $(DEMO)/data --groups 9 --clips-per-group 4
+	$(UCFPIPE) synth $(DEMO)/data --groups 9 --clips-per-group 4 --replace
 	$(UCFPIPE) extract --config stages/extract.toml --videos $(DEMO)/data/UCF-101 --splits $(DEMO)/data/ucfTrainTestlist \
 	  --out $(DEMO)/features-views --frames 16 --size 64 --weights none --views flip,time
 	rm -rf $(DEMO)/compare

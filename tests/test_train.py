@@ -12,7 +12,7 @@ import pytest
 from ucfpipe import runs, train
 from ucfpipe.config import TrainConfig, fingerprint
 from ucfpipe.errors import UcfpipeError
-from ucfpipe.features import MANIFEST, FeatureStore, write_json_atomic
+from ucfpipe.features import MANIFEST, FeatureStore, file_sha256, write_json_atomic
 from ucfpipe.ucf101 import hold_out_groups, read_split
 
 TINY_TRAIN = {"units": 16, "epochs": 3, "batch_size": 8, "val_groups": 1, "learning_rate": 3e-3, "dropout": 0.2,
@@ -38,6 +38,9 @@ def copy_cache(source, destination, drop=(), settings_change=None):
             for key in ("video_id", "label", "group", "num_frames", "fps", "frame_indices", "features"):
                 new.create_dataset(key, data=old[key][()][keep])
             new.attrs.update({**old.attrs, "fingerprint": manifest["fingerprint"], "settings": json.dumps(settings)})
+        # New bytes, so new checksums: the copy must verify like a cache extract wrote.
+        manifest["checksums"][name] = {**manifest["checksums"][name], "sha256": file_sha256(destination / name),
+                                       "bytes": (destination / name).stat().st_size, "clips": int(keep.sum())}
     write_json_atomic(destination / MANIFEST, manifest)
     return destination
 

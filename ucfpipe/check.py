@@ -1,6 +1,8 @@
-"""`ucfpipe check`: scan the listed clips before a long run and say what is wrong with each bad one.
+"""`ucfpipe check`: scan the listed clips before a long run and say what is wrong with each bad one;
+with `--features`, verify a feature cache instead (`check_features`).
 
-Decodes every frame (that is the only way to know the true count) but runs no CNN and converts no frame,
+The decoder judges what is a video (no sniffing of file signatures: a raw MPEG-4 stream named .avi is
+not a container OpenCV's FFmpeg recognises by its first bytes, yet it decodes). Decodes every frame (that is the only way to know the true count) but runs no CNN and converts no frame,
 so it runs at decoding speed. Problems are of two kinds:
 - errors: extraction cannot use the clip (missing, empty, not a video, unreadable, no decodable frames);
 - warnings: extraction handles the clip by a documented rule (fewer frames than T: frames repeat; a
@@ -9,12 +11,16 @@ so it runs at decoding speed. Problems are of two kinds:
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import ucf101
+from .errors import UcfpipeError
+from .features import FORMAT, MANIFEST, FeatureStore, clip_sources, verify_shard
 from .video import VideoError, count_frames
 
 ERRORS = ("missing", "empty", "not a video", "unreadable", "no decodable frames")
@@ -32,31 +38,18 @@ class Problem:
         return self.kind in ERRORS
 
 
-def _looks_like_video(head: bytes) -> bool:
-    """Container signatures: AVI (RIFF....AVI ), MP4/MOV (....ftyp), Matroska/WebM, MPEG-PS/TS, FLV, ASF."""
-    return (
-        (head[:4] == b"RIFF" and head[8:12] in (b"AVI ", b"AVIX"))
-        or head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free")
-        or head[:4] in (b"\x1a\x45\xdf\xa3", b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3", b"FLV\x01")
-        or head[:1] == b"\x47"
-        or head[:16] == bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c")
-    )
-
-
 def check_clip(path: Path, video_id: str, frames: int) -> list[Problem]:
     if not path.is_file():
         return [Problem(video_id, "missing", f"no file at {path}")]
     size = path.stat().st_size
     if size == 0:
         return [Problem(video_id, "empty", "0 bytes")]
-    with path.open("rb") as handle:
-        head = handle.read(16)
-    if not _looks_like_video(head):
-        return [Problem(video_id, "not a video", f"{size} bytes that start like no video container ({head[:8]!r})")]
     try:
         decoded, claimed = count_frames(path)
     except VideoError as err:
-        return [Problem(video_id, "unreadable", str(err).split(": ", 1)[-1])]
+        detail = str(err).split(": ", 1)[-1]
+        kind = "not a video" if "cannot open" in detail else "unreadable"
+        return [Problem(video_id, kind, f"{size} bytes; {detail}")]
     if decoded == 0:
         return [Problem(video_id, "no decodable frames", f"the container claims {claimed}")]
     problems = []
@@ -87,3 +80,56 @@ def run(videos: str | Path, splits: str | Path, frames: int = 40, workers: int =
         with ThreadPoolExecutor(max_workers=workers) as pool:
             results = list(pool.map(one, clips))
     return len(clips), [problem for found in results for problem in found]
+
+
+@dataclass
+class CacheReport:
+    """What `check --features` found: shard problems, clips whose video changed, and what was hashed."""
+
+    directory: Path
+    format: str
+    shards: int
+    clips: int
+    damaged: dict[str, str] = field(default_factory=dict)  # shard -> what is wrong ("missing" included)
+    changed: dict[str, str] = field(default_factory=dict)  # video_id -> how its video changed
+    hashed_bytes: int = 0
+    seconds: float = 0.0
+
+    @property
+    def whole(self) -> bool:
+        return not self.damaged and not self.changed
+
+    @property
+    def checksummed(self) -> bool:
+        return self.format == FORMAT
+
+
+def check_features(directory: str | Path, videos: str | Path | None = None) -> CacheReport:
+    """Verify every shard the manifest lists: its size and SHA-256 against the manifest (a format-1 cache,
+    made before checksums, can only be read through). With `videos`, also compare each clip's recorded size,
+    mtime and content fingerprint with the file there now."""
+    directory = Path(directory)
+    if not (directory / MANIFEST).is_file():
+        FeatureStore(directory)  # raises the one-line error: no cache there, or an unfinished one
+    try:  # the manifest only: FeatureStore would stop at the first damaged shard, the check lists them all
+        manifest = json.loads((directory / MANIFEST).read_text())
+    except (ValueError, UnicodeDecodeError):
+        raise UcfpipeError(f"{directory / MANIFEST} is not valid JSON; rerun the extract command to rewrite it") from None
+    started = time.monotonic()
+    names = list(manifest.get("shards", []))
+    checksums = manifest.get("checksums", {})
+    report = CacheReport(directory, manifest.get("format", "?"), len(names), manifest.get("num_clips", 0))
+    for name in names:
+        path = directory / name
+        problem = verify_shard(path, checksums.get(name))
+        if problem:
+            report.damaged[name] = problem
+            continue
+        report.hashed_bytes += path.stat().st_size
+        if videos is not None:
+            for video_id, source in clip_sources(path):
+                how = source.change(Path(videos)) if source else None
+                if how:
+                    report.changed[video_id] = how
+    report.seconds = time.monotonic() - started
+    return report

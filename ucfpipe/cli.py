@@ -59,15 +59,16 @@ def main():
 @click.option("--groups", "num_groups", type=int, default=6, show_default=True, help="Groups gGG per class (split s tests on the s-th third).")
 @click.option("--clips-per-group", type=int, default=3, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--replace", is_flag=True, help="Delete OUT/UCF-101 and OUT/ucfTrainTestlist first (a non-empty OUT is refused without it).")
 @user_errors
-def synth(out, num_classes, num_groups, clips_per_group, seed):
+def synth(out, num_classes, num_groups, clips_per_group, seed, replace):
     """Generate a small synthetic dataset in UCF-101's layout (OUT/UCF-101, OUT/ucfTrainTestlist)
-    whose classes differ only in temporal order."""
+    whose classes differ only in temporal order. A non-empty OUT is refused unless --replace."""
     from .synth import generate_dataset
 
     try:
         summary = generate_dataset(out, num_classes=num_classes, num_groups=num_groups,
-                                   clips_per_group=clips_per_group, seed=seed)
+                                   clips_per_group=clips_per_group, seed=seed, replace=replace)
     except ValueError as err:
         raise UcfpipeError(str(err)) from None
     click.echo(f"wrote {summary['num_clips']} clips of {len(summary['classes'])} classes: "
@@ -151,19 +152,26 @@ def extract(config_file, no_progress, **flags):
 
 # -- checks and scale-out -----------------------------------------------------------------------------------
 @main.command()
-@click.option("--videos", required=True, type=click.Path(), help="The UCF-101/ folder.")
-@click.option("--splits", required=True, type=click.Path(), help="The ucfTrainTestlist/ folder.")
+@click.option("--videos", type=click.Path(), help="The UCF-101/ folder (with --features: report clips whose video changed).")
+@click.option("--splits", type=click.Path(), help="The ucfTrainTestlist/ folder.")
+@click.option("--features", type=click.Path(), help="Verify this feature cache instead: every shard's SHA-256, and with --videos changed videos.")
 @click.option("--frames", type=int, default=40, show_default=True, help="T you will extract with: shorter clips are reported.")
 @click.option("--workers", type=int, default=2, show_default=True, help="Decoding threads.")
 @click.option("--errors-only", is_flag=True, help="Hide warnings (short clips, misreported frame counts).")
 @user_errors
-def check(videos, splits, frames, workers, errors_only):
-    """Scan the listed clips (decoding only, no CNN) and report each bad one.
+def check(videos, splits, features, frames, workers, errors_only):
+    """Scan the listed clips (decoding only, no CNN) and report each bad one; or, with --features, verify
+    a feature cache.
 
     Exit status 0 when every clip is usable, 3 when some are not (missing, empty, not a video, unreadable,
-    no decodable frames). Warnings (fewer frames than T, a misreported frame count) are handled by extract."""
+    no decodable frames). Warnings (fewer frames than T, a misreported frame count) are handled by extract.
+    With --features: 0 when every shard is whole (and, with --videos, no video changed), 3 otherwise."""
     from . import check as stage
 
+    if features is not None:
+        return _check_features(stage, features, videos)
+    if videos is None or splits is None:
+        raise UcfpipeError("check needs --videos and --splits (to scan the clips), or --features DIR (to verify a cache)")
     checked, problems = stage.run(videos, splits, frames, workers, progress=sys.stderr.isatty())
     shown = [p for p in problems if p.is_error or not errors_only]
     for problem in shown[:200]:
@@ -177,7 +185,38 @@ def check(videos, splits, frames, workers, errors_only):
     click.echo(f"checked {checked} clips: {errors} unusable, {len(problems) - errors} warnings"
                + "".join(f"; {kind}: {n}" for kind, n in sorted(counts.items())))
     if errors:
-        exc = click.ClickException(f"{errors} of {checked} listed clips are unusable; fix them or extract with --allow-missing")
+        missing = counts.get("missing", 0)
+        advice = []
+        if errors > missing:
+            advice.append(f"extract skips the {errors - missing} unreadable ones, lists them under 'failed' in the "
+                          "manifest, exits 3 and retries them on the next run")
+        if missing:
+            advice.append(f"the {missing} missing ones stop extract unless you pass --allow-missing")
+        exc = click.ClickException(f"{errors} of {checked} listed clips are unusable; fix or remove them, or know that "
+                                   + "; ".join(advice))
+        exc.exit_code = 3
+        raise exc
+
+
+def _check_features(stage, features, videos):
+    report = stage.check_features(features, videos)
+    for name, problem in sorted(report.damaged.items()):
+        click.echo(f"{'missing' if problem == 'missing' else 'damaged'}: {name}: {problem}")
+    for video_id, how in sorted(report.changed.items())[:200]:
+        click.echo(f"changed: {video_id}: {how}")
+    if len(report.changed) > 200:
+        click.echo(f"... and {len(report.changed) - 200} more changed clips")
+    speed = report.hashed_bytes / 1e6 / max(report.seconds, 1e-9)
+    how = (f"SHA-256 of {report.hashed_bytes / 1e6:.1f} MB in {report.seconds:.1f} s ({speed:.0f} MB/s)"
+           if report.checksummed else f"format {report.format} has no checksums: only read through, "
+           "which finds unreadable shards but not changed numbers; extract into a new directory to get checksums")
+    click.echo(f"checked {report.shards} shards of {report.clips} clips in {report.directory}: {len(report.damaged)} "
+               f"damaged or missing, {len(report.changed)} clips changed" + ("" if videos else " (pass --videos to look)")
+               + f"; {how}")
+    if not report.whole:
+        exc = click.ClickException(
+            f"{report.directory} is not whole: rerun the extract command that made it; it moves damaged shards to "
+            f"{report.directory}/damaged/ and extracts their clips, and those of changed videos, again")
         exc.exit_code = 3
         raise exc
 

@@ -70,7 +70,11 @@ def run(run_dir: str | Path, features: str | None = None, splits: str | None = N
         members = [runs.Run(directory)]
         members[0].require_finished()
     run = members[0]
-    store = FeatureStore(features or run.record["cache"]["directory"])
+    recorded = run.record["cache"]["directory"]
+    if features is None and not Path(recorded).exists():
+        raise UcfpipeError(f"the feature cache {run.directory} was trained on is no longer at {recorded}; "
+                           "if it moved, pass its new directory with --features")
+    store = FeatureStore(features or recorded)
     for member in members:
         member.check_cache(store)
     splits_dir = splits or run.record["splits_dir"]

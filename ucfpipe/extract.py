@@ -18,7 +18,7 @@ import numpy as np
 from . import ucf101
 from .config import ExtractConfig, fingerprint, to_dict
 from .errors import UcfpipeError
-from .features import FORMAT, MANIFEST, ClipFeatures, open_for_writing, write_json_atomic
+from .features import FORMAT, MANIFEST, ClipFeatures, Source, open_for_writing, write_manifest
 from .video import RESIZE_METHOD, SAMPLING_METHOD, VideoError, read_views
 
 EXIT_CLIPS_FAILED = 3  # documented: extraction finished, but some clips could not be read
@@ -61,6 +61,7 @@ class _Pending:
     frame_indices: np.ndarray
     num_frames: int
     fps: float
+    source: Source | None = None
     outputs: np.ndarray | None = None
     remaining: int = 0
 
@@ -138,11 +139,13 @@ def _decode_clips(clips, config: ExtractConfig, results: queue.Queue, stop: thre
             except queue.Empty:
                 break
             try:
-                item = (clip, read_views(videos / clip.relative_path, config.frames, config.size, view_names), None)
+                # Recorded before decoding: a file replaced meanwhile then looks changed to the next run.
+                source = Source.of(videos, clip.relative_path)
+                item = (clip, read_views(videos / clip.relative_path, config.frames, config.size, view_names), None, source)
             except VideoError as err:
-                item = (clip, None, str(err).replace(f"{videos / clip.relative_path}: ", ""))
+                item = (clip, None, str(err).replace(f"{videos / clip.relative_path}: ", ""), None)
             except Exception as err:  # a decoder crash on one clip must not end the run
-                item = (clip, None, f"unexpected {type(err).__name__}: {err}")
+                item = (clip, None, f"unexpected {type(err).__name__}: {err}", None)
             if not put(item):
                 return
         put(None)
@@ -188,13 +191,19 @@ def run(config: ExtractConfig, progress: bool = True, log=print, model=None) -> 
     cache_fingerprint = fingerprint(settings)
     out = Path(config.out)
     started = time.time()
-    with open_for_writing(out, cache_fingerprint, settings, config.shard_clips, config.shard_seconds) as writer:
+    with open_for_writing(out, cache_fingerprint, settings, config.shard_clips, config.shard_seconds, log) as writer:
+        changed = writer.drop_changed(Path(config.videos))
+        for video_id, how in list(changed.items())[:10]:
+            log(f"  changed since extraction: {video_id}: {how}")
         todo = [c for c in clips if c.video_id not in writer.done_ids]
         manifest_path = out / MANIFEST
         if not todo and manifest_path.exists():
             log(f"{out}: all {len(writer.done_ids)} clips already extracted with these settings; nothing to do")
-            return {"extracted": 0, "failed": {}, "cached": len(writer.done_ids), "missing": len(missing), "out": str(out)}
-        log(f"extracting {len(todo)} clips ({len(writer.done_ids)} already in {out}, {len(missing)} missing on disk)")
+            return {"extracted": 0, "failed": {}, "cached": len(writer.done_ids), "missing": len(missing), "out": str(out),
+                    "changed": {}, "damaged": 0}
+        again = "".join([f", {writer.damaged_clips} of damaged shards" if writer.damaged_clips else "",
+                         f", {len(changed)} whose video changed" if changed else ""])
+        log(f"extracting {len(todo)} clips ({len(writer.done_ids)} already in {out}, {len(missing)} missing on disk{again})")
         failed: dict[str, str] = {}
         frames_per_second = 0.0
         if todo:
@@ -217,7 +226,7 @@ def run(config: ExtractConfig, progress: bool = True, log=print, model=None) -> 
                     features = pending.outputs.reshape(pending.frame_indices.shape + pending.outputs.shape[1:])
                     writer.add(ClipFeatures(
                         pending.clip.video_id, pending.clip.label, pending.clip.group, pending.num_frames,
-                        pending.fps, pending.frame_indices, features.astype(config.dtype),
+                        pending.fps, pending.frame_indices, features.astype(config.dtype), pending.source,
                     ))
                 bar.update(len(finished))
                 bar.set_postfix(frames_s=f"{batcher.frames_done / max(time.time() - model_start, 1e-9):.1f}", failed=len(failed))
@@ -229,13 +238,13 @@ def run(config: ExtractConfig, progress: bool = True, log=print, model=None) -> 
                     if item is None:
                         live -= 1
                         continue
-                    clip, sampled, error = item
+                    clip, sampled, error, source = item
                     if error is not None:
                         failed[clip.video_id] = error
                         bar.update(1)
                         continue
                     frames = sampled.frames.reshape((-1,) + sampled.frames.shape[2:])
-                    store(batcher.add(_Pending(clip, frames, sampled.frame_indices, sampled.num_frames, sampled.fps)))
+                    store(batcher.add(_Pending(clip, frames, sampled.frame_indices, sampled.num_frames, sampled.fps, source)))
                 store(batcher.run())
             except KeyboardInterrupt:
                 stop.set()
@@ -252,35 +261,20 @@ def run(config: ExtractConfig, progress: bool = True, log=print, model=None) -> 
             writer.flush()
             frames_per_second = batcher.frames_done / max(time.time() - model_start, 1e-9)
         elapsed = time.time() - started
-        feature_shape = _feature_shape(out, writer.shards)
-        write_json_atomic(manifest_path, {
-            "format": FORMAT,
-            "fingerprint": cache_fingerprint,
-            "settings": settings,
-            "config": to_dict(config),
-            "versions": versions(),
-            "views": settings["views"],
-            "feature_shape": feature_shape,
-            "shards": writer.shards,
-            "num_clips": len(writer.done_ids),
-            "report": {"listed": len(clips) + len(missing), "missing": [c.video_id for c in missing], "failed": failed},
-            "part": part,
-            "last_run": {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(elapsed, 1),
-                         "clips_extracted": len(todo) - len(failed), "frames_per_second": round(frames_per_second, 1)},
-        })
+        write_manifest(
+            out, fingerprint=cache_fingerprint, settings=settings, config=to_dict(config), versions=versions(),
+            shards=writer.shards, checksums=writer.checksums, num_clips=len(writer.done_ids),
+            report={"listed": len(clips) + len(missing), "missing": [c.video_id for c in missing], "failed": failed},
+            part=part,
+            last_run={"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(elapsed, 1),
+                      "clips_extracted": len(todo) - len(failed), "frames_per_second": round(frames_per_second, 1)},
+        )
     summary = {"extracted": len(todo) - len(failed), "failed": failed, "cached": len(writer.done_ids),
-               "missing": len(missing), "out": str(out), "seconds": elapsed, "frames_per_second": frames_per_second}
+               "missing": len(missing), "out": str(out), "seconds": elapsed, "frames_per_second": frames_per_second,
+               "changed": changed, "damaged": writer.damaged_clips}
     log(f"done: {summary['extracted']} clips extracted in {elapsed:.1f} s ({frames_per_second:.1f} frames/s through VGG16), "
         f"{len(writer.done_ids)} in {out}, {len(failed)} failed, {len(missing)} missing on disk")
     for video_id, reason in list(failed.items())[:10]:
         log(f"  failed: {video_id}: {reason}")
     return summary
 
-
-def _feature_shape(out: Path, shards: list[str]) -> list[int]:
-    import h5py
-
-    if not shards:
-        return []
-    with h5py.File(out / shards[0], "r") as shard:
-        return list(shard["features"].shape[3:])

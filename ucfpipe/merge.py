@@ -2,18 +2,20 @@
 
 Checks that the parts are the N parts of one clip list, made with one fingerprint, and that together they
 hold every clip exactly once (clips missing on disk or unreadable are carried over in the report). Shard
-files are hard-linked when the parts live on the same file system (no copy), copied otherwise. The merged
-cache appears under its final name only when complete.
+files are hard-linked when the parts live on the same file system (no copy), copied otherwise; either way
+each one is checked against its part's SHA-256 before it counts. The merged cache appears under its final
+name only when complete: a full disk (or any failure) removes the staging directory and changes nothing.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from pathlib import Path
 
 from .errors import UcfpipeError
-from .features import MANIFEST, FeatureStore, write_json_atomic
+from .features import FORMAT, FeatureStore, file_sha256, no_space, shard_name, write_manifest
 
 
 def merge(parts: list[str | Path], out: str | Path) -> dict:
@@ -23,6 +25,10 @@ def merge(parts: list[str | Path], out: str | Path) -> dict:
     if not parts:
         raise UcfpipeError("no part directories given: pass the --out directories of every `extract --shard i/N` run")
     stores = [FeatureStore(part) for part in parts]  # each must be a finished cache
+    for store in stores:
+        if store.manifest["format"] != FORMAT:
+            raise UcfpipeError(f"{store.directory} is a {store.manifest['format']} cache without checksums; "
+                               "extract that part again with this version of ucfpipe before merging")
     first = stores[0].manifest
     count = first["part"]["count"]
     for store in stores:
@@ -50,29 +56,49 @@ def merge(parts: list[str | Path], out: str | Path) -> dict:
 
     staging = out.with_name(out.name + ".merging")
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    shards = []
-    for store in stores:
-        for name in store.manifest["shards"]:
-            target = staging / f"shard-{len(shards):05d}.h5"
-            try:
-                os.link(store.directory / name, target)
-            except OSError:
-                shutil.copy2(store.directory / name, target)
-            shards.append(target.name)
-    write_json_atomic(staging / MANIFEST, {
-        **{key: first[key] for key in ("format", "fingerprint", "settings", "versions", "views", "feature_shape")},
-        "config": {**first["config"], "shard": "", "out": str(out)},
-        "shards": shards,
-        "num_clips": len(seen),
-        "report": {"listed": listed, "missing": sorted(missing), "failed": failed},
-        "part": {"index": 0, "count": 1, "clip_list": first["part"]["clip_list"]},
-        "merged_from": [str(store.directory) for store in stores],
-    })
-    for store in stores:
-        store.close()
+    try:
+        staging.mkdir(parents=True)
+        shards, checksums = _gather(stores, staging)
+        write_manifest(
+            staging, fingerprint=first["fingerprint"], settings=first["settings"], versions=first["versions"],
+            config={**first["config"], "shard": "", "out": str(out)}, shards=shards, checksums=checksums,
+            num_clips=len(seen), report={"listed": listed, "missing": sorted(missing), "failed": failed},
+            part={"index": 0, "count": 1, "clip_list": first["part"]["clip_list"]},
+            merged_from=[str(store.directory) for store in stores],
+        )
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        for store in stores:
+            store.close()
     if out.exists():
         out.rmdir()  # empty, checked above
     os.replace(staging, out)
     FeatureStore(out).close()  # verify: readable, every clip once, one fingerprint
     return {"clips": len(seen), "parts": count, "missing": len(missing), "failed": len(failed), "out": str(out)}
+
+
+def _gather(stores: list[FeatureStore], staging: Path) -> tuple[list[str], dict]:
+    """Link (or copy) every part's shards into `staging` under new names; each must match its SHA-256."""
+    shards, checksums = [], {}
+    for store in stores:
+        for name in store.manifest["shards"]:
+            record = store.checksums[name]
+            target = staging / shard_name(len(shards))
+            try:
+                os.link(store.directory / name, target)
+            except OSError:
+                try:
+                    shutil.copyfile(store.directory / name, target)
+                except OSError as err:
+                    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                        needed = sum(s.checksums[n]["bytes"] for s in stores for n in s.manifest["shards"])
+                        raise no_space(target, needed) from None
+                    raise
+            if file_sha256(target) != record["sha256"]:
+                raise UcfpipeError(f"{store.directory / name} is damaged (SHA-256 differs from its manifest's); "
+                                   "extract that part again before merging")
+            shards.append(target.name)
+            checksums[target.name] = record
+    return shards, checksums

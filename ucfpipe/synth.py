@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -44,6 +45,8 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
+
+from .errors import UcfpipeError  # noqa: E402
 
 DEFAULT_CLASSES = (
     "GrowingDisk",
@@ -385,16 +388,25 @@ def generate_dataset(
     max_frames: int = 64,
     fps: float = 25.0,
     seed: int = 0,
+    replace: bool = False,
 ) -> dict:
     """Write the dataset under out_dir (see the module docstring) and return a summary:
     {"videos": str, "splits": str, "classes": [names], "num_clips": int, "fourcc": "XVID" or "MJPG"}.
 
     The classes are the first num_classes of DEFAULT_CLASSES (whole pairs); frame_size is (width, height).
-    Existing files of the same names are replaced."""
+    A non-empty out_dir is refused (a cache extracted from the old videos would mix with the new ones)
+    unless `replace`: then its UCF-101/ and ucfTrainTestlist/ are deleted first, so no clip of an earlier,
+    larger dataset stays behind; other files in out_dir are left alone."""
     _validate(num_classes, num_groups, clips_per_group, frame_size, min_frames, max_frames, fps, seed)
-    fourcc = video_fourcc()
     root = Path(out_dir)
     videos, splits = root / VIDEOS_DIR, root / SPLITS_DIR
+    if root.is_dir() and any(root.iterdir()):
+        if not replace:
+            raise UcfpipeError(f"{root} is not empty: choose a new directory, or pass --replace to delete its "
+                               f"{VIDEOS_DIR}/ and {SPLITS_DIR}/ and generate them again")
+        for old in (videos, splits):
+            shutil.rmtree(old, ignore_errors=True)
+    fourcc = video_fourcc()
     classes = list(DEFAULT_CLASSES[:num_classes])
     splits.mkdir(parents=True, exist_ok=True)
     for name in classes:
