@@ -82,6 +82,19 @@ def test_eval_refuses_a_cache_of_another_fingerprint(trained, synth_cache, tmp_p
         evaluate.run(trained, features=str(other), log=lambda *_: None)
 
 
+def test_eval_of_a_run_whose_cache_moved_points_at_features(trained, synth_cache, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    record = json.loads((run / runs.RUN).read_text())
+    record["cache"]["directory"] = str(tmp_path / "moved-away")
+    (run / runs.RUN).write_text(json.dumps(record))
+    with pytest.raises(UcfpipeError, match="no longer at .*moved-away; if it moved, pass its new directory with --features"):
+        evaluate.run(run, log=lambda *_: None)
+    assert evaluate.run(run, features=str(synth_cache), log=lambda *_: None)["num_test_clips"] == 36
+
+
 def test_eval_counts_test_clips_missing_from_the_cache(trained, synth_cache, synth_dataset, tmp_path):
     dropped = [c.video_id for c in read_split(synth_dataset["splits"], 1).test[:5]]
     partial = copy_cache(synth_cache, tmp_path / "partial", drop=set(dropped))

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from ucfpipe import synth
+from ucfpipe.errors import UcfpipeError
 from ucfpipe.synth import DEFAULT_CLASSES, clip_num_frames, generate_dataset, render_clip, split_blocks
 
 PARAMS = dict(num_classes=6, num_groups=6, clips_per_group=3, min_frames=24, max_frames=64, seed=0)
@@ -182,9 +183,11 @@ def test_same_seed_same_output_and_another_seed_differs(tmp_path):
         assert changed.shape != frames.shape or not np.array_equal(changed, frames), rel
 
 
-def test_regenerating_in_place_replaces_files(tmp_path):
+def test_regenerating_in_place_needs_replace_and_then_replaces_files(tmp_path):
     generate_dataset(tmp_path, **SMALL, seed=0)
-    summary = generate_dataset(tmp_path, **SMALL, seed=0)
+    with pytest.raises(UcfpipeError, match="is not empty.*--replace"):
+        generate_dataset(tmp_path, **SMALL, seed=0)
+    summary = generate_dataset(tmp_path, **SMALL, seed=0, replace=True)
     assert len(list(Path(summary["videos"]).glob("*/*"))) == 2 * 3
 
 
