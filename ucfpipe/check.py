@@ -1,8 +1,9 @@
 """`ucfpipe check`: scan the listed clips before a long run and say what is wrong with each bad one;
 with `--features`, verify a feature cache instead (`check_features`).
 
-The decoder judges what is a video (no sniffing of file signatures: a raw MPEG-4 stream named .avi is
-not a container OpenCV's FFmpeg recognises by its first bytes, yet it decodes). Decodes every frame (that is the only way to know the true count) but runs no CNN and converts no frame,
+The decoder judges what is a video: a raw MPEG-4 stream named .avi starts like no container, yet it
+decodes. File signatures only name what OpenCV could not open: a known container's header means a
+damaged video ("unreadable"), anything else "not a video". Decodes every frame (that is the only way to know the true count) but runs no CNN and converts no frame,
 so it runs at decoding speed. Problems are of two kinds:
 - errors: extraction cannot use the clip (missing, empty, not a video, unreadable, no decodable frames);
 - warnings: extraction handles the clip by a documented rule (fewer frames than T: frames repeat; a
@@ -38,6 +39,17 @@ class Problem:
         return self.kind in ERRORS
 
 
+def _looks_like_video(head: bytes) -> bool:
+    """Container signatures: AVI (RIFF....AVI ), MP4/MOV (....ftyp), Matroska/WebM, MPEG-PS/TS, FLV, ASF."""
+    return (
+        (head[:4] == b"RIFF" and head[8:12] in (b"AVI ", b"AVIX"))
+        or head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free")
+        or head[:4] in (b"\x1a\x45\xdf\xa3", b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3", b"FLV\x01")
+        or head[:1] == b"\x47"
+        or head[:16] == bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c")
+    )
+
+
 def check_clip(path: Path, video_id: str, frames: int) -> list[Problem]:
     if not path.is_file():
         return [Problem(video_id, "missing", f"no file at {path}")]
@@ -48,8 +60,13 @@ def check_clip(path: Path, video_id: str, frames: int) -> list[Problem]:
         decoded, claimed = count_frames(path)
     except VideoError as err:
         detail = str(err).split(": ", 1)[-1]
-        kind = "not a video" if "cannot open" in detail else "unreadable"
-        return [Problem(video_id, kind, f"{size} bytes; {detail}")]
+        if "cannot open" not in detail:
+            return [Problem(video_id, "unreadable", detail)]
+        with path.open("rb") as handle:
+            head = handle.read(16)
+        if _looks_like_video(head):
+            return [Problem(video_id, "unreadable", f"{size} bytes with a video container's header that OpenCV cannot open")]
+        return [Problem(video_id, "not a video", f"OpenCV cannot open these {size} bytes, which start like no video container ({head[:8]!r})")]
     if decoded == 0:
         return [Problem(video_id, "no decodable frames", f"the container claims {claimed}")]
     problems = []
