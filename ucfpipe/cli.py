@@ -413,13 +413,14 @@ def eval_command(run_dir, features, splits, allow_missing, baseline, tta):
 @user_errors
 def predict(videos, run_dir, top, as_json, weights):
     """Classify video files with a trained run (decoded, sampled and featurised exactly as its cache was).
+    A directory stands for every video under it (.avi, .mp4, .mov, .mkv, .webm; recursively, sorted).
 
     Exit status 2 when a file cannot be read; with several files, the others are still classified."""
     import json
 
     from . import predict as stage
 
-    predictions = stage.run(videos, run_dir, top=top, weights=weights)
+    predictions = stage.run(_video_files(videos), run_dir, top=top, weights=weights)
     failed = [p for p in predictions if p.error is not None]
     if len(predictions) == 1 and failed:
         raise UcfpipeError(failed[0].error)
@@ -438,14 +439,33 @@ def predict(videos, run_dir, top, as_json, weights):
         raise UcfpipeError(f"{len(failed)} of {len(predictions)} videos could not be read")
 
 
+VIDEO_EXTENSIONS = (".avi", ".mp4", ".mov", ".mkv", ".webm")
+
+
+def _video_files(paths) -> list[str]:
+    """Files as given; a directory stands for every video under it (by extension, recursively, sorted)."""
+    files = []
+    for path in map(Path, paths):
+        if not path.is_dir():
+            files.append(str(path))
+            continue
+        found = sorted(p for p in path.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+        if not found:
+            raise UcfpipeError(f"{path} is a directory with no video files under it ({', '.join(VIDEO_EXTENSIONS)}); "
+                               "pass video files or a folder that holds some")
+        files += map(str, found)
+    return files
+
+
 @main.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
+@click.option("--markdown", "as_markdown", is_flag=True, help="Print a markdown table (figures x splits), as pasted in the README.")
 @user_errors
-def report(run_dirs):
+def report(run_dirs, as_markdown):
     """Each evaluated run's split, top-1, top-5 and mean class accuracy, then mean ± std over the runs."""
     from . import report as stage
 
-    stage.run(run_dirs, log=click.echo)
+    stage.run(run_dirs, log=click.echo, as_markdown=as_markdown)
 
 
 @main.command("bench-train")

@@ -91,7 +91,7 @@ def _run(directory: Path, features, splits, allow_missing, baseline, tta, log) -
     allow = run.config.allow_missing if allow_missing is None else allow_missing
     clips, missing = _test_clips(split, store, allow)
     if tta and len(store.views) == 1:
-        log(f"note: {store.directory} stores only the centre view, so --tta equals the single-view figures; "
+        log(f"warning: {store.directory} stores only the centre view, so --tta equals the plain evaluation; "
             "extract with --views flip,crops,time for more")
 
     video_ids = [c.video_id for c in clips]

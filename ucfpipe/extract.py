@@ -52,6 +52,15 @@ def feature_settings(config: ExtractConfig) -> dict:
     }
 
 
+def recorded_config(config: ExtractConfig) -> dict:
+    """The config as the manifest records it, a weights file as an absolute path: runs trained on the cache
+    copy it, and `predict` from another directory must still find the file (its SHA-256 is in the settings)."""
+    values = to_dict(config)
+    if config.weights not in ("imagenet", "none"):
+        values["weights"] = str(Path(config.weights).resolve())
+    return values
+
+
 @dataclass
 class _Pending:
     """A decoded clip whose frames are on their way through the model."""
@@ -290,7 +299,7 @@ def run(config: ExtractConfig, progress: bool = True, log=print, model=None) -> 
             "format": FORMAT,
             "fingerprint": cache_fingerprint,
             "settings": settings,
-            "config": to_dict(config),
+            "config": recorded_config(config),
             "versions": versions(),
             "views": settings["views"],
             "feature_shape": feature_shape,

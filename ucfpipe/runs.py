@@ -117,26 +117,22 @@ def locked(lock_file: Path, what: str):
     (it dies with its process, so a `kill -9` leaves none behind). The holder writes its pid and command into
     the file, so a second process can say who holds it. `what` names the thing locked, e.g. "run directory R"."""
     try:
-        handle = open(lock_file, "a+", encoding="utf-8")
+        handle = open(lock_file, "a+b", buffering=0)  # unbuffered: a note that fails to write is not retried at close
     except OSError as err:
         raise UcfpipeError(f"cannot lock the {what} ({lock_file}: {err.strerror}); choose a writable location") from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.seek(0)
-        holder = handle.read().strip() or "another process"
+        holder = handle.read().decode("utf-8", "replace").strip() or "another process"
         handle.close()
-        raise UcfpipeError(
-            f"the {what} is in use by {holder}; wait for it to finish, or stop it first"
-        ) from None
+        raise UcfpipeError(f"the {what} is in use by {holder}; wait for it to finish, or stop it first") from None
     try:
         try:
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"pid {os.getpid()} (ucfpipe {' '.join(sys.argv[1:])})\n")
-            handle.flush()
+            handle.truncate(0)
+            handle.write(f"pid {os.getpid()} (ucfpipe {' '.join(sys.argv[1:])})\n".encode())
         except OSError:
-            pass  # a full disk must not stop the run; the lock itself holds without its note
+            pass  # a full disk must not stop the run: the lock holds without its note
         yield
     finally:
         fcntl.flock(handle, fcntl.LOCK_UN)
