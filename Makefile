@@ -76,6 +76,7 @@ demo: setup
 	  $(UCFPIPE) eval --run $(DEMO)/runs/split$$s --baseline || exit $$?; \
 	done
 	$(UCFPIPE) report $(DEMO)/runs/split1 $(DEMO)/runs/split2 $(DEMO)/runs/split3
+	$(UCFPIPE) report --markdown $(DEMO)/runs/split1 $(DEMO)/runs/split2 $(DEMO)/runs/split3 > $(DEMO)/report.md && cat $(DEMO)/report.md
 	$(UCFPIPE) predict $(DEMO)/data/UCF-101/GrowingDisk/v_GrowingDisk_g01_c01.avi \
 	  $(DEMO)/data/UCF-101/ShrinkingDisk/v_ShrinkingDisk_g01_c01.avi --run $(DEMO)/runs/split1
 

@@ -8,9 +8,12 @@ the same code runs on TensorFlow (CPU here) and on JAX (GPU machines).
 from __future__ import annotations
 
 import hashlib
+import random
+from contextlib import contextmanager
 from pathlib import Path
 
 import keras
+import numpy as np
 from keras import ops
 
 from .errors import UcfpipeError
@@ -47,11 +50,24 @@ def weights_identity(weights: str, seed: int) -> dict:
     return {"weights": "file", "sha256": digest.hexdigest()}
 
 
+@contextmanager
+def _global_random_state_kept():
+    """`keras.utils.set_random_seed` also reseeds Python's `random` and NumPy's global generator; a library
+    call (a Predictor built in a notebook) must leave the caller's random streams where they were."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    try:
+        yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
+
 def load_vgg16(weights: str, size: int, seed: int) -> keras.Model:
     shape = (size, size, 3)
     if weights == "none":
-        keras.utils.set_random_seed(seed)
-        return keras.applications.VGG16(include_top=False, weights=None, input_shape=shape)
+        with _global_random_state_kept():
+            keras.utils.set_random_seed(seed)  # the backend's generator draws the initial weights
+            return keras.applications.VGG16(include_top=False, weights=None, input_shape=shape)
     if weights == "imagenet":
         try:
             return keras.applications.VGG16(include_top=False, weights="imagenet", input_shape=shape)

@@ -157,6 +157,12 @@ def compare_features(cache: Path, naive_out: Path) -> float:
 def run(clip_counts=(8, 16), frames: int = 16, size: int = 64, batch_size: int = 64, workers: int = 2,
         weights: str = "none", precision: str = "float32", work_dir: str | None = None, log=print) -> dict:
     """All modes on the largest clip count, ucfpipe's extraction also on the others (memory must stay flat)."""
+    from .errors import UcfpipeError
+
+    # The generated dataset has 2 classes x 4 groups, so its clip count is a multiple of 8: checked before any
+    # mode runs, so a count it cannot make is refused at once rather than after every measurement.
+    if not clip_counts or any(count < 8 or count % 8 for count in clip_counts):
+        raise UcfpipeError(f"--clips must be multiples of 8 (2 classes x 4 groups), got {','.join(map(str, clip_counts))}")
     results: dict = {"settings": {"clip_counts": list(clip_counts), "frames": frames, "size": size, "batch_size": batch_size,
                                   "workers": workers, "weights": weights, "precision": precision}, "runs": []}
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:

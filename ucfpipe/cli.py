@@ -8,7 +8,14 @@ import os
 import sys
 from pathlib import Path
 
-import click
+from . import interrupts
+
+if __name__ == "__main__" or Path(sys.argv[0]).name == "ucfpipe":
+    # This process is the ucfpipe command: a Ctrl-C during the imports below is noted, and `_Main.main`
+    # (which installs the raising handler) reports it.
+    interrupts.record_only()
+
+import click  # noqa: E402
 
 # TensorFlow's C++ start-up chatter (oneDNN, CPU features) buries the one line a user needs; other
 # backends ignore this variable.
@@ -18,6 +25,8 @@ from . import __version__  # noqa: E402
 from .config import DISTRIBUTE, PRECISIONS, ExtractConfig, load_config  # noqa: E402
 from .errors import UcfpipeError  # noqa: E402
 
+EXIT_INTERRUPTED = 130  # documented: as a shell reports a process ended by SIGINT
+
 
 def user_errors(command):
     """Library errors and OS errors (missing permissions, full disk) -> one line on stderr, no traceback."""
@@ -25,7 +34,13 @@ def user_errors(command):
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
-            return command(*args, **kwargs)
+            result = command(*args, **kwargs)
+            interrupts.check()  # Ctrl-C swallowed somewhere (a gc callback) is still an interrupt
+            return result
+        except KeyboardInterrupt:
+            # Before a stage reached a safe point (importing TensorFlow, building the model): nothing of this
+            # run was kept that a rerun would not redo or skip.
+            raise _interrupted("interrupted; rerun the same command to continue") from None
         except UcfpipeError as err:
             exc = click.ClickException(str(err))
             exc.exit_code = err.exit_code
@@ -39,6 +54,41 @@ def user_errors(command):
     return wrapper
 
 
+def _interrupted(message: str) -> click.ClickException:
+    exc = click.ClickException(message)
+    exc.exit_code = EXIT_INTERRUPTED
+    return exc
+
+
+class _Main(click.Group):
+    """The group with Ctrl-C handled end to end: click alone prints "Aborted!" and exits 1 for an interrupt
+    outside a command, and a KeyboardInterrupt swallowed by a gc callback would let a run go on."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        previous = interrupts.install()
+        try:
+            if not standalone_mode:
+                return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            try:
+                interrupts.check()  # pressed while this module imported
+                result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+                interrupts.check()
+            except (KeyboardInterrupt, click.exceptions.Abort):
+                interrupts.ignore()
+                interrupts.forget_escaped()
+                _interrupted("interrupted; rerun the same command to continue").show()
+                sys.exit(EXIT_INTERRUPTED)
+            except click.ClickException as err:
+                if err.exit_code == EXIT_INTERRUPTED:
+                    interrupts.ignore()
+                    interrupts.forget_escaped()
+                err.show()
+                sys.exit(err.exit_code)
+            sys.exit(result if isinstance(result, int) else 0)
+        finally:
+            interrupts.restore(previous)
+
+
 def config_option(stage: str):
     default = Path("stages") / f"{stage}.toml"
     return click.option(
@@ -47,7 +97,7 @@ def config_option(stage: str):
     )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="ucfpipe")
 def main():
     """UCF-101 videos -> VGG16 features (stage one) -> LSTM classifier (stage two)."""
@@ -402,13 +452,14 @@ def eval_command(run_dir, features, splits, allow_missing, baseline, tta):
 @user_errors
 def predict(videos, run_dir, top, as_json, weights):
     """Classify video files with a trained run (decoded, sampled and featurised exactly as its cache was).
+    A directory stands for every video under it (.avi, .mp4, .mov, .mkv, .webm; recursively, sorted).
 
     Exit status 2 when a file cannot be read; with several files, the others are still classified."""
     import json
 
     from . import predict as stage
 
-    predictions = stage.run(videos, run_dir, top=top, weights=weights)
+    predictions = stage.run(_video_files(videos), run_dir, top=top, weights=weights)
     failed = [p for p in predictions if p.error is not None]
     if len(predictions) == 1 and failed:
         raise UcfpipeError(failed[0].error)
@@ -427,14 +478,33 @@ def predict(videos, run_dir, top, as_json, weights):
         raise UcfpipeError(f"{len(failed)} of {len(predictions)} videos could not be read")
 
 
+VIDEO_EXTENSIONS = (".avi", ".mp4", ".mov", ".mkv", ".webm")
+
+
+def _video_files(paths) -> list[str]:
+    """Files as given; a directory stands for every video under it (by extension, recursively, sorted)."""
+    files = []
+    for path in map(Path, paths):
+        if not path.is_dir():
+            files.append(str(path))
+            continue
+        found = sorted(p for p in path.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+        if not found:
+            raise UcfpipeError(f"{path} is a directory with no video files under it ({', '.join(VIDEO_EXTENSIONS)}); "
+                               "pass video files or a folder that holds some")
+        files += map(str, found)
+    return files
+
+
 @main.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
+@click.option("--markdown", "as_markdown", is_flag=True, help="Print a markdown table (figures x splits), as pasted in the README.")
 @user_errors
-def report(run_dirs):
+def report(run_dirs, as_markdown):
     """Each evaluated run's split, top-1, top-5 and mean class accuracy, then mean ± std over the runs."""
     from . import report as stage
 
-    stage.run(run_dirs, log=click.echo)
+    stage.run(run_dirs, log=click.echo, as_markdown=as_markdown)
 
 
 @main.command("bench-train")

@@ -15,7 +15,7 @@ import numpy as np
 from . import runs, ucf101
 from .batches import ClipBatches, feature_bytes, load_source
 from .errors import UcfpipeError
-from .features import FeatureStore, write_json_atomic
+from .features import FeatureStore
 
 
 def _test_clips(split: ucf101.Split, store: FeatureStore, allow_missing: bool):
@@ -59,11 +59,19 @@ def run(run_dir: str | Path, features: str | None = None, splits: str | None = N
     fitted on the run's training clips (see ucfpipe.baseline); with `tta`, also the probabilities averaged over
     every stored view (metrics["tta"]). `run_dir` may be an ensemble (ucfpipe.ensemble): its figures are
     those of the mean of its members' probabilities, metrics["members"] holds each member's."""
+    directory = Path(run_dir)
+    if not directory.is_dir():
+        runs.Run(directory)  # says what a run directory is
+    # Outputs go into the run: one writer at a time (a train or another eval there is refused).
+    with runs.lock_run(directory):
+        return _run(directory, features, splits, allow_missing, baseline, tta, log)
+
+
+def _run(directory: Path, features, splits, allow_missing, baseline, tta, log) -> dict:
     from . import ensemble
     from .metrics import classification_metrics
     from .plots import plot_confusion
 
-    directory = Path(run_dir)
     if ensemble.is_ensemble(directory):
         members = ensemble.load_members(directory)
     else:
@@ -87,7 +95,7 @@ def run(run_dir: str | Path, features: str | None = None, splits: str | None = N
     allow = run.config.allow_missing if allow_missing is None else allow_missing
     clips, missing = _test_clips(split, store, allow)
     if tta and len(store.views) == 1:
-        log(f"note: {store.directory} stores only the centre view, so --tta equals the single-view figures; "
+        log(f"warning: {store.directory} stores only the centre view, so --tta equals the plain evaluation; "
             "extract with --views flip,crops,time for more")
 
     video_ids = [c.video_id for c in clips]
@@ -136,7 +144,7 @@ def run(run_dir: str | Path, features: str | None = None, splits: str | None = N
         train_ids = clip_ids["train"] + clip_ids["val"]
         metrics["order_blind_top1"] = order_blind_top1(store, train_ids, store.labels(train_ids), video_ids, labels,
                                                        seed=run.config.seed)
-    write_json_atomic(directory / runs.METRICS, metrics)
+    runs.write_json(directory / runs.METRICS, metrics)
     runs.write_csv_atomic(
         directory / runs.PER_CLASS, ["class", "accuracy", "precision", "recall", "f1", "support"],
         [[r["class"], f"{r['accuracy']:.4f}", f"{r['precision']:.4f}", f"{r['recall']:.4f}", f"{r['f1']:.4f}", r["support"]]

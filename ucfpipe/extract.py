@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import ucf101
+from . import interrupts, ucf101
 from .config import ExtractConfig, fingerprint, to_dict
 from .errors import UcfpipeError
 from .features import FORMAT, MANIFEST, ClipFeatures, Source, open_for_writing, write_manifest
@@ -52,6 +52,15 @@ def feature_settings(config: ExtractConfig) -> dict:
     }
 
 
+def recorded_config(config: ExtractConfig) -> dict:
+    """The config as the manifest records it, a weights file as an absolute path: runs trained on the cache
+    copy it, and `predict` from another directory must still find the file (its SHA-256 is in the settings)."""
+    values = to_dict(config)
+    if config.weights not in ("imagenet", "none"):
+        values["weights"] = str(Path(config.weights).resolve())
+    return values
+
+
 @dataclass
 class _Pending:
     """A decoded clip whose frames are on their way through the model."""
@@ -68,40 +77,60 @@ class _Pending:
 
 @dataclass
 class _Batcher:
-    """Packs frames of consecutive clips into fixed-size batches and hands back clips once all their frames
-    went through the model."""
+    """Packs frames of consecutive clips into batches and hands back clips once all their frames went through
+    the model.
+
+    A batch is never larger than the work there is (`total_frames`), and a last partial batch is padded only
+    up to the next power of two: a batch size far above the frames to do would otherwise cost its full time
+    and memory for padding. Full batches share one shape and the last one adds at most one more, so JAX and
+    TensorFlow compile few graphs."""
 
     model: object
     batch_size: int
     frame_shape: tuple
+    total_frames: int | None = None  # frames this run will send, when known: caps the batch
     frames_done: int = 0
     _slots: list = field(default_factory=list)
     _fill: int = 0
 
     def __post_init__(self):
-        self._buffer = np.zeros((self.batch_size,) + self.frame_shape, np.uint8)
+        self.capacity = max(1, min(self.batch_size, self.total_frames or self.batch_size))
+        try:
+            self._buffer = np.zeros((self.capacity,) + self.frame_shape, np.uint8)
+        except MemoryError:
+            raise self._out_of_memory() from None
 
     def add(self, pending: _Pending) -> list[_Pending]:
+        interrupts.check()  # a safe point between clips: a swallowed Ctrl-C stops here
         finished = []
         pending.remaining = len(pending.frames)
         start = 0
         while start < len(pending.frames):
-            count = min(self.batch_size - self._fill, len(pending.frames) - start)
+            count = min(self.capacity - self._fill, len(pending.frames) - start)
             self._buffer[self._fill : self._fill + count] = pending.frames[start : start + count]
             self._slots.append((pending, start, count, self._fill))
             self._fill += count
             start += count
-            if self._fill == self.batch_size:
+            if self._fill == self.capacity:
                 finished += self.run()
         pending.frames = None  # the batch buffer holds what is still needed; free the clip's frames
         return finished
 
+    def padded_size(self) -> int:
+        """Rows the model gets for what is buffered: all of a full batch, else the next power of two (stale
+        rows pad it; their outputs are ignored)."""
+        return min(self.capacity, 1 << (self._fill - 1).bit_length())
+
     def run(self) -> list[_Pending]:
-        """Run the model on what is buffered. A last partial batch is padded (stale frames, outputs ignored)
-        rather than shrunk, so the model never sees a new shape."""
+        """Run the model on what is buffered."""
         if not self._fill:
             return []
-        outputs = np.asarray(self.model.predict_on_batch(self._buffer))
+        try:
+            outputs = np.asarray(self.model.predict_on_batch(self._buffer[: self.padded_size()]))
+        except Exception as err:
+            if _is_out_of_memory(err):
+                raise self._out_of_memory() from None
+            raise
         finished = []
         for pending, start, count, offset in self._slots:
             if pending.outputs is None:
@@ -113,6 +142,19 @@ class _Batcher:
         self.frames_done += self._fill
         self._slots, self._fill = [], 0
         return finished
+
+    def _out_of_memory(self) -> UcfpipeError:
+        smaller = max(1, self.capacity // 4)
+        return UcfpipeError(
+            f"out of memory running VGG16 on batches of {self.capacity} frames of {'x'.join(map(str, self.frame_shape))}; "
+            f"pass a smaller --batch-size (e.g. {smaller})"
+        )
+
+
+def _is_out_of_memory(err: BaseException) -> bool:
+    """TensorFlow raises ResourceExhaustedError, JAX an XlaRuntimeError saying RESOURCE_EXHAUSTED, NumPy MemoryError."""
+    text = f"{type(err).__name__}: {err}"
+    return isinstance(err, MemoryError) or "ResourceExhausted" in text or "RESOURCE_EXHAUSTED" in text or "Out of memory" in text
 
 
 def _decode_clips(clips, config: ExtractConfig, results: queue.Queue, stop: threading.Event) -> list[threading.Thread]:
@@ -211,10 +253,10 @@ def run(config: ExtractConfig, progress: bool = True, log=print, model=None) -> 
                 from .backbone import build_extractor
 
                 model = build_extractor(config.weights, config.layer, config.pooling, config.size, config.precision, config.seed)
-            batcher = _Batcher(model, config.batch_size, (config.size, config.size, 3))
             # Bounded in clips: enough decoded clips to fill two batches, so memory stays flat.
             frames_per_clip = config.frames * len(config.view_names())
-            results: queue.Queue = queue.Queue(maxsize=config.workers + 2 * -(-config.batch_size // frames_per_clip))
+            batcher = _Batcher(model, config.batch_size, (config.size, config.size, 3), total_frames=len(todo) * frames_per_clip)
+            results: queue.Queue = queue.Queue(maxsize=config.workers + 2 * -(-batcher.capacity // frames_per_clip))
             stop = threading.Event()
             threads = _decode_clips(todo, config, results, stop)
             bar = tqdm(total=len(todo), unit="clip", disable=not progress, smoothing=0.1, dynamic_ncols=True)
@@ -262,7 +304,7 @@ def run(config: ExtractConfig, progress: bool = True, log=print, model=None) -> 
             frames_per_second = batcher.frames_done / max(time.time() - model_start, 1e-9)
         elapsed = time.time() - started
         write_manifest(
-            out, fingerprint=cache_fingerprint, settings=settings, config=to_dict(config), versions=versions(),
+            out, fingerprint=cache_fingerprint, settings=settings, config=recorded_config(config), versions=versions(),
             shards=writer.shards, checksums=writer.checksums, num_clips=len(writer.done_ids),
             report={"listed": len(clips) + len(missing), "missing": [c.video_id for c in missing], "failed": failed},
             part=part,

@@ -10,18 +10,16 @@ the dataset; a random horizontal flip augments the training frames.
 from __future__ import annotations
 
 import math
-import os
 import time
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from . import ucf101
+from . import interrupts, runs, ucf101
 from .backbone import VGGPreprocess, load_vgg16, weights_identity
 from .config import FinetuneConfig
 from .errors import UcfpipeError
-from .features import write_json_atomic
 from .provenance import versions
 from .train import seed_everything
 from .video import VideoError, read_clip
@@ -87,8 +85,29 @@ def build_finetune_model(config: FinetuneConfig, num_classes: int) -> tuple[kera
     return keras.Model(frames, outputs, name="vgg16_finetune"), vgg
 
 
+class _SafePoints(keras.callbacks.Callback):
+    """A Ctrl-C whose KeyboardInterrupt a gc callback swallowed still stops fine-tuning at the next batch."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        interrupts.check()
+
+    def on_test_batch_end(self, batch, logs=None):
+        interrupts.check()
+
+
 def run(config: FinetuneConfig, log=print, verbose: int = 2) -> dict:
+    """Fine-tune and write `config.out`; a lock beside it keeps a second finetune from writing it too."""
     config.validate()
+    out = Path(config.out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UcfpipeError(f"cannot create {out.parent}: {err.strerror}; choose a writable --out") from None
+    with runs.locked(out.with_name(f".{out.name}.lock"), f"output {out}"):
+        return _run(config, out, log, verbose)
+
+
+def _run(config: FinetuneConfig, out: Path, log, verbose: int) -> dict:
     split = ucf101.read_split(config.splits, config.split)
     missing = {c.video_id for c in ucf101.missing_on_disk(split.train, config.videos)}
     train_clips = [c for c in split.train if c.video_id not in missing]
@@ -108,13 +127,12 @@ def run(config: FinetuneConfig, log=print, verbose: int = 2) -> dict:
         FrameBatches(train, config, training=True, seed=config.seed),
         validation_data=FrameBatches(val, config, training=False, seed=config.seed),
         epochs=config.epochs, verbose=verbose,
-        callbacks=[keras.callbacks.EarlyStopping("val_accuracy", patience=config.patience, restore_best_weights=True)],
+        callbacks=[keras.callbacks.EarlyStopping("val_accuracy", patience=config.patience, restore_best_weights=True),
+                   _SafePoints()],
     )
-    out = Path(config.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(".tmp-" + out.name)  # keeps the .weights.h5 ending Keras requires
-    vgg.save_weights(tmp)
-    os.replace(tmp, out)
+    interrupts.check()
+    with runs.replacing(out, out.with_name(".tmp-" + out.name)) as tmp:  # keeps the .weights.h5 ending Keras requires
+        vgg.save_weights(tmp)
     record = {
         "config": vars(config),
         "started_from": weights_identity(config.weights, config.seed),
@@ -124,7 +142,7 @@ def run(config: FinetuneConfig, log=print, verbose: int = 2) -> dict:
         "versions": versions(),
         "weights_sha256": weights_identity(str(out), config.seed)["sha256"],
     }
-    write_json_atomic(out.with_name(out.name + ".json"), record)
+    runs.write_json(out.with_name(out.name + ".json"), record)
     log(f"wrote {out} ({record['seconds']} s); extract with it: ucfpipe extract --weights {out} --out NEW_DIR")
     return record
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib
@@ -14,10 +13,13 @@ import numpy as np  # noqa: E402
 
 
 def _save(figure, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    figure.savefig(tmp, format="png", dpi=150, bbox_inches="tight")
-    plt.close(figure)
-    os.replace(tmp, path)
+    from .runs import replacing
+
+    try:
+        with replacing(path, path.with_name(path.name + ".tmp")) as tmp:
+            figure.savefig(tmp, format="png", dpi=150, bbox_inches="tight")
+    finally:
+        plt.close(figure)
 
 
 def plot_curves(history: list[dict], path: Path, best_epoch: int | None = None, monitor: str = "") -> None:

@@ -37,6 +37,8 @@ def stage_one_config(run: runs.Run, weights: str | None = None) -> ExtractConfig
     config = ExtractConfig(**{k: v for k, v in recorded["extract_config"].items() if k in known})
     if weights is not None:
         config.weights = weights
+    elif recorded["settings"].get("weights") == "file":
+        config.weights = _weights_file(run, config.weights, recorded["settings"]["sha256"])
     settings = feature_settings(config)
     if fingerprint(settings) == recorded["fingerprint"]:
         return config
@@ -52,6 +54,19 @@ def stage_one_config(run: runs.Run, weights: str | None = None) -> ExtractConfig
     raise UcfpipeError(
         f"this machine would compute other features than the run was trained on ({differences}); "
         "predict with the setup the cache was extracted with"
+    )
+
+
+def _weights_file(run: runs.Run, recorded: str, sha256: str) -> str:
+    """The recorded weights file, else one of its name beside the run (in the run directory or next to it):
+    a run copied to another machine with its weights file still predicts."""
+    name = Path(recorded).name
+    for candidate in (Path(recorded), run.directory / name, run.directory.parent / name):
+        if candidate.is_file():
+            return str(candidate)
+    raise UcfpipeError(
+        f"the VGG16 weights file the run's features were extracted with, {recorded}, is not there, nor beside the run "
+        f"({run.directory / name}); pass --weights with where it is now (its SHA-256 {sha256[:12]}... is checked)"
     )
 
 

@@ -34,10 +34,28 @@ def summarise(rows: list[dict], columns=COLUMNS) -> dict:
     return summary
 
 
-def run(run_dirs, log=print) -> dict:
+MARKDOWN_ROWS = {"top1": "LSTM top-1", "top5": "LSTM top-5", "mean_class_accuracy": "LSTM mean class accuracy",
+                 "order_blind_top1": "order-blind top-1 (logistic regression on time-averaged features)"}
+
+
+def markdown(rows: list[dict], summary: dict, columns) -> str:
+    """The table as the README shows it: one row per figure, one column per run (named by its split), then
+    mean ± std. Pasted verbatim, so the README's figures are exactly what this command printed."""
+    header = "| | " + " | ".join(f"split {row['split']}" for row in rows) + " | mean ± std |"
+    lines = [header, "| --- |" + " --- |" * (len(rows) + 1)]
+    for key, _ in columns:
+        mean = f"{summary[key]['mean']:.3f} ± {summary[key]['std']:.3f}"
+        lines.append(f"| {MARKDOWN_ROWS.get(key, key)} | " + " | ".join(f"{row[key]:.3f}" for row in rows) + f" | {mean} |")
+    return "\n".join(lines)
+
+
+def run(run_dirs, log=print, as_markdown: bool = False) -> dict:
     rows = collect(run_dirs)
     columns = COLUMNS + ((("order_blind_top1", "order-blind"),) if all("order_blind_top1" in r for r in rows) else ())
     summary = summarise(rows, columns)
+    if as_markdown:
+        log(markdown(rows, summary, columns))
+        return {"runs": rows, "summary": summary, "notes": []}
     width = max(len("mean ± std"), *(len(row["run"]) for row in rows))
     log(f"{'run':<{width}}  split" + "".join(f"{title:>18}" for _, title in columns) + "   test clips")
     for row in rows:

@@ -13,9 +13,13 @@
 from __future__ import annotations
 
 import csv
+import errno
+import fcntl
 import io
 import json
 import os
+import sys
+from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
 
@@ -36,9 +40,48 @@ METRICS = "metrics.json"
 PER_CLASS = "per_class.csv"
 CONFUSION = "confusion.png"
 PREDICTIONS = "predictions.csv"
+LOCK = "run.lock"
 # Runs recorded before training augmentation existed trained without it: their config.json lacks these keys,
 # and a resumed one must go on as it started.
 PRE_AUGMENTATION = {"train_views": "center", "time_jitter": 0.0, "step_drop": 0.0}
+
+
+class DiskFull(UcfpipeError):
+    """A write failed for want of space; the file it was replacing is untouched and no temporary is left."""
+
+
+def _is_disk_full(err: BaseException | None) -> bool:
+    """Keras and matplotlib sometimes wrap the OSError: look down the chain of causes."""
+    seen = 0
+    while err is not None and seen < 10:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(err):
+            return True
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return False
+
+
+def _discard(path: Path, tmp: Path, err: BaseException) -> None:
+    """After a failed write: remove the temporary; a full disk becomes one line naming `path`."""
+    try:
+        tmp.unlink(missing_ok=True)
+    except OSError:
+        pass
+    if _is_disk_full(err):
+        raise DiskFull(f"{path}: the disk is full (no space left on device); free space and rerun") from None
+
+
+@contextmanager
+def replacing(path: Path, tmp: Path):
+    """Write `tmp` in the block; on success it replaces `path`. On any failure the temporary is removed (a
+    full disk leaves nothing behind and `path` as it was) and a full disk becomes one line naming `path`."""
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException as err:
+        _discard(path, tmp, err)
+        raise
 
 
 def write_csv_atomic(path: Path, header: list[str], rows: list[list]) -> None:
@@ -46,16 +89,54 @@ def write_csv_atomic(path: Path, header: list[str], rows: list[list]) -> None:
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text.getvalue(), encoding="utf-8")
-    os.replace(tmp, path)
+    with replacing(path, path.with_name(path.name + ".tmp")) as tmp:
+        with tmp.open("w", encoding="utf-8") as handle:
+            handle.write(text.getvalue())
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def write_json(path: Path, data) -> None:
+    """`features.write_json_atomic` (temp file, fsync, rename) with a full disk told as one line, no temp left."""
+    try:
+        write_json_atomic(path, data)
+    except BaseException as err:
+        _discard(path, path.with_name(path.name + ".tmp"), err)
+        raise
 
 
 def save_model_atomic(model, path: Path) -> None:
     """Keras picks the format from the suffix, so the temporary name keeps `.keras` at its end."""
-    tmp = path.with_name(path.stem + ".tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+    with replacing(path, path.with_name(path.stem + ".tmp.keras")) as tmp:
+        model.save(tmp)
+
+
+@contextmanager
+def locked(lock_file: Path, what: str):
+    """One writer per run directory (or output file), as `extract` has per cache: an OS lock on `lock_file`
+    (it dies with its process, so a `kill -9` leaves none behind). The holder writes its pid and command into
+    the file, so a second process can say who holds it. `what` names the thing locked, e.g. "run directory R"."""
+    try:
+        handle = open(lock_file, "a+b", buffering=0)  # unbuffered: a note that fails to write is not retried at close
+    except OSError as err:
+        raise UcfpipeError(f"cannot lock the {what} ({lock_file}: {err.strerror}); choose a writable location") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().decode("utf-8", "replace").strip() or "another process"
+        handle.close()
+        raise UcfpipeError(f"the {what} is in use by {holder}; wait for it to finish, or stop it first") from None
+    try:
+        try:
+            handle.truncate(0)
+            handle.write(f"pid {os.getpid()} (ucfpipe {' '.join(sys.argv[1:])})\n".encode())
+        except OSError:
+            pass  # a full disk must not stop the run: the lock holds without its note
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
 
 
 def load_model(path: Path, compile: bool = False):
@@ -133,4 +214,12 @@ class Run:
         return load_model(path)
 
     def write_record(self) -> None:
-        write_json_atomic(self.path(RUN), self.record)
+        write_json(self.path(RUN), self.record)
+
+    def lock(self):
+        return lock_run(self.directory)
+
+
+def lock_run(directory: Path):
+    """The lock of a run directory (see `locked`); the directory must exist."""
+    return locked(Path(directory) / LOCK, f"run directory {directory}")

@@ -16,12 +16,12 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from . import runs, ucf101
+from . import interrupts, runs, ucf101
 from .batches import ClipBatches, feature_bytes, iterate_features, load_source
 from .config import TrainConfig, to_dict
 from .distribute import Placement, placement
 from .errors import UcfpipeError
-from .features import FeatureStore, write_json_atomic
+from .features import FeatureStore
 from .models import build_classifier, compile_classifier, feature_statistics
 
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"]
@@ -134,7 +134,15 @@ class RunKeeper(keras.callbacks.Callback):
         return value > best if self.monitor.endswith("accuracy") else value < best
 
     def on_epoch_begin(self, epoch, logs=None):
+        interrupts.check()
         self._started = time.monotonic()
+
+    # Safe points: a Ctrl-C whose KeyboardInterrupt a gc callback swallowed still stops the run here.
+    def on_train_batch_end(self, batch, logs=None):
+        interrupts.check()
+
+    def on_test_batch_end(self, batch, logs=None):
+        interrupts.check()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -169,7 +177,7 @@ class RunKeeper(keras.callbacks.Callback):
         runs.save_model_atomic(self.model, folder / name)
         states = [keras.ops.convert_to_numpy(v).tolist() for v in random_states(self.model)]
         self.state.update(epoch=number, checkpoint=name, random_states=states)
-        write_json_atomic(folder / runs.STATE, self.state)
+        runs.write_json(folder / runs.STATE, self.state)
         for old in folder.glob("last-*.keras"):
             if old.name != name:
                 old.unlink()
@@ -187,7 +195,7 @@ def _check_new_run_dir(out: Path) -> None:
             f"{out} already holds a training run; continue an unfinished one with `ucfpipe train --resume --out {out}`, "
             "or choose another --out"
         )
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and (not out.is_dir() or any(p.name != runs.LOCK for p in out.iterdir())):
         raise UcfpipeError(f"--out {out} exists and is not an empty directory; choose a new run directory")
 
 
@@ -250,21 +258,67 @@ def _clip_ids(plan: ClipPlan) -> dict:
 
 # -- the stage ----------------------------------------------------------------------------------------------
 def run(config: TrainConfig, resume: bool = False, log=print, verbose: int = 2) -> dict:
-    """Train (or, with `resume`, continue) the run at `config.out`. Returns a summary of the outcome."""
+    """Train (or, with `resume`, continue) the run at `config.out`. Returns a summary of the outcome.
+    The run directory is locked throughout: a second train, `--resume` or eval on it is refused."""
     config.validate()
     out = Path(config.out)
     if not resume:
-        _check_new_run_dir(out)
+        _check_new_run_dir(out)  # at once, before reading the cache; again below under the lock
+    elif not out.is_dir():
+        raise UcfpipeError(f"--resume: {out} is not a run directory")
     store = FeatureStore(config.features)
     split = ucf101.read_split(config.splits, config.split)
     check_labels(split, store)
     plan = plan_clips(split, store, config)
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UcfpipeError(f"cannot create the run directory {out}: {err.strerror}; choose a writable --out") from None
+    with runs.lock_run(out):
+        try:
+            if not resume:
+                _check_new_run_dir(out)  # another train may have started here since the first check
+            return _run_locked(config, out, store, split, plan, resume, log, verbose)
+        except BaseException:
+            if not resume and not (out / runs.RUN).is_file():
+                _remove_unstarted(out, created)
+            raise
+
+
+def _remove_unstarted(out: Path, created: bool) -> None:
+    """A new run stopped before its record was written: leave no half-made run directory (a rerun of the same
+    command would refuse it), only what was there before."""
+    if created:
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    for name in (runs.CLIPS, runs.CONFIG, runs.CLIPS + ".tmp", runs.CONFIG + ".tmp", runs.RUN + ".tmp"):
+        (out / name).unlink(missing_ok=True)
+
+
+def _run_locked(config: TrainConfig, out: Path, store: FeatureStore, split: ucf101.Split, plan: ClipPlan,
+                resume: bool, log, verbose: int) -> dict:
     views = training_views(store, config)
     loaded_bytes = feature_bytes(store, len(plan.train) * len(views) + len(plan.val))
     in_memory = loaded_bytes <= config.memory_limit_gb * 2**30
     where_to = placement(config.distribute, config.batch_size)
-    record, state = _open_run(out, config, store, split, plan, in_memory, resume, where_to)
+    resume_hint = f"`ucfpipe train --resume --out {out}`"
+    try:
+        record, state = _open_run(out, config, store, split, plan, in_memory, resume, where_to)
+        return _fit(config, out, store, split, plan, views, loaded_bytes, in_memory, where_to, record, state, log, verbose)
+    except KeyboardInterrupt:
+        if not (out / runs.RUN).is_file():
+            raise  # the run never started: `run` removes what there is, the same command starts it again
+        done = runs.read_json(out / runs.CHECKPOINTS / runs.STATE)["epoch"] if (out / runs.CHECKPOINTS / runs.STATE).is_file() else 0
+        raise TrainingInterrupted(f"interrupted after epoch {done}; continue with {resume_hint}") from None
+    except runs.DiskFull as err:
+        if not (out / runs.RUN).is_file():
+            raise
+        # The last checkpoint is whole (its state is written last), so the run goes on from there.
+        raise runs.DiskFull(f"{str(err).removesuffix('; free space and rerun')}; free space and continue with {resume_hint}") from None
 
+
+def _fit(config, out, store, split, plan, views, loaded_bytes, in_memory, where_to, record, state, log, verbose) -> dict:
     seed_everything(config.seed)
     num_classes = len(split.classes)
     # Training may draw any of `views` (position 0 is the centre view, which normalisation statistics use);
@@ -297,16 +351,13 @@ def run(config: TrainConfig, resume: bool = False, log=print, verbose: int = 2) 
     val_batches = ClipBatches(val_source, [c.label for c in plan.val], num_classes, config.batch_size,
                               multiple_of=where_to.replicas, pad_weighting="pass")
     if initial_epoch < config.epochs and not keeper.state["stopped_early"]:
-        try:
-            # Keras' own per-epoch line first, then the keeper's note about it.
-            progress = [keras.callbacks.ProgbarLogger()] if verbose else []
-            with where_to.scope():
-                model.fit(train_batches, validation_data=val_batches, epochs=config.epochs, initial_epoch=initial_epoch,
-                          callbacks=progress + [keeper], verbose=verbose, shuffle=False)
-        except KeyboardInterrupt:
-            raise TrainingInterrupted(
-                f"interrupted after epoch {keeper.state['epoch']}; continue with `ucfpipe train --resume --out {out}`"
-            ) from None
+        interrupts.check()
+        # Keras' own per-epoch line first, then the keeper's note about it.
+        progress = [keras.callbacks.ProgbarLogger()] if verbose else []
+        with where_to.scope():
+            model.fit(train_batches, validation_data=val_batches, epochs=config.epochs, initial_epoch=initial_epoch,
+                      callbacks=progress + [keeper], verbose=verbose, shuffle=False)
+        interrupts.check()
     if keeper.diverged_at is not None:
         raise UcfpipeError(
             f"training diverged: the loss was not finite at epoch {keeper.diverged_at}; lower --learning-rate "
@@ -343,10 +394,10 @@ def _open_run(out: Path, config: TrainConfig, store: FeatureStore, split: ucf101
     else:
         out.mkdir(parents=True, exist_ok=True)
         record = _record(config, store, split, plan, in_memory)
-        write_json_atomic(out / runs.CLIPS, _clip_ids(plan))
+        runs.write_json(out / runs.CLIPS, _clip_ids(plan))
     record["placement"] = where_to.describe()  # a resumed run may continue on other devices: the latest is kept
-    write_json_atomic(out / runs.CONFIG, to_dict(config))
-    write_json_atomic(out / runs.RUN, record)
+    runs.write_json(out / runs.CONFIG, to_dict(config))
+    runs.write_json(out / runs.RUN, record)
     return record, state
 
 
@@ -381,7 +432,7 @@ def _finish(out: Path, config: TrainConfig, record: dict, state: dict, log) -> d
         stopped_early=state["stopped_early"],
         seconds=round(sum(row["seconds"] for row in state["history"]), 1),
     )
-    write_json_atomic(out / runs.RUN, record)
+    runs.write_json(out / runs.RUN, record)
     shutil.rmtree(out / runs.CHECKPOINTS, ignore_errors=True)  # only `--resume` needs it
     stop = f"stopped early after {state['epoch']} epochs" if state["stopped_early"] else f"ran {state['epoch']} epochs"
     log(f"done: {stop}; best {config.monitor} {state['best']:.4f} at epoch {state['best_epoch']}")
