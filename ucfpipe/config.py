@@ -32,6 +32,7 @@ VGG16_LAYERS = tuple(
 class ExtractConfig:
     videos: str = ""  # the UCF-101/ folder: <Class>/v_<Class>_gGG_cCC.avi
     splits: str = ""  # the ucfTrainTestlist/ folder
+    dataset: str = "ucf101"  # ucf101, hmdb51 or folders (ucfpipe.datasets): how `splits` and `videos` are laid out
     out: str = "features/ucf101"  # the feature cache directory
     frames: int = 40  # T: frames sampled uniformly over the whole clip
     size: int = 224  # frames are resized to size x size (VGG16's native 224)
@@ -71,6 +72,9 @@ class ExtractConfig:
             raise UcfpipeError(f"size must be at least 32 (VGG16's smallest input), got {self.size}")
         self.shard_part()
         self.view_names()
+        from .datasets import NAMES
+
+        _check_choice(self, "dataset", NAMES)
         _check_choice(self, "layer", VGG16_LAYERS)
         _check_choice(self, "pooling", POOLINGS)
         _check_choice(self, "dtype", STORAGE_DTYPES)
