@@ -45,8 +45,12 @@ def read_all_splits(name: str, splits_dir: str | Path) -> list[Split]:
 
 
 def all_clips(name: str, splits_dir: str | Path) -> tuple[Clip, ...]:
-    """Every clip some split trains or tests on, once, sorted by video id: what stage one extracts."""
-    clips = {clip.video_id: clip for split in read_all_splits(name, splits_dir) for clip in split.train + split.test}
+    """Every clip some split trains or tests on, once, sorted by video id: what stage one extracts. Each is
+    named by the first list line that uses it."""
+    clips: dict[str, Clip] = {}
+    for split in read_all_splits(name, splits_dir):
+        for clip in split.train + split.test:
+            clips.setdefault(clip.video_id, clip)
     return tuple(clips[video_id] for video_id in sorted(clips))
 
 
