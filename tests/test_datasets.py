@@ -114,6 +114,7 @@ def test_hmdb51_split_counts_labels_and_unused(hmdb_dataset):
         assert not {c.video_id for c in split.train} & {c.video_id for c in split.test}
         assert not split.sources("train") & split.sources("test")
         assert split.holdout == "sources"
+        assert {split.part_of(c.video_id) for c in split.unused} == {"unused"}
         for clip in split.train + split.test:
             assert split.classes[clip.label] == clip.class_name
             assert clip.relative_path == f"{clip.class_name}/{Path(clip.relative_path).name}"

@@ -99,7 +99,7 @@ def splits(ctx, splits_dir, videos_dir, dataset):
     if splits_dir is None:
         raise UcfpipeError("--splits is required: the folder of the dataset's split files (or run `ucfpipe splits make`)")
     all_splits = datasets.read_all_splits(dataset, splits_dir)
-    kind = {"groups": "groups", "sources": "sources"}.get(all_splits[0].holdout, "groups (none: stratified by class)")
+    kind = "sources" if all_splits[0].holdout == "sources" else "groups"
     click.echo(f"{'split':<6}{'train':>7}{'test':>7}{'classes':>9}  train {kind} / test {kind}")
     for split in all_splits:
         shared = split.groups("train") & split.groups("test")
@@ -291,6 +291,7 @@ def _int_list(text: str, flag: str) -> tuple[int, ...]:
 @main.command()
 @click.option("--videos", required=True, type=click.Path(), help="The UCF-101/ folder.")
 @click.option("--splits", required=True, type=click.Path(), help="The ucfTrainTestlist/ folder.")
+@dataset_option("ucf101")
 @click.option("--split", type=int, default=1, show_default=True, help="Fine-tune on this split's training clips.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="VGG16 weights file to write (*.weights.h5).")
 @click.option("--weights", default="imagenet", show_default=True, help="Starting weights: imagenet, none or a file.")
@@ -330,7 +331,8 @@ def finetune(**options):
 @click.option("--weight-decay", type=float, help="Decoupled weight decay, 0 = off.  [default: 0]")
 @click.option("--clipnorm", type=float, help="Gradient norm clipping, 0 = off.  [default: 1.0]")
 @click.option("--label-smoothing", type=float, help="Cross-entropy label smoothing.  [default: 0.1]")
-@click.option("--val-groups", type=int, help="Training-list groups held out for validation.  [default: 3]")
+@click.option("--val-groups", type=int, help="Training-list groups held out for validation (hmdb51 and folders without "
+              "groups: about this many clips per class; README, Datasets).  [default: 3]")
 @click.option("--monitor", type=click.Choice(["val_accuracy", "val_loss"]), help="Picks the best epoch.  [default: val_accuracy]")
 @click.option("--patience", type=int, help="Epochs without improvement before stopping.  [default: 10]")
 @click.option("--memory-limit-gb", type=float, help="Load features into memory up to this size, else stream.  [default: 4]")
