@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import ucf101
+from . import datasets
 from .errors import UcfpipeError
 from .features import FORMAT, MANIFEST, FeatureStore, clip_sources, verify_shard
 from .video import VideoError, count_frames
@@ -77,14 +77,15 @@ def check_clip(path: Path, video_id: str, frames: int) -> list[Problem]:
     return problems
 
 
-def run(videos: str | Path, splits: str | Path, frames: int = 40, workers: int = 2, progress: bool = True) -> tuple[int, list[Problem]]:
+def run(videos: str | Path, splits: str | Path, frames: int = 40, workers: int = 2, progress: bool = True,
+        dataset: str = "ucf101") -> tuple[int, list[Problem]]:
     """(clips checked, problems found), in video id order."""
     from tqdm import tqdm
 
     videos = Path(videos)
     if not videos.is_dir():
-        ucf101.missing_on_disk([], videos)  # raises the one-line error about --videos
-    clips = ucf101.all_clips(splits)
+        datasets.missing_on_disk([], videos)  # raises the one-line error about --videos
+    clips = datasets.all_clips(dataset, splits)
     lock = threading.Lock()
     with tqdm(total=len(clips), unit="clip", disable=not progress) as bar:
 

@@ -125,24 +125,43 @@ def synth(out, num_classes, num_groups, clips_per_group, seed, replace):
                f"--videos {summary['videos']} --splits {summary['splits']}")
 
 
-@main.command()
-@click.option("--splits", "splits_dir", required=True, type=click.Path(), help="The ucfTrainTestlist/ folder.")
-@click.option("--videos", "videos_dir", type=click.Path(), default=None, help="Also report listed clips missing under this UCF-101/ folder.")
-@user_errors
-def splits(splits_dir, videos_dir):
-    """Check the official split lists and print each split's clip, class and group counts."""
-    from . import ucf101
+def dataset_option(default=None):
+    return click.option(
+        "--dataset", default=default, show_default=default is not None, metavar="NAME",
+        help="How --splits and --videos are laid out: ucf101, hmdb51 or folders (see README, Datasets)."
+        + ("" if default else "  [default: ucf101]"),
+    )
 
-    all_splits = ucf101.read_all_splits(splits_dir)
-    click.echo(f"{'split':<6}{'train':>7}{'test':>7}{'classes':>9}  train groups / test groups")
+
+@main.group(invoke_without_command=True)
+@click.option("--splits", "splits_dir", type=click.Path(), help="The dataset's split files (ucfTrainTestlist/ for ucf101).")
+@click.option("--videos", "videos_dir", type=click.Path(), default=None, help="Also report listed clips missing under this video root.")
+@dataset_option("ucf101")
+@click.pass_context
+@user_errors
+def splits(ctx, splits_dir, videos_dir, dataset):
+    """Check a dataset's split files and print each split's clip, class and group (or source) counts.
+
+    `ucfpipe splits make` writes split lists for your own videos."""
+    from . import datasets
+
+    if ctx.invoked_subcommand is not None:
+        return
+    if splits_dir is None:
+        raise UcfpipeError("--splits is required: the folder of the dataset's split files (or run `ucfpipe splits make`)")
+    all_splits = datasets.read_all_splits(dataset, splits_dir)
+    kind = "sources" if all_splits[0].holdout == "sources" else "groups"
+    click.echo(f"{'split':<6}{'train':>7}{'test':>7}{'classes':>9}  train {kind} / test {kind}")
     for split in all_splits:
-        train_groups, test_groups = sorted(split.groups("train")), sorted(split.groups("test"))
+        shared = split.groups("train") & split.groups("test")
         click.echo(f"{split.number:<6}{len(split.train):>7}{len(split.test):>7}{len(split.classes):>9}  "
-                   f"{_ranges(train_groups)} / {_ranges(test_groups)}  (no group shared)")
-    clips = ucf101.all_clips(splits_dir)
-    click.echo(f"{len(clips)} distinct clips in {len(all_splits[0].classes)} classes")
+                   f"{datasets.describe_groups(split, 'train')} / {datasets.describe_groups(split, 'test')}  "
+                   + (f"({len(shared)} shared)" if shared else "(no group shared)" if split.holdout != "stratified" else ""))
+    clips = datasets.all_clips(dataset, splits_dir)
+    click.echo(f"{len(clips)} distinct clips in {len(all_splits[0].classes)} classes; validation holds out "
+               f"{all_splits[0].holdout} ({dataset})")
     if videos_dir is not None:
-        missing = ucf101.missing_on_disk(clips, videos_dir)
+        missing = datasets.missing_on_disk(clips, videos_dir)
         click.echo(f"{len(clips) - len(missing)} of {len(clips)} listed clips are under {videos_dir}; {len(missing)} missing")
         for clip in missing[:10]:
             click.echo(f"  missing: {clip.relative_path}")
@@ -150,22 +169,33 @@ def splits(splits_dir, videos_dir):
             click.echo(f"  ... and {len(missing) - 10} more")
 
 
-def _ranges(numbers: list[int]) -> str:
-    """[1,2,3,5] -> 'g01-g03,g05'"""
-    parts, start = [], None
-    for i, n in enumerate(numbers):
-        if start is None:
-            start = n
-        if i + 1 == len(numbers) or numbers[i + 1] != n + 1:
-            parts.append(f"g{start:02d}" if start == n else f"g{start:02d}-g{n:02d}")
-            start = None
-    return ",".join(parts)
+@splits.command("make")
+@click.option("--videos", "videos_dir", required=True, type=click.Path(), help="Your videos: <class>/<name>.<avi|mp4|mov|mkv|webm>.")
+@click.option("--out", required=True, type=click.Path(), help="New folder for classInd.txt, trainlist0N.txt, testlist0N.txt.")
+@click.option("--folds", type=int, default=1, show_default=True, help="Folds (splits) 1-3, with disjoint test parts.")
+@click.option("--test-fraction", type=float, default=0.3, show_default=True, help="Share of each class (or of the groups) tested on.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@user_errors
+def splits_make(videos_dir, out, folds, test_fraction, seed):
+    """Write split lists in UCF-101's format for a folder of your own videos (then use --dataset folders).
+
+    Whole groups go to one side when every file name carries one (`_gNN_`, as UCF-101's); otherwise
+    each class is split stratified. Classes with too few videos are refused and nothing is written."""
+    from .datasets import folders
+
+    plan = folders.make_lists(videos_dir, out, folds, test_fraction, seed)
+    for number, (train, test) in enumerate(plan["folds"], 1):
+        click.echo(f"fold {number}: {len(train)} train, {len(test)} test clips")
+    click.echo(f"wrote {out}: {len(plan['classes'])} classes, {len(plan['folds'])} fold(s), "
+               f"{'by groups' if plan['mode'] == 'groups' else 'stratified by class (no groups in the file names)'}; "
+               f"use --dataset folders --splits {out} --videos {videos_dir}")
 
 
 @main.command()
 @config_option("extract")
 @click.option("--videos", type=click.Path(), help="The UCF-101/ folder: <Class>/v_<Class>_gGG_cCC.avi.")
 @click.option("--splits", type=click.Path(), help="The ucfTrainTestlist/ folder; every clip it lists is extracted once.")
+@dataset_option()
 @click.option("--out", type=click.Path(), help="Feature cache directory.  [default: features/ucf101]")
 @click.option("--frames", type=int, help="T, frames sampled uniformly over each whole clip.  [default: 40]")
 @click.option("--size", type=int, help="Frames are resized to SIZE x SIZE.  [default: 224]")
@@ -202,14 +232,15 @@ def extract(config_file, no_progress, **flags):
 
 # -- checks and scale-out -----------------------------------------------------------------------------------
 @main.command()
-@click.option("--videos", type=click.Path(), help="The UCF-101/ folder (with --features: report clips whose video changed).")
-@click.option("--splits", type=click.Path(), help="The ucfTrainTestlist/ folder.")
+@click.option("--videos", type=click.Path(), help="The video root (with --features: report clips whose video changed).")
+@click.option("--splits", type=click.Path(), help="The folder of the dataset's split files.")
+@dataset_option("ucf101")
 @click.option("--features", type=click.Path(), help="Verify this feature cache instead: every shard's SHA-256, and with --videos changed videos.")
 @click.option("--frames", type=int, default=40, show_default=True, help="T you will extract with: shorter clips are reported.")
 @click.option("--workers", type=int, default=2, show_default=True, help="Decoding threads.")
 @click.option("--errors-only", is_flag=True, help="Hide warnings (short clips, misreported frame counts).")
 @user_errors
-def check(videos, splits, features, frames, workers, errors_only):
+def check(videos, splits, dataset, features, frames, workers, errors_only):
     """Scan the listed clips (decoding only, no CNN) and report each bad one; or, with --features, verify
     a feature cache.
 
@@ -217,12 +248,14 @@ def check(videos, splits, features, frames, workers, errors_only):
     no decodable frames). Warnings (fewer frames than T, a misreported frame count) are handled by extract.
     With --features: 0 when every shard is whole (and, with --videos, no video changed), 3 otherwise."""
     from . import check as stage
+    from .datasets import get
 
+    get(dataset)  # an unknown name fails before any work
     if features is not None:
         return _check_features(stage, features, videos)
     if videos is None or splits is None:
         raise UcfpipeError("check needs --videos and --splits (to scan the clips), or --features DIR (to verify a cache)")
-    checked, problems = stage.run(videos, splits, frames, workers, progress=sys.stderr.isatty())
+    checked, problems = stage.run(videos, splits, frames, workers, progress=sys.stderr.isatty(), dataset=dataset)
     shown = [p for p in problems if p.is_error or not errors_only]
     for problem in shown[:200]:
         click.echo(f"{'error' if problem.is_error else 'warning'}: {problem.video_id}: {problem.kind}: {problem.detail}")
@@ -347,6 +380,7 @@ def _int_list(text: str, flag: str) -> tuple[int, ...]:
 @main.command()
 @click.option("--videos", required=True, type=click.Path(), help="The UCF-101/ folder.")
 @click.option("--splits", required=True, type=click.Path(), help="The ucfTrainTestlist/ folder.")
+@dataset_option("ucf101")
 @click.option("--split", type=int, default=1, show_default=True, help="Fine-tune on this split's training clips.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="VGG16 weights file to write (*.weights.h5).")
 @click.option("--weights", default="imagenet", show_default=True, help="Starting weights: imagenet, none or a file.")
@@ -386,7 +420,8 @@ def finetune(**options):
 @click.option("--weight-decay", type=float, help="Decoupled weight decay, 0 = off.  [default: 0]")
 @click.option("--clipnorm", type=float, help="Gradient norm clipping, 0 = off.  [default: 1.0]")
 @click.option("--label-smoothing", type=float, help="Cross-entropy label smoothing.  [default: 0.1]")
-@click.option("--val-groups", type=int, help="Training-list groups held out for validation.  [default: 3]")
+@click.option("--val-groups", type=int, help="Training-list groups held out for validation (hmdb51 and folders without "
+              "groups: about this many clips per class; README, Datasets).  [default: 3]")
 @click.option("--monitor", type=click.Choice(["val_accuracy", "val_loss"]), help="Picks the best epoch.  [default: val_accuracy]")
 @click.option("--patience", type=int, help="Epochs without improvement before stopping.  [default: 10]")
 @click.option("--memory-limit-gb", type=float, help="Load features into memory up to this size, else stream.  [default: 4]")

@@ -32,6 +32,7 @@ VGG16_LAYERS = tuple(
 class ExtractConfig:
     videos: str = ""  # the UCF-101/ folder: <Class>/v_<Class>_gGG_cCC.avi
     splits: str = ""  # the ucfTrainTestlist/ folder
+    dataset: str = "ucf101"  # ucf101, hmdb51 or folders (ucfpipe.datasets): how `splits` and `videos` are laid out
     out: str = "features/ucf101"  # the feature cache directory
     frames: int = 40  # T: frames sampled uniformly over the whole clip
     size: int = 224  # frames are resized to size x size (VGG16's native 224)
@@ -71,6 +72,9 @@ class ExtractConfig:
             raise UcfpipeError(f"size must be at least 32 (VGG16's smallest input), got {self.size}")
         self.shard_part()
         self.view_names()
+        from .datasets import NAMES
+
+        _check_choice(self, "dataset", NAMES)
         _check_choice(self, "layer", VGG16_LAYERS)
         _check_choice(self, "pooling", POOLINGS)
         _check_choice(self, "dtype", STORAGE_DTYPES)
@@ -164,7 +168,7 @@ class TrainConfig:
     weight_decay: float = 0.0  # decoupled (AdamW-style); 0 disables
     clipnorm: float = 1.0  # gradient norm clipping; 0 disables
     label_smoothing: float = 0.1
-    val_groups: int = 3  # gGG groups of the training list held out for validation (UCF-101's lists train on 18)
+    val_groups: int = 3  # gGG groups of the training list held out for validation (UCF-101's lists train on 18); per dataset: datasets.base.HOLDOUTS
     monitor: str = "val_accuracy"  # "val_accuracy" or "val_loss": picks the best epoch and drives early stopping
     patience: int = 10  # epochs without improvement of `monitor` before stopping
     memory_limit_gb: float = 4.0  # train/val features up to this size are loaded into memory, larger are streamed
@@ -204,6 +208,7 @@ class TrainConfig:
 class FinetuneConfig:
     videos: str = ""  # the UCF-101/ folder
     splits: str = ""  # the ucfTrainTestlist/ folder
+    dataset: str = "ucf101"  # ucf101, hmdb51 or folders (ucfpipe.datasets)
     split: int = 1  # train on trainlist0N's clips; the test list is never read
     out: str = "weights/vgg16_finetuned_split1.weights.h5"  # the VGG16 weights file to write
     weights: str = "imagenet"  # where fine-tuning starts: imagenet, a weights file, or none

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import runs, ucf101
+from . import datasets, runs
 from .batches import ClipBatches, feature_bytes, load_source
 from .errors import UcfpipeError
 from .features import FeatureStore
 
 
-def _test_clips(split: ucf101.Split, store: FeatureStore, allow_missing: bool):
+def _test_clips(split: datasets.Split, store: FeatureStore, allow_missing: bool):
     missing = [c.video_id for c in split.test if c.video_id not in store]
     if missing and not allow_missing:
         raise UcfpipeError(
@@ -86,7 +86,7 @@ def _run(directory: Path, features, splits, allow_missing, baseline, tta, log) -
     for member in members:
         member.check_cache(store)
     splits_dir = splits or run.record["splits_dir"]
-    split = ucf101.read_split(splits_dir, run.record["split"])
+    split = datasets.read_split(datasets.of_cache(store.config), splits_dir, run.record["split"])
     if split.classes != run.classes:
         raise UcfpipeError(
             f"classInd.txt in {splits_dir} lists other classes than {run.directory} was trained on "

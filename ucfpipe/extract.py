@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import interrupts, ucf101
+from . import datasets, interrupts
 from .config import ExtractConfig, fingerprint, to_dict
 from .errors import UcfpipeError
 from .features import FORMAT, MANIFEST, ClipFeatures, Source, open_for_writing, write_manifest
@@ -65,7 +65,7 @@ def recorded_config(config: ExtractConfig) -> dict:
 class _Pending:
     """A decoded clip whose frames are on their way through the model."""
 
-    clip: ucf101.Clip
+    clip: datasets.Clip
     frames: np.ndarray
     frame_indices: np.ndarray
     num_frames: int
@@ -198,23 +198,23 @@ def _decode_clips(clips, config: ExtractConfig, results: queue.Queue, stop: thre
     return threads
 
 
-def plan(config: ExtractConfig) -> tuple[list[ucf101.Clip], list[ucf101.Clip], dict]:
+def plan(config: ExtractConfig) -> tuple[list[datasets.Clip], list[datasets.Clip], dict]:
     """(clips to extract, listed clips missing on disk, which part of the clip list this run covers).
 
     With `shard = "i/N"` a run covers every N-th clip of the sorted list starting at i: computed from the
     lists alone, never from what is on disk, so the N parts are disjoint and complete whatever each machine
     sees. The list's digest lets `merge` refuse parts made from different split files. Missing clips are
     an error unless allowed."""
-    listed = ucf101.all_clips(config.splits)
+    listed = datasets.all_clips(config.dataset, config.splits)
     index, count = config.shard_part()
     part = {"index": index, "count": count, "clip_list": fingerprint({"video_ids": [c.video_id for c in listed]})}
     clips = list(listed)[index::count]
-    missing = ucf101.missing_on_disk(clips, config.videos)
+    missing = datasets.missing_on_disk(clips, config.videos)
     if missing and not config.allow_missing:
         examples = ", ".join(c.relative_path for c in missing[:3])
         raise UcfpipeError(
-            f"{len(missing)} of {len(clips)} listed clips are missing under {config.videos} (e.g. {examples}); "
-            "fix --videos, or pass --allow-missing to extract the clips that are there"
+            f"{len(missing)} of {len(clips)} listed clips are missing under {config.videos} (e.g. {examples}, "
+            f"listed at {missing[0].listed_at}); fix --videos or the list, or pass --allow-missing to extract the clips that are there"
         )
     absent = {c.video_id for c in missing}
     return [c for c in clips if c.video_id not in absent], missing, part

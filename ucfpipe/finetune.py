@@ -16,7 +16,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from . import interrupts, runs, ucf101
+from . import datasets, interrupts, runs
 from .backbone import VGGPreprocess, load_vgg16, weights_identity
 from .config import FinetuneConfig
 from .errors import UcfpipeError
@@ -108,14 +108,12 @@ def run(config: FinetuneConfig, log=print, verbose: int = 2) -> dict:
 
 
 def _run(config: FinetuneConfig, out: Path, log, verbose: int) -> dict:
-    split = ucf101.read_split(config.splits, config.split)
-    missing = {c.video_id for c in ucf101.missing_on_disk(split.train, config.videos)}
+    split = datasets.read_split(config.dataset, config.splits, config.split)
+    missing = {c.video_id for c in datasets.missing_on_disk(split.train, config.videos)}
     train_clips = [c for c in split.train if c.video_id not in missing]
     if not train_clips:
         raise UcfpipeError(f"none of split {config.split}'s training clips are under {config.videos}; check --videos")
-    val_groups = ucf101.hold_out_groups([c.group for c in train_clips], config.val_groups, config.seed)
-    val = [c for c in train_clips if c.group in val_groups]
-    train = [c for c in train_clips if c.group not in val_groups]
+    train, val, val_groups = datasets.hold_out(split, train_clips, config.val_groups, config.seed)
     log(f"fine-tuning VGG16 from {config.trainable_from} on {len(train)} clips x {config.frames_per_clip} frames "
         f"(validation: {len(val)} clips of groups {val_groups}; {len(missing)} listed clips missing on disk)")
     seed_everything(config.seed)

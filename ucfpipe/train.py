@@ -16,7 +16,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from . import interrupts, runs, ucf101
+from . import datasets, interrupts, runs
 from .batches import ClipBatches, feature_bytes, iterate_features, load_source
 from .config import TrainConfig, to_dict
 from .distribute import Placement, placement
@@ -37,16 +37,18 @@ class TrainingInterrupted(UcfpipeError):
 # -- which clips ---------------------------------------------------------------------------------------------
 @dataclass
 class ClipPlan:
-    train: list[ucf101.Clip]
-    val: list[ucf101.Clip]
-    test: list[ucf101.Clip]  # recorded for `ucfpipe eval`; training never reads its features
+    train: list[datasets.Clip]
+    val: list[datasets.Clip]
+    test: list[datasets.Clip]  # recorded for `ucfpipe eval`; training never reads its features
     val_groups: list[int]
     train_groups: list[int]
     missing_train: list[str]
     missing_test: list[str]
+    holdout: str = "groups"  # the split's rule (datasets.HOLDOUTS): whole groups, whole sources, or stratified clips
+    val_sources: list[str] = ()  # the held-out groups by name ("g08", a source film); empty when stratified
 
 
-def check_labels(split: ucf101.Split, store: FeatureStore) -> None:
+def check_labels(split: datasets.Split, store: FeatureStore) -> None:
     """The cache's labels must be this classInd's: a cache made from other split files numbers classes otherwise."""
     if len(store) and int(store.labels(store.video_ids).max()) >= len(split.classes):
         raise UcfpipeError(
@@ -67,7 +69,7 @@ def check_labels(split: ucf101.Split, store: FeatureStore) -> None:
             )
 
 
-def plan_clips(split: ucf101.Split, store: FeatureStore, config: TrainConfig) -> ClipPlan:
+def plan_clips(split: datasets.Split, store: FeatureStore, config: TrainConfig) -> ClipPlan:
     """Train/validation/test clips of the split that the cache holds; refuses missing clips unless allowed."""
     missing_train = [c.video_id for c in split.train if c.video_id not in store]
     missing_test = [c.video_id for c in split.test if c.video_id not in store]
@@ -84,16 +86,20 @@ def plan_clips(split: ucf101.Split, store: FeatureStore, config: TrainConfig) ->
     groups = sorted({c.group for c in train})
     if not groups:
         raise UcfpipeError(f"none of the {len(split.train)} training clips of split {split.number} is in {store.directory}")
-    val_groups = ucf101.hold_out_groups(groups, config.val_groups, config.seed)
+    # The dataset's own rule (UCF-101: gGG groups; HMDB51: source films; otherwise stratified by class); every
+    # rule holds out whole groups, so no group or source is on both sides.
+    kept, val, val_groups = datasets.hold_out(split, train, config.val_groups, config.seed)
     held = set(val_groups)
     return ClipPlan(
-        train=[c for c in train if c.group not in held],
-        val=[c for c in train if c.group in held],
+        train=kept,
+        val=val,
         test=test,
         val_groups=val_groups,
         train_groups=[g for g in groups if g not in held],
         missing_train=missing_train,
         missing_test=missing_test,
+        holdout=split.holdout,
+        val_sources=sorted({c.source for c in val} - {""}),
     )
 
 
@@ -218,13 +224,14 @@ def resume_config(run_dir: str | Path, overrides: dict | None = None) -> TrainCo
     return TrainConfig(**values).validate()
 
 
-def _record(config: TrainConfig, store: FeatureStore, split: ucf101.Split, plan: ClipPlan, in_memory: bool) -> dict:
+def _record(config: TrainConfig, store: FeatureStore, split: datasets.Split, plan: ClipPlan, in_memory: bool) -> dict:
     from .provenance import versions
 
     return {
         "format": runs.FORMAT,
         "status": "running",
         "split": split.number,
+        "dataset": split.dataset,
         "splits_dir": str(Path(config.splits).resolve()),
         "classes": list(split.classes),
         "cache": {
@@ -236,6 +243,8 @@ def _record(config: TrainConfig, store: FeatureStore, split: ucf101.Split, plan:
             "feature_shape": list(store.feature_shape),
         },
         "data": {
+            "holdout": plan.holdout,
+            "val_sources": plan.val_sources,
             "val_groups": plan.val_groups,
             "train_groups": plan.train_groups,
             "num_train": len(plan.train),
@@ -267,7 +276,7 @@ def run(config: TrainConfig, resume: bool = False, log=print, verbose: int = 2) 
     elif not out.is_dir():
         raise UcfpipeError(f"--resume: {out} is not a run directory")
     store = FeatureStore(config.features)
-    split = ucf101.read_split(config.splits, config.split)
+    split = datasets.read_split(datasets.of_cache(store.config), config.splits, config.split)
     check_labels(split, store)
     plan = plan_clips(split, store, config)
     created = not out.exists()
@@ -296,7 +305,7 @@ def _remove_unstarted(out: Path, created: bool) -> None:
         (out / name).unlink(missing_ok=True)
 
 
-def _run_locked(config: TrainConfig, out: Path, store: FeatureStore, split: ucf101.Split, plan: ClipPlan,
+def _run_locked(config: TrainConfig, out: Path, store: FeatureStore, split: datasets.Split, plan: ClipPlan,
                 resume: bool, log, verbose: int) -> dict:
     views = training_views(store, config)
     loaded_bytes = feature_bytes(store, len(plan.train) * len(views) + len(plan.val))
@@ -334,8 +343,8 @@ def _fit(config, out, store, split, plan, views, loaded_bytes, in_memory, where_
     augment += [f"{name.replace('_', ' ')} {getattr(config, name)}" for name in ("time_jitter", "step_drop") if getattr(config, name)]
     if augment:
         log(f"training augmentation: {'; '.join(augment)} (validation and evaluation see the centre view as stored)")
-    log(f"split {split.number}: training on {len(plan.train)} clips (groups {_groups(plan.train_groups)}), validating on "
-        f"{len(plan.val)} (held-out groups {_groups(plan.val_groups)}); the {len(plan.test)} test clips are left to "
+    log(f"split {split.number}: training on {len(plan.train)} clips ({_held(plan, 'train')}), validating on "
+        f"{len(plan.val)} ({_held(plan, 'val')}); the {len(plan.test)} test clips are left to "
         f"`ucfpipe eval`; features {where}; {model.count_params():,} parameters")
     if where_to.mode == "data" and where_to.replicas == 1:
         log(f"distribute = \"data\" but only one device is visible ({where_to.devices[0]}): training runs on it alone")
@@ -373,7 +382,7 @@ def training_views(store: FeatureStore, config: TrainConfig) -> list[int]:
     return list(range(len(store.views)))
 
 
-def _open_run(out: Path, config: TrainConfig, store: FeatureStore, split: ucf101.Split, plan: ClipPlan,
+def _open_run(out: Path, config: TrainConfig, store: FeatureStore, split: datasets.Split, plan: ClipPlan,
               in_memory: bool, resume: bool, where_to: Placement) -> tuple[dict, dict | None]:
     """Write a new run's record, or check that a resumed run meets the cache and clips it started with.
     Returns the record and the last checkpoint's state (None: start from the first epoch)."""
@@ -444,6 +453,16 @@ def _finish(out: Path, config: TrainConfig, record: dict, state: dict, log) -> d
     return {"run": str(out), "best_epoch": state["best_epoch"], "best": state["best"], "monitor": config.monitor,
             "epochs_run": state["epoch"], "stopped_early": state["stopped_early"], "history": state["history"],
             "val_groups": record["data"]["val_groups"]}
+
+
+def _held(plan: ClipPlan, part: str) -> str:
+    """What the part of the training list was cut along, for the log."""
+    if plan.holdout == "groups":
+        return f"{'held-out ' if part == 'val' else ''}groups {_groups(plan.val_groups if part == 'val' else plan.train_groups)}"
+    if plan.holdout == "sources":
+        sources = {c.source for c in getattr(plan, part)} - {""}
+        return f"{'held-out ' if part == 'val' else ''}{len(sources)} source videos"
+    return "stratified by class, no groups known"
 
 
 def _groups(groups: list[int]) -> str:
