@@ -120,6 +120,15 @@ def test_the_keras_export_loads_without_ucfpipe_and_equals_two_stage_predict(exp
     np.testing.assert_allclose(found, genuine["probabilities"], atol=1e-3)
 
 
+def test_the_keras_export_loads_on_jax_too(exported, genuine, tmp_path):
+    directory = exported("keras")
+    out = tmp_path / "jax.npy"
+    done = clean_python("-c", LOAD_AND_PREDICT + "import keras; assert keras.backend.backend() == 'jax'", "keras",
+                        str(directory / "model.keras"), str(genuine["clips_file"]), str(out), env={"KERAS_BACKEND": "jax"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    np.testing.assert_allclose(np.load(out), genuine["probabilities"], atol=1e-3)
+
+
 def test_the_saved_model_export_equals_two_stage_predict(exported, genuine, tmp_path):
     directory = exported("saved_model")
     found = probabilities_without_ucfpipe("saved_model", directory / "saved_model", genuine, tmp_path)
@@ -230,6 +239,13 @@ def test_onnx_without_its_converter_names_the_extra(tiny_run, tmp_path, monkeypa
     refused(["--run", str(tiny_run), "--out", str(tmp_path / "out"), "--format", "onnx"], tmp_path,
             message=r'needs tf2onnx, not installed: pip install "ucfpipe\[onnx\]"')
     assert not (tmp_path / "out").exists()
+
+
+def test_onnx_of_a_backbone_computing_in_bfloat16_is_refused():
+    export.check_format("onnx", "tensorflow", "float32")
+    with pytest.raises(UcfpipeError, match="needs a float32 model, but the run's features were computed in bfloat16"):
+        export.check_format("onnx", "tensorflow", "bfloat16")
+    export.check_format("keras", "jax", "bfloat16")
 
 
 def test_a_directory_that_is_not_a_run_is_refused(tmp_path):

@@ -40,9 +40,9 @@ CONVERTERS = {"onnx": (("tf2onnx", "onnx"), 'pip install "ucfpipe[onnx]"')}
 SAMPLING_FORMULA = "index_i = min(floor((i + 0.5) * (n / T)), n - 1) for i = 0 .. T-1, n = the frames that decode"
 
 
-def check_format(format: str, backend: str) -> None:
+def check_format(format: str, backend: str, precision: str = "float32") -> None:
     """Refuse before any work: an unknown format, a TensorFlow-only format on another backend, a converter
-    that is not installed."""
+    that is not installed, ONNX of a backbone computing in another precision than float32."""
     if format not in FORMATS:
         raise UcfpipeError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
     if format in ("saved_model", "onnx") and backend != "tensorflow":
@@ -54,6 +54,12 @@ def check_format(format: str, backend: str) -> None:
     missing = [name for name in packages if importlib.util.find_spec(name) is None]
     if missing:
         raise UcfpipeError(f"--format {format} needs {' and '.join(missing)}, not installed: {install}")
+    if format == "onnx" and precision != "float32":
+        # Keras converts float32 models only; onnxruntime has no bfloat16 convolutions either.
+        raise UcfpipeError(
+            f"--format onnx needs a float32 model, but the run's features were computed in {precision} (extract "
+            "--precision); export it as keras or saved_model"
+        )
 
 
 def check_out(out: Path) -> None:
@@ -182,7 +188,7 @@ def spec(run_dir: Path, members: list[runs.Run], stage_one: ExtractConfig, forma
         "resize": settings.get("resize"),
         "decoding": "OpenCV (cv2.VideoCapture); a clip ends at its first frame that fails to decode",
         "classes": list(members[0].classes),
-        "run": str(run_dir),
+        "run": str(run_dir.resolve()),
         "members": [member.directory.name for member in members] if len(members) > 1 else [],
         "fingerprint": members[0].fingerprint,
         "storage_dtype": stage_one.dtype,
@@ -209,11 +215,12 @@ in, (N, {len(record['classes'])}) class probabilities out. The CNN with its prep
 inside; nothing else is needed.
 
 Feed it exactly what the model was trained on, per clip:
-1. decode every frame with OpenCV ({record['decoding']}); n is the number decoded;
+1. decode every frame: {record['decoding']}; n is the number decoded;
 2. take T = {frames} frames: {record['sampling']}: {record['sampling_formula']};
 3. resize each to {size}x{size}: {record['resize']}; then BGR -> RGB (OpenCV decodes BGR); keep uint8.
 
 ```python
+# clips: uint8 array (N, {frames}, {size}, {size}, 3), each clip's T frames made as above
 {loaders[record['model_format']]}
 ```
 
@@ -261,6 +268,7 @@ def run(run_dir: str | Path, out: str | Path, format: str = "keras", weights: st
     check_format(format, keras.backend.backend())
     check_out(out)
     model, members, stage_one = build(run_dir, weights)
+    check_format(format, keras.backend.backend(), stage_one.precision)
     record = spec(run_dir, members, stage_one, format, model)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
