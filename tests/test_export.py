@@ -56,7 +56,9 @@ else:
 np.save(out_file, probabilities)
 assert not any(name.split(".")[0] == "ucfpipe" for name in sys.modules)
 """
-ONNX_READY = all(importlib.util.find_spec(name) for name in ("tf2onnx", "onnx", "onnxruntime"))
+# The test extra installs tf2onnx, onnx and onnxruntime; only a missing runtime skips the ONNX test (a missing
+# converter fails it: the install is broken).
+HAS_ONNXRUNTIME = importlib.util.find_spec("onnxruntime") is not None
 
 
 def clean_python(*args, env=None, **kwargs) -> subprocess.CompletedProcess:
@@ -135,7 +137,7 @@ def test_the_saved_model_export_equals_two_stage_predict(exported, genuine, tmp_
     np.testing.assert_allclose(found, genuine["probabilities"], atol=1e-3)
 
 
-@pytest.mark.skipif(not ONNX_READY, reason="tf2onnx, onnx or onnxruntime missing: pip install 'ucfpipe[onnx]'")
+@pytest.mark.skipif(not HAS_ONNXRUNTIME, reason="onnxruntime is not installed: pip install 'ucfpipe[onnx]'")
 def test_the_onnx_export_runs_in_onnxruntime_and_equals_two_stage_predict(exported, genuine, tmp_path):
     directory = exported("onnx")
     found = probabilities_without_ucfpipe("onnx", directory / "model.onnx", genuine, tmp_path)

@@ -88,11 +88,20 @@ def affine_equivalent(layer, input_shape: tuple[int, ...]):
     random frames check it; a layer that is not such a map is refused."""
     import keras
 
+    refusal = UcfpipeError(
+        f"cannot export: backbone layer {layer.name!r} ({type(layer).__name__}) is ucfpipe's own and not a per-pixel "
+        "affine map that built-in Keras layers can replace"
+    )
     channels = input_shape[-1]
     probes = np.zeros((channels + 1, 1, 1, channels), np.uint8)
     for channel in range(channels):
         probes[channel + 1, ..., channel] = 255
-    answers = np.asarray(layer(probes), np.float64).reshape(channels + 1, -1)
+    check = np.random.default_rng(0).integers(0, 256, (2, *input_shape), dtype=np.uint8)
+    try:
+        answers = np.asarray(layer(probes), np.float64).reshape(channels + 1, -1)
+        expected = np.asarray(layer(check), np.float64)
+    except Exception:  # not even applicable to uint8 pixels
+        raise refusal from None
     offset = answers[0]
     # Measured in float64 and rounded once to float32, a 1 or a 0 of VGG's channel swap comes out exact.
     matrix = (answers[1:] - offset) / 255.0
@@ -102,13 +111,9 @@ def affine_equivalent(layer, input_shape: tuple[int, ...]):
         keras.layers.Dense(len(offset), dtype="float32", name="affine"),
     ], name=f"{layer.name}_builtin")
     equivalent.get_layer("affine").set_weights([matrix.astype(np.float32), offset.astype(np.float32)])
-    check = np.random.default_rng(0).integers(0, 256, (2, *input_shape), dtype=np.uint8)
-    expected, found = np.asarray(layer(check), np.float64), np.asarray(equivalent(check), np.float64)
+    found = np.asarray(equivalent(check), np.float64)
     if expected.shape != found.shape or not np.allclose(found, expected, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(expected).max())):
-        raise UcfpipeError(
-            f"cannot export: backbone layer {layer.name!r} ({type(layer).__name__}) is ucfpipe's own and not a per-pixel "
-            "affine map that built-in Keras layers can replace"
-        )
+        raise refusal
     return equivalent
 
 
