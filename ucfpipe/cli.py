@@ -591,5 +591,20 @@ def compare(config_file, members, **flags):
     stage.run(load_config(TrainConfig, config_file, flags), members=members, log=click.echo)
 
 
+@main.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(), help="Run (or ensemble) directory made by `ucfpipe train`.")
+@click.option("--out", required=True, type=click.Path(), help="New (or empty) directory for the model and the files beside it.")
+@click.option("--format", "model_format", type=click.Choice(["keras", "saved_model", "onnx"]), default="keras", show_default=True,
+              help="keras: model.keras (any backend); saved_model and onnx need TensorFlow, onnx also the extra ucfpipe[onnx].")
+@click.option("--weights", type=click.Path(), help="The VGG16 weights file, if it moved since extraction (its SHA-256 is checked).")
+@user_errors
+def export(run_dir, out, model_format, weights):
+    """One deployable model: uint8 RGB frames (N, T, S, S, 3) in, class probabilities out (CNN, its
+    preprocessing and the run's sequence model in one), with the classes and the sampling rule beside it."""
+    from . import export as stage
+
+    stage.run(run_dir, out, model_format, weights=weights, log=click.echo)
+
+
 if __name__ == "__main__":
     main()
