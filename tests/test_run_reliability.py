@@ -130,7 +130,7 @@ def fill(disk: Path) -> Path:
     """Write (more of) a file until the disk is full; deleting it frees the space again."""
     filler = disk / "filler"
     block = b"\0" * 65536
-    with filler.open("ab") as handle:
+    with filler.open("ab", buffering=0) as handle:  # unbuffered: close() has nothing left to flush onto a full disk
         try:
             while True:
                 handle.write(block)
