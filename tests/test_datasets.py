@@ -6,6 +6,7 @@ The HMDB51-format data is written by these tests in the official layout (`<class
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import cv2
@@ -207,6 +208,15 @@ def test_splits_summary_for_hmdb51(hmdb_dataset):
     assert "train sources / test sources" in result.output
     assert "1          28     16        4  4 sources / 2 sources  (no group shared)" in result.output
     assert "48 of 48 listed clips are under" in result.output
+
+
+def test_a_cache_never_mixes_two_datasets(hmdb_dataset, synth_cache, tmp_path):
+    cache = tmp_path / "features"
+    shutil.copytree(synth_cache, cache)
+    result = invoke("extract", "--dataset", "hmdb51", "--videos", hmdb_dataset["videos"], "--splits",
+                    hmdb_dataset["splits"], "--out", cache, *tiny_flags())
+    assert_one_line_error(result, "dataset")
+    assert FeatureStore(cache).config.get("dataset", "ucf101") == "ucf101" and len(FeatureStore(cache)) == 108
 
 
 def test_hmdb51_every_stage_end_to_end(hmdb_dataset, tmp_path):

@@ -49,6 +49,9 @@ def feature_settings(config: ExtractConfig) -> dict:
         "dtype": config.dtype,
         "precision": config.precision,
         "keras": keras.__version__,
+        # The stored labels follow the dataset's classes, so one cache never mixes two datasets. UCF-101 adds
+        # nothing, so its caches made before datasets existed keep their fingerprint.
+        **({} if config.dataset == "ucf101" else {"dataset": config.dataset}),
     }
 
 

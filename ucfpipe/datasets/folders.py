@@ -123,6 +123,8 @@ def plan_lists(videos_root: str | Path, folds: int = 1, test_fraction: float = 0
     the folder names only."""
     if not 1 <= folds <= MAX_FOLDS:
         raise UcfpipeError(f"--folds must be 1, 2 or 3 (UCF-101's list format numbers folds 01-03), got {folds}")
+    if seed < 0:
+        raise UcfpipeError(f"--seed must be a non-negative integer, got {seed}")
     if not 0 < test_fraction < 1 or folds * test_fraction > 1:
         raise UcfpipeError(f"--test-fraction must be in (0, 1) and at most 1/folds = {1 / folds:.2f} so the "
                            f"folds' test parts do not overlap, got {test_fraction}")

@@ -1,6 +1,6 @@
 """The official UCF-101 split files as a small pure API: classInd + train/test lists -> clips.
 
-Everything else in ucfpipe names clips through this module. Conventions (as in MMAction2's
+The `ucf101` entry of ucfpipe.datasets; the `folders` entry reads the same list format. Conventions (as in MMAction2's
 parse_file_list and PyTorchVideo's hmdb51):
 - labels are 0-based, in classInd's order (not alphabetical `os.listdir` order);
 - a clip's class comes from its folder, because the files themselves are not spelled consistently
@@ -15,7 +15,7 @@ import re
 from pathlib import Path, PurePosixPath
 
 from ..errors import UcfpipeError
-from .base import Clip, Split, hold_out_groups, missing_on_disk, read_lines  # noqa: F401 (the old ucf101 API)
+from .base import Clip, Split, read_lines
 
 LAYOUT = "--videos UCF-101/ (<Class>/v_<Class>_gGG_cCC.avi), --splits ucfTrainTestlist/ (classInd.txt, trainlist0N.txt, testlist0N.txt)"
 SPLITS = (1, 2, 3)
