@@ -137,3 +137,13 @@ def test_the_manifest_config_records_the_backbone_and_its_resolved_layer(synth_c
     manifest = json.loads((synth_cache / "manifest.json").read_text())
     assert manifest["config"]["backbone"] == "vgg16" and manifest["config"]["layer"] == "block5_conv3"
     assert to_dict(ExtractConfig())["layer"] == ""  # "" means the backbone's default until validated
+
+
+def test_a_weights_file_of_another_backbone_is_a_one_line_error(synth_dataset, tmp_path):
+    import keras
+
+    vgg16_file = tmp_path / "vgg16.weights.h5"
+    keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(vgg16_file)
+    result = invoke("extract", "--videos", synth_dataset["videos"], "--splits", synth_dataset["splits"],
+                    "--out", tmp_path / "f", *tiny_flags(), "--weights", vgg16_file, "--backbone", "resnet50")
+    assert_one_line_error(result, f"{vgg16_file} is not a resnet50 (include_top=False) weights file")

@@ -60,3 +60,10 @@ def test_finetune_refuses_a_layer_the_backbone_does_not_have(synth_dataset):
     with pytest.raises(UcfpipeError, match="resnet50 has no layer 'block5_conv1' to train from; its last stage starts at "
                                            "conv5_block1_1_conv"):
         finetune.build_finetune_model(config, 6)
+
+
+def test_finetune_refuses_efficientnet_from_imagenet_before_any_download(synth_dataset):
+    config = FinetuneConfig(videos=str(synth_dataset["videos"]), splits=str(synth_dataset["splits"]), out="w.weights.h5",
+                            backbone="efficientnet_b0", weights="imagenet", size=32).validate()
+    with pytest.raises(UcfpipeError, match="fine-tuning efficientnet_b0 from ImageNet weights is not supported"):
+        finetune.build_finetune_model(config, 6)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+import warnings
 from pathlib import Path
 
 import keras
@@ -88,17 +89,20 @@ def load_application(backbone: str, weights: str, size: int, seed: int) -> keras
             return constructor(include_top=False, weights="imagenet", input_shape=shape)
         except Exception as err:  # a download failure surfaces as several exception types
             raise UcfpipeError(
-                f"could not get {backbone}'s ImageNet weights ({type(err).__name__}: {str(err)[:120]}); offline, download "
+                f"could not get {backbone}'s ImageNet weights ({type(err).__name__}: {' '.join(str(err).split())[:120]}); offline, download "
                 f"{spec.imagenet_file} elsewhere and put it in ~/.keras/models/, or pass --weights /path/to/it, "
                 "or use --weights none"
             ) from None
     model = constructor(include_top=False, weights=None, input_shape=shape)
-    try:
-        model.load_weights(weights)
-    except Exception as err:
-        raise UcfpipeError(
-            f"{weights} is not a {backbone} (include_top=False) weights file: {type(err).__name__}: {str(err)[:160]}"
-        ) from None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model.load_weights(weights)
+            problem = next((str(w.message) for w in caught if "freshly-initialized" in str(w.message)), None)
+        except Exception as err:
+            problem = f"{type(err).__name__}: {err}"
+    if problem is not None:  # Keras' message spans lines; the user gets one
+        raise UcfpipeError(f"{weights} is not a {backbone} (include_top=False) weights file: {' '.join(problem.split())[:160]}")
     return model
 
 

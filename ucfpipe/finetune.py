@@ -75,6 +75,12 @@ class FrameBatches(keras.utils.PyDataset):
 def build_finetune_model(config: FinetuneConfig, num_classes: int) -> tuple[keras.Model, keras.Model]:
     """(the classifier to train, its backbone part whose weights are saved)."""
     spec = get(config.backbone)
+    if config.backbone == "efficientnet_b0" and config.weights == "imagenet":
+        # Keras gives EfficientNet's ImageNet model an extra input rescaling that only `weights="imagenet"` builds
+        # (keras.applications.efficientnet, tensorflow#49930); the saved weights file would be extracted without
+        # it, so the features would not be those of the model that was fine-tuned.
+        raise UcfpipeError("fine-tuning efficientnet_b0 from ImageNet weights is not supported (Keras' ImageNet "
+                           "EfficientNet has an input rescaling its weights file cannot carry); fine-tune another backbone")
     application = load_application(config.backbone, config.weights, config.size, config.seed)
     names = [layer.name for layer in application.layers]
     trainable_from = config.trainable_from or spec.finetune_from
