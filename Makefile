@@ -19,7 +19,7 @@ SPLIT_NUMBERS ?= 1 2 3
 # The offline demo: a synthetic dataset, random VGG16 weights, small frames.
 DEMO ?= demo
 
-.PHONY: setup demo compare test check extract train eval report bench bench-model bench-train clean-demo
+.PHONY: setup demo demo-backbones compare test check extract train eval report bench bench-model bench-train clean-demo
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -79,6 +79,26 @@ demo: setup
 	$(UCFPIPE) report --markdown $(DEMO)/runs/split1 $(DEMO)/runs/split2 $(DEMO)/runs/split3 > $(DEMO)/report.md && cat $(DEMO)/report.md
 	$(UCFPIPE) predict $(DEMO)/data/UCF-101/GrowingDisk/v_GrowingDisk_g01_c01.avi \
 	  $(DEMO)/data/UCF-101/ShrinkingDisk/v_ShrinkingDisk_g01_c01.avi --run $(DEMO)/runs/split1
+
+# The demo's LSTM vs order-blind table once per backbone (random weights, 64x64, splits 1-3): stage two
+# on each backbone's features, everything else equal. `make demo-backbones DEMO_BACKBONES="vgg16 resnet50"`.
+DEMO_BACKBONES ?= vgg16 resnet50 convnext_tiny
+demo-backbones: setup
+	test -d $(DEMO)/data/UCF-101 || $(UCFPIPE) synth $(DEMO)/data --groups 9 --clips-per-group 4
+	for b in $(DEMO_BACKBONES); do \
+	  $(UCFPIPE) extract --config stages/extract.toml --videos $(DEMO)/data/UCF-101 --splits $(DEMO)/data/ucfTrainTestlist \
+	    --out $(DEMO)/backbones/$$b/features --frames 16 --size 64 --weights none --backbone $$b || exit $$?; \
+	  for s in 1 2 3; do \
+	    rm -rf $(DEMO)/backbones/$$b/split$$s; \
+	    $(UCFPIPE) train --config stages/train.toml --features $(DEMO)/backbones/$$b/features \
+	      --splits $(DEMO)/data/ucfTrainTestlist --split $$s --out $(DEMO)/backbones/$$b/split$$s $(DEMO_TRAIN) --seed $$s \
+	      || exit $$?; \
+	    $(UCFPIPE) eval --run $(DEMO)/backbones/$$b/split$$s --baseline || exit $$?; \
+	  done; \
+	done
+	for b in $(DEMO_BACKBONES); do \
+	  echo "== $$b"; $(UCFPIPE) report $(DEMO)/backbones/$$b/split1 $(DEMO)/backbones/$$b/split2 $(DEMO)/backbones/$$b/split3 || exit $$?; \
+	done
 
 # Baseline vs training augmentation vs TTA vs a 3-seed ensemble vs order-blind, on the demo data with views.
 compare: setup

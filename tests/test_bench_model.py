@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from ucfpipe.cli import main
@@ -14,16 +15,18 @@ def test_bench_model_times_every_setting_and_compares_precisions(genuine_videos,
                                        "--seconds", "0", "--json-out", str(out)])
     assert result.exit_code == 0, result.output
     results = json.loads(out.read_text())
-    timed = {(r["precision"], r["batch_size"]) for r in results["throughput"]}
-    assert timed == {("float32", 4), ("float32", 8), ("bfloat16", 4), ("bfloat16", 8)}  # float32: the reference
+    timed = {(r["backbone"], r["precision"], r["batch_size"]) for r in results["throughput"]}
+    assert timed == {("vgg16", "float32", 4), ("vgg16", "float32", 8), ("vgg16", "bfloat16", 4),
+                     ("vgg16", "bfloat16", 8)}  # float32: the reference
     assert all(r["frames_per_second"] > 0 for r in results["throughput"])
-    effect = results["precision_effect"]
+    assert results["backbones"] == {"vgg16": {"size": 32, "feature_size": 512}}
+    effect = results["precision_effect"]["vgg16"]
     assert effect["float32"]["max"] == 0.0
     # bfloat16 keeps 8 mantissa bits: its features differ, by far less than a BGR/RGB mix-up (~7 %). Were the
     # flag ignored, the error would be 0.
     assert 1e-4 < effect["bfloat16"]["median"] <= effect["bfloat16"]["max"] < 3e-2
-    assert 0 < results["storage_float16"]["max"] < 1e-3
-    assert "fastest:" in result.output and "bfloat16" in result.output
+    assert 0 < results["storage_float16"]["vgg16"]["max"] < 1e-3
+    assert "fastest vgg16:" in result.output and "bfloat16" in result.output
 
 
 def test_bench_model_refuses_unknown_precisions_in_one_line():
@@ -32,3 +35,26 @@ def test_bench_model_refuses_unknown_precisions_in_one_line():
     assert "Traceback" not in result.output
     result = CliRunner().invoke(main, ["bench-model", "--batch-sizes", "32,x"])
     assert result.exit_code == 2 and "--batch-sizes must be comma-separated positive integers" in result.output
+
+
+def test_bench_model_puts_backbones_side_by_side(tmp_path):
+    out = tmp_path / "model.json"
+    result = CliRunner().invoke(main, ["bench-model", "--backbone", "vgg16,mobilenet_v3_large", "--size", "32",
+                                       "--batch-sizes", "4", "--precisions", "float32", "--effect-frames", "4",
+                                       "--rounds", "1", "--seconds", "0", "--json-out", str(out)])
+    assert result.exit_code == 0, result.output
+    results = json.loads(out.read_text())
+    assert results["backbones"] == {"vgg16": {"size": 32, "feature_size": 512},
+                                    "mobilenet_v3_large": {"size": 32, "feature_size": 960}}
+    assert {r["backbone"] for r in results["throughput"]} == {"vgg16", "mobilenet_v3_large"}
+    rows = [line.split() for line in result.output.splitlines() if line.startswith(("vgg16 ", "mobilenet_v3_large "))]
+    assert [row[:3] for row in rows] == [["vgg16", "32", "512"], ["mobilenet_v3_large", "32", "960"]]
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    (["--backbone", "vgg16,resnet"], "unknown backbone 'resnet'; choose one of: vgg16, resnet50,"),
+    (["--backbone", "inception_v3", "--size", "64"], "size must be at least 75 for inception_v3"),
+])
+def test_bench_model_refuses_bad_backbones_in_one_line(flags, fragment):
+    result = CliRunner().invoke(main, ["bench-model", *flags])
+    assert result.exit_code == 2 and fragment in result.output and "Traceback" not in result.output

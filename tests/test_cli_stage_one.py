@@ -73,7 +73,7 @@ def test_bad_config_files_are_one_line_errors(tmp_path, synth_dataset, content, 
 
 @pytest.mark.parametrize(
     "flags, fragment",
-    [(["--size", "16"], "size must be at least 32"), (["--layer", "block9"], "layer must be one of block1_conv1"),
+    [(["--size", "16"], "size must be at least 32"), (["--layer", "block9"], "vgg16 has no layer 'block9' to store; choose one of: output, block1_conv1"),
      (["--weights", "/no/such/file.h5"], "weights file /no/such/file.h5 not found")],
 )
 def test_bad_flags_are_one_line_errors(synth_dataset, tmp_path, flags, fragment):
@@ -88,7 +88,7 @@ def test_a_weights_file_that_is_not_vgg16_is_a_one_line_error(synth_dataset, tmp
     bogus.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
     result = invoke("extract", "--videos", synth_dataset["videos"], "--splits", synth_dataset["splits"],
                     "--out", tmp_path / "f", *tiny_flags(), "--weights", bogus)
-    assert_one_line_error(result, "is not a VGG16 (include_top=False) weights file")
+    assert_one_line_error(result, "is not a vgg16 (include_top=False) weights file")
 
 
 def test_unreadable_clips_exit_with_status_3_and_are_retried(synth_dataset, tmp_path):

@@ -204,10 +204,10 @@ def test_an_ensemble_exports_as_one_model_averaging_its_members(cut_cache, synth
 
 
 def test_ucfpipe_layers_become_built_in_layers_with_the_same_numbers():
-    from ucfpipe.backbone import VGGPreprocess
+    from ucfpipe.backbone import Preprocess
 
     frames = keras.Input((4, 4, 3), dtype="uint8")
-    model = keras.Model(frames, VGGPreprocess(dtype="float32")(frames))
+    model = keras.Model(frames, Preprocess("caffe", dtype="float32")(frames))
     swapped = export.portable(model)
     assert all(type(layer).__module__.split(".")[0] == "keras" for layer in export.sublayers(swapped))
     check = np.random.default_rng(1).integers(0, 256, (5, 4, 4, 3), dtype=np.uint8)

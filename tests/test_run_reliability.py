@@ -285,10 +285,10 @@ def test_predict_on_a_folder_classifies_every_video_under_it(synth_dataset, fini
 
 
 def test_a_run_on_a_relative_weights_file_predicts_from_anywhere(synth_dataset, tmp_path, monkeypatch):
-    from ucfpipe.backbone import load_vgg16
+    from ucfpipe.backbone import load_application
 
     monkeypatch.chdir(tmp_path)
-    load_vgg16("none", 32, 7).save_weights("vgg.weights.h5")  # a seeded random VGG16, relative to the cwd
+    load_application("vgg16", "none", 32, 7).save_weights("vgg.weights.h5")  # a seeded random VGG16, relative to the cwd
     cache = extract_tiny(synth_dataset, Path("features"), weights="vgg.weights.h5")
     train.run(tiny_config(cache, synth_dataset["splits"], tmp_path / "run", epochs=1), **QUIET)
     video = str(Path(synth_dataset["videos"]) / "GrowingDisk" / "v_GrowingDisk_g01_c01.avi")

@@ -1,14 +1,19 @@
-"""VGG16 cut at a convolutional layer, frozen, with its preprocessing inside the model.
+"""A `keras.applications` image model (one record of `backbones.BACKBONES`) cut at a layer, frozen, with its
+preprocessing inside the model.
 
-Callers pass uint8 RGB frames; the model does VGG16's own preprocessing ('caffe' mode: RGB -> BGR, minus
-the ImageNet channel means) so nobody can feed it wrongly-preprocessed pixels. Backend-agnostic Keras 3:
-the same code runs on TensorFlow (CPU here) and on JAX (GPU machines).
+Callers pass uint8 RGB frames; the model does the backbone's own preprocessing (VGG16/ResNet50: 'caffe', RGB ->
+BGR minus the ImageNet means; InceptionV3: 'tf', scaled to [-1, 1]; EfficientNet, MobileNetV3 and ConvNeXt
+preprocess inside the application itself), so nobody can feed it wrongly-preprocessed pixels. Backend-agnostic
+Keras 3: the same code runs on TensorFlow (CPU here) and on JAX (GPU machines).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
+import re
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,38 +21,35 @@ import keras
 import numpy as np
 from keras import ops
 
+from .backbones import DEFAULT, OUTPUT, Backbone, get
 from .errors import UcfpipeError
 
-# VGG16's ImageNet channel means, in BGR order (keras.applications.imagenet_utils, mode="caffe").
+# The ImageNet channel means, in BGR order (keras.applications.imagenet_utils, mode="caffe").
 IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
-IMAGENET_NOTOP_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
 
 @keras.saving.register_keras_serializable(package="ucfpipe")
-class VGGPreprocess(keras.layers.Layer):
-    """uint8 RGB -> float BGR minus the ImageNet means, exactly `keras.applications.vgg16.preprocess_input`."""
+class Preprocess(keras.layers.Layer):
+    """uint8 RGB -> the backbone's input, exactly its `keras.applications.<module>.preprocess_input`:
+    'caffe' (RGB -> BGR minus the ImageNet means), 'tf' (x / 127.5 - 1) or 'none' (a cast only: the application
+    preprocesses inside itself)."""
+
+    def __init__(self, mode: str = "caffe", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in ("caffe", "tf", "none"):
+            raise ValueError(f"unknown preprocessing mode {mode!r}")
+        self.mode = mode
 
     def call(self, frames):
-        bgr = ops.flip(ops.cast(frames, self.compute_dtype), axis=-1)
-        return bgr - ops.convert_to_tensor(IMAGENET_BGR_MEAN, dtype=self.compute_dtype)
+        x = ops.cast(frames, self.compute_dtype)
+        if self.mode == "caffe":
+            return ops.flip(x, axis=-1) - ops.convert_to_tensor(IMAGENET_BGR_MEAN, dtype=self.compute_dtype)
+        if self.mode == "tf":
+            return x / 127.5 - 1.0
+        return x
 
-
-def weights_identity(weights: str, seed: int) -> dict:
-    """What the fingerprint records about the weights: the name, or a content hash for a file, so two
-    different files at one path never share a cache."""
-    if weights == "imagenet":
-        return {"weights": "imagenet", "file": IMAGENET_NOTOP_FILE}
-    if weights == "none":
-        # Random init depends on the backend's RNG, so the backend is part of the identity.
-        return {"weights": "none", "seed": seed, "backend": keras.backend.backend()}
-    path = Path(weights)
-    if not path.is_file():
-        raise UcfpipeError(f"weights file {weights} not found: pass --weights imagenet, none, or a path to a VGG16 .h5/.weights.h5 file")
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return {"weights": "file", "sha256": digest.hexdigest()}
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
 
 
 @contextmanager
@@ -62,57 +64,131 @@ def _global_random_state_kept():
         np.random.set_state(numpy_state)
 
 
-def load_vgg16(weights: str, size: int, seed: int) -> keras.Model:
+def seeded(seed: int, build):
+    """`build()` with the backend's generator seeded: the one place a seeded random initialisation
+    (`--weights none`) happens. Python's and NumPy's global streams are left where the caller had them."""
+    with _global_random_state_kept():
+        keras.utils.set_random_seed(seed)
+        return build()
+
+
+def weights_identity(weights: str, seed: int, backbone: str = DEFAULT) -> dict:
+    """What the fingerprint records about the weights: the name, or a content hash for a file, so two
+    different files at one path never share a cache."""
+    spec = get(backbone)
+    if weights == "imagenet":
+        return {"weights": "imagenet", "file": spec.imagenet_file}
+    if weights == "none":
+        # Random init depends on the backend's RNG, so the backend is part of the identity.
+        return {"weights": "none", "seed": seed, "backend": keras.backend.backend()}
+    path = Path(weights)
+    if not path.is_file():
+        raise UcfpipeError(f"weights file {weights} not found: pass --weights imagenet, none, or a path to a {backbone} "
+                           f".h5/.weights.h5 file (ImageNet's is {spec.imagenet_file})")
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return {"weights": "file", "sha256": digest.hexdigest()}
+
+
+def load_application(backbone: str, weights: str, size: int, seed: int) -> keras.Model:
+    """keras.applications.<constructor>(include_top=False) at size x size with `weights`: "imagenet", "none"
+    (seeded random) or a weights file, loaded the way Keras loads `weights=PATH`."""
+    spec = get(backbone)
+    constructor = getattr(keras.applications, spec.constructor)
     shape = (size, size, 3)
     if weights == "none":
-        with _global_random_state_kept():
-            keras.utils.set_random_seed(seed)  # the backend's generator draws the initial weights
-            return keras.applications.VGG16(include_top=False, weights=None, input_shape=shape)
+        return seeded(seed, lambda: constructor(include_top=False, weights=None, input_shape=shape))
     if weights == "imagenet":
         try:
-            return keras.applications.VGG16(include_top=False, weights="imagenet", input_shape=shape)
+            return constructor(include_top=False, weights="imagenet", input_shape=shape)
         except Exception as err:  # a download failure surfaces as several exception types
             raise UcfpipeError(
-                f"could not get VGG16's ImageNet weights ({type(err).__name__}: {str(err)[:120]}); offline, download "
-                f"{IMAGENET_NOTOP_FILE} elsewhere and pass --weights /path/to/it, or use --weights none"
+                f"could not get {backbone}'s ImageNet weights ({type(err).__name__}: {' '.join(str(err).split())[:120]}); offline, download "
+                f"{spec.imagenet_file} elsewhere and put it in ~/.keras/models/, or pass --weights /path/to/it, "
+                "or use --weights none"
             ) from None
-    model = keras.applications.VGG16(include_top=False, weights=None, input_shape=shape)
-    try:
-        model.load_weights(weights)
-    except Exception as err:
-        raise UcfpipeError(
-            f"{weights} is not a VGG16 (include_top=False) weights file: {type(err).__name__}: {str(err)[:160]}"
-        ) from None
+    model = constructor(include_top=False, weights=None, input_shape=shape)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model.load_weights(weights)
+            problem = next((str(w.message) for w in caught if "freshly-initialized" in str(w.message)), None)
+        except Exception as err:
+            problem = f"{type(err).__name__}: {err}"
+    if problem is not None:  # Keras' message spans lines; the user gets one
+        raise UcfpipeError(f"{weights} is not a {backbone} (include_top=False) weights file: {' '.join(problem.split())[:160]}")
     return model
+
+
+@functools.lru_cache(maxsize=None)
+def layer_choices(backbone: str) -> tuple[str, ...]:
+    """The layers `--layer` may name for `backbone`: OUTPUT, then those its record offers, in model order.
+    Builds the model once (random weights, smallest size)."""
+    spec = get(backbone)
+    return _choices(spec, load_application(backbone, "none", spec.min_size, 0))
+
+
+def _choices(spec: Backbone, application: keras.Model) -> tuple[str, ...]:
+    offered = re.compile(spec.layers)
+    return (OUTPUT, *(layer.name for layer in application.layers if offered.fullmatch(layer.name)))
+
+
+def check_layer(backbone: str, layer: str) -> None:
+    """A typo in --layer fails before any work, listing the backbone's choices (the default costs nothing)."""
+    spec = get(backbone)
+    if layer in (spec.default_layer, OUTPUT):
+        return
+    _require_layer(spec, layer, layer_choices(backbone))
+
+
+def _require_layer(spec: Backbone, layer: str, choices: tuple[str, ...]) -> None:
+    if layer not in choices:
+        raise UcfpipeError(f"{spec.name} has no layer {layer!r} to store; choose one of: {', '.join(choices)}")
 
 
 def build_extractor(
     weights: str = "imagenet",
-    layer: str = "block5_conv3",
-    pooling: str = "avg",
+    layer: str = "",
+    pooling: str = "",
     size: int = 224,
     precision: str = "float32",
     seed: int = 0,
+    backbone: str = DEFAULT,
 ) -> keras.Model:
-    """uint8 RGB (batch, size, size, 3) -> features (batch, C) for avg/max pooling, (batch, h, w, C) for none."""
+    """uint8 RGB (batch, size, size, 3) -> features (batch, C) for avg/max pooling, (batch, h, w, C) for none.
+    An empty layer or pooling means the backbone's default."""
+    spec = get(backbone)
+    layer, pooling = layer or spec.default_layer, pooling or spec.default_pooling
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_" + precision if precision != "float32" else "float32")
     try:
-        vgg = load_vgg16(weights, size, seed)
-        names = [l.name for l in vgg.layers]
-        if layer not in names:
-            convs = ", ".join(n for n in names if "conv" in n)
-            raise UcfpipeError(f"VGG16 has no layer {layer!r}; choose one of: {convs}")
-        vgg.trainable = False
+        application = load_application(backbone, weights, size, seed)
+        if layer != spec.default_layer:
+            _require_layer(spec, layer, _choices(spec, application))
+        application.trainable = False
         frames = keras.Input((size, size, 3), dtype="uint8", name="frames")
-        cut = keras.Model(vgg.inputs, vgg.get_layer(layer).output, name=f"vgg16_{layer}")
+        output = application.output if layer == OUTPUT else application.get_layer(layer).output
+        cut = keras.Model(application.inputs, output, name=f"{backbone}_{layer}")
         # Preprocess in float32 even under a mixed policy: bf16 would round the mean subtraction.
-        x = cut(VGGPreprocess(dtype="float32", name="vgg_preprocess")(frames))
+        x = cut(preprocess_layer(spec)(frames))
         if pooling == "avg":
             x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
         elif pooling == "max":
             x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
         x = keras.layers.Activation("linear", dtype="float32", name="features")(x)  # outputs float32 in any policy
-        return keras.Model(frames, x, name="vgg16_extractor")
+        return keras.Model(frames, x, name=f"{backbone}_extractor")
     finally:
         keras.config.set_dtype_policy(previous_policy)
+
+
+def preprocess_layer(spec: Backbone) -> Preprocess:
+    return Preprocess(spec.preprocessing, dtype="float32", name=f"{spec.name}_preprocess")
+
+
+def build_extractor_for(config) -> keras.Model:
+    """The extractor an ExtractConfig (or any record with its stage-one fields) describes; a record from before
+    backbones were selectable is VGG16's."""
+    return build_extractor(config.weights, config.layer, config.pooling, config.size, config.precision, config.seed,
+                           getattr(config, "backbone", DEFAULT) or DEFAULT)

@@ -1,4 +1,5 @@
-"""`ucfpipe bench-model`: VGG16 alone, by compute precision and batch size, and what precision does to the features.
+"""`ucfpipe bench-model`: the backbones alone, side by side, by compute precision and batch size, and what
+precision does to the features.
 
 Throughput: uint8 frames of the extraction's shape through `predict_on_batch` (transfer to the device and
 back included, as in extraction), one warm-up batch per shape so compilation is not counted, then the
@@ -20,10 +21,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from . import backbones as table
 from .backbone import build_extractor
 from .errors import UcfpipeError
-
-LAYER, POOLING = "block5_conv3", "avg"
 
 
 def sample_frames(videos: str | None, num_frames: int, size: int, work_dir: str | None = None) -> np.ndarray:
@@ -66,53 +66,72 @@ def _time(model, batch: np.ndarray, min_seconds: float) -> float:
     return calls * len(batch) / (time.perf_counter() - start)
 
 
-def run(batch_sizes=(32, 64), precisions=("float32", "bfloat16"), size: int = 224, weights: str = "none",
+def run(batch_sizes=(32, 64), precisions=("float32", "bfloat16"), size: int | None = 224, weights: str = "none",
         videos: str | None = None, effect_frames: int = 64, rounds: int = 3, min_seconds: float = 2.0,
-        work_dir: str | None = None, log=print) -> dict:
+        work_dir: str | None = None, log=print, backbones=(table.DEFAULT,)) -> dict:
+    """Each backbone at its default layer and pooling, at `size` (None: each backbone's native size)."""
     if "float32" not in precisions:
         precisions = ("float32", *precisions)  # the reference of the precision comparison
-    frames = sample_frames(videos, effect_frames, size, work_dir)  # first: a wrong --videos fails before VGG16 is built
-    models = {p: build_extractor(weights, LAYER, POOLING, size, p, 0) for p in precisions}  # same weights: seed 0
-    results: dict = {"settings": {"batch_sizes": list(batch_sizes), "precisions": list(precisions), "size": size,
-                                  "weights": weights, "videos": videos, "effect_frames": effect_frames, "rounds": rounds,
-                                  "backend": keras.backend.backend(), "keras": keras.__version__,
-                                  "devices": keras.distribution.list_devices()}}
-    log(f"VGG16 {LAYER}+{POOLING} at {size}x{size} on {keras.backend.backend()} ({', '.join(results['settings']['devices'])})")
+    sizes = {b: size or table.get(b).native_size for b in backbones}
+    for backbone in backbones:
+        table.check_size(backbone, sizes[backbone])
+    # First: a wrong --videos fails before any model is built.
+    frames = {s: sample_frames(videos, effect_frames, s, work_dir) for s in sorted(set(sizes.values()))}
+    # Same weights at every precision: seed 0.
+    models = {(b, p): build_extractor(weights, "", "", sizes[b], p, 0, b) for b in backbones for p in precisions}
+    results: dict = {"settings": {"backbones": list(backbones), "batch_sizes": list(batch_sizes),
+                                  "precisions": list(precisions), "size": size, "weights": weights, "videos": videos,
+                                  "effect_frames": effect_frames, "rounds": rounds, "backend": keras.backend.backend(),
+                                  "keras": keras.__version__, "devices": keras.distribution.list_devices()}}
+    log(f"{', '.join(backbones)} at their default layers, pooled, on {keras.backend.backend()} "
+        f"({', '.join(results['settings']['devices'])})")
 
-    reference = _features(models["float32"], frames, max(batch_sizes))
-    stored = relative_errors(reference.astype(np.float16), reference)
-    results["storage_float16"] = {"median": float(np.median(stored)), "max": float(stored.max())}
-    results["precision_effect"] = {}
-    for precision in precisions:
-        errors = relative_errors(_features(models[precision], frames, max(batch_sizes)), reference)
-        results["precision_effect"][precision] = {"median": float(np.median(errors)), "max": float(errors.max())}
+    results["backbones"], results["precision_effect"], results["storage_float16"] = {}, {}, {}
+    for backbone in backbones:
+        reference = _features(models[(backbone, "float32")], frames[sizes[backbone]], max(batch_sizes))
+        results["backbones"][backbone] = {"size": sizes[backbone], "feature_size": int(reference.shape[-1])}
+        stored = relative_errors(reference.astype(np.float16), reference)
+        results["storage_float16"][backbone] = {"median": float(np.median(stored)), "max": float(stored.max())}
+        results["precision_effect"][backbone] = {}
+        for precision in precisions:
+            errors = relative_errors(_features(models[(backbone, precision)], frames[sizes[backbone]], max(batch_sizes)),
+                                     reference)
+            results["precision_effect"][backbone][precision] = {"median": float(np.median(errors)),
+                                                                 "max": float(errors.max())}
 
     rng = np.random.default_rng(0)
-    batches = {b: rng.integers(0, 256, (b, size, size, 3), dtype=np.uint8) for b in batch_sizes}
-    settings = [(p, b) for p in precisions for b in batch_sizes]
-    for precision, batch_size in settings:  # compile every shape before any timing
-        models[precision].predict_on_batch(batches[batch_size])
+    batches = {(s, b): rng.integers(0, 256, (b, s, s, 3), dtype=np.uint8) for s in set(sizes.values()) for b in batch_sizes}
+    settings = [(m, p, b) for m in backbones for p in precisions for b in batch_sizes]
+    for backbone, precision, batch_size in settings:  # compile every shape before any timing
+        models[(backbone, precision)].predict_on_batch(batches[(sizes[backbone], batch_size)])
     timings: dict = {s: [] for s in settings}
     for number in range(rounds):
         log(f"bench-model: round {number + 1} of {rounds}")
-        for precision, batch_size in settings:
-            timings[(precision, batch_size)].append(_time(models[precision], batches[batch_size], min_seconds))
-    results["throughput"] = [{"precision": p, "batch_size": b, "frames_per_second": statistics.median(timings[(p, b)]),
-                              "rounds": timings[(p, b)]} for p, b in settings]
+        for backbone, precision, batch_size in settings:
+            timings[(backbone, precision, batch_size)].append(
+                _time(models[(backbone, precision)], batches[(sizes[backbone], batch_size)], min_seconds))
+    results["throughput"] = [{"backbone": m, "precision": p, "batch_size": b, "frames_per_second": statistics.median(t),
+                              "rounds": t} for (m, p, b), t in timings.items()]
     return results
 
 
 def format_table(results: dict) -> str:
-    fps = {(r["precision"], r["batch_size"]): r["frames_per_second"] for r in results["throughput"]}
-    lines = [f"{'precision':<10}{'batch':>6}{'frames/s':>11}{'vs float32':>12}"]
-    for (precision, batch_size), value in fps.items():
-        lines.append(f"{precision:<10}{batch_size:>6}{value:>11.1f}{value / fps[('float32', batch_size)]:>11.2f}x")
-    best = max(fps, key=fps.get)
-    lines.append(f"fastest: {best[0]} at batch {best[1]}, {fps[best]:.1f} frames/s")
+    fps = {(r["backbone"], r["precision"], r["batch_size"]): r["frames_per_second"] for r in results["throughput"]}
+    width = max(len("backbone"), *(len(b) for b in results["backbones"]))
+    lines = [f"{'backbone':<{width}}{'size':>6}{'features':>10}  {'precision':<10}{'batch':>6}{'frames/s':>11}{'vs float32':>12}"]
+    for (backbone, precision, batch_size), value in fps.items():
+        info = results["backbones"][backbone]
+        lines.append(f"{backbone:<{width}}{info['size']:>6}{info['feature_size']:>10}  {precision:<10}{batch_size:>6}"
+                     f"{value:>11.1f}{value / fps[(backbone, 'float32', batch_size)]:>11.2f}x")
+    for backbone in results["backbones"]:
+        best = max((k for k in fps if k[0] == backbone), key=fps.get)
+        lines.append(f"fastest {backbone}: {best[1]} at batch {best[2]}, {fps[best]:.1f} frames/s")
     lines.append(f"features vs float32 compute, relative L2 per frame over {results['settings']['effect_frames']} "
                  f"frames (median / max):")
-    for precision, error in results["precision_effect"].items():
-        lines.append(f"  {precision:<10}{error['median']:.1e} / {error['max']:.1e}")
-    storage = results["storage_float16"]
-    lines.append(f"  float16 storage of float32 features alone: {storage['median']:.1e} / {storage['max']:.1e}")
+    for backbone, effects in results["precision_effect"].items():
+        for precision, error in effects.items():
+            lines.append(f"  {backbone:<{width}}  {precision:<10}{error['median']:.1e} / {error['max']:.1e}")
+        storage = results["storage_float16"][backbone]
+        lines.append(f"  {backbone:<{width}}  float16 storage of float32 features alone: "
+                     f"{storage['median']:.1e} / {storage['max']:.1e}")
     return "\n".join(lines)

@@ -22,6 +22,7 @@ import click  # noqa: E402
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from . import __version__  # noqa: E402
+from .backbones import BACKBONES  # noqa: E402
 from .config import DISTRIBUTE, PRECISIONS, ExtractConfig, load_config  # noqa: E402
 from .errors import UcfpipeError  # noqa: E402
 
@@ -199,11 +200,12 @@ def splits_make(videos_dir, out, folds, test_fraction, seed):
 @click.option("--out", type=click.Path(), help="Feature cache directory.  [default: features/ucf101]")
 @click.option("--frames", type=int, help="T, frames sampled uniformly over each whole clip.  [default: 40]")
 @click.option("--size", type=int, help="Frames are resized to SIZE x SIZE.  [default: 224]")
-@click.option("--weights", help="imagenet, none (random, seeded) or a path to a VGG16 weights file.  [default: imagenet]")
-@click.option("--layer", help="VGG16 layer to store.  [default: block5_conv3]")
+@click.option("--backbone", help=f"Image model: {', '.join(BACKBONES)} (see README).  [default: vgg16]")
+@click.option("--weights", help="imagenet, none (random, seeded) or a path to the backbone's weights file.  [default: imagenet]")
+@click.option("--layer", help="Backbone layer to store.  [default: the backbone's; vgg16: block5_conv3]")
 @click.option("--pooling", type=click.Choice(["avg", "max", "none"]), help="Spatial pooling; none keeps the map.  [default: avg]")
 @click.option("--dtype", type=click.Choice(["float16", "float32"]), help="Storage dtype.  [default: float16]")
-@click.option("--precision", type=click.Choice(PRECISIONS), help="VGG16 compute dtype.  [default: float32]")
+@click.option("--precision", type=click.Choice(PRECISIONS), help="Backbone compute dtype.  [default: float32]")
 @click.option("--batch-size", type=int, help="Frames per model call.  [default: 64]")
 @click.option("--workers", type=int, help="Decoding threads.  [default: 2]")
 @click.option("--seed", type=int, help="Seed of --weights none.  [default: 0]")
@@ -213,7 +215,7 @@ def splits_make(videos_dir, out, folds, test_fraction, seed):
 @click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
 @user_errors
 def extract(config_file, no_progress, **flags):
-    """Stage one: VGG16 features of T uniformly sampled frames of every listed clip, into a resumable cache.
+    """Stage one: backbone (VGG16 by default) features of T uniformly sampled frames of every listed clip, into a resumable cache.
 
     Exit status 0 when every clip on disk was extracted, 3 when some clips could not be read (listed in
     the cache's manifest and retried by the next run), 2 for bad input, 130 when interrupted."""
@@ -342,7 +344,9 @@ def bench(clip_counts, frames, size, batch_size, workers, weights, precision, js
 @main.command("bench-model")
 @click.option("--batch-sizes", default="32,64", show_default=True, help="Comma-separated frames per model call.")
 @click.option("--precisions", default="float32,bfloat16", show_default=True, help="Compute dtypes: float32, bfloat16, float16.")
-@click.option("--size", type=int, default=224, show_default=True)
+@click.option("--backbone", "backbone_names", default="vgg16", show_default=True,
+              help=f"Comma-separated backbones timed side by side ({', '.join(BACKBONES)}) or all.")
+@click.option("--size", type=int, help="Frame size.  [default: each backbone's native size]")
 @click.option("--weights", default="none", show_default=True, help="none, imagenet or a weights file.")
 @click.option("--videos", type=click.Path(), help="Clips (<Class>/*.avi) to take the compared frames from.  [default: generated]")
 @click.option("--effect-frames", type=int, default=64, show_default=True, help="Frames the precisions are compared on.")
@@ -350,8 +354,9 @@ def bench(clip_counts, frames, size, batch_size, workers, weights, precision, js
 @click.option("--seconds", "min_seconds", type=float, default=2.0, show_default=True, help="Per setting and round.")
 @click.option("--json-out", type=click.Path(dir_okay=False), help="Also write the results as JSON here.")
 @user_errors
-def bench_model(batch_sizes, precisions, size, weights, videos, effect_frames, rounds, min_seconds, json_out):
-    """VGG16 alone by precision and batch size, and how far each precision's features are from float32's."""
+def bench_model(batch_sizes, precisions, backbone_names, size, weights, videos, effect_frames, rounds, min_seconds, json_out):
+    """The backbones alone, side by side, by precision and batch size (frames/s, feature size), and how far each
+    precision's features are from float32's."""
     from . import bench_model as bench
     from .features import write_json_atomic
 
@@ -359,9 +364,14 @@ def bench_model(batch_sizes, precisions, size, weights, videos, effect_frames, r
     chosen = tuple(dict.fromkeys(p.strip() for p in precisions.split(",") if p.strip()))
     if not chosen or any(p not in PRECISIONS for p in chosen):
         raise UcfpipeError(f"--precisions must be a comma-separated subset of {', '.join(PRECISIONS)}, got {precisions!r}")
-    if size < 32 or min(effect_frames, rounds) < 1:
-        raise UcfpipeError("--size must be at least 32, --effect-frames and --rounds at least 1")
-    results = bench.run(sizes, chosen, size, weights, videos, effect_frames, rounds, min_seconds, log=click.echo)
+    names = tuple(BACKBONES) if backbone_names.strip() == "all" else tuple(
+        dict.fromkeys(b.strip() for b in backbone_names.split(",") if b.strip()))
+    if not names:
+        raise UcfpipeError(f"--backbone must name one or more of {', '.join(BACKBONES)} (comma-separated) or all")
+    if min(effect_frames, rounds) < 1:
+        raise UcfpipeError("--effect-frames and --rounds must be at least 1")
+    results = bench.run(sizes, chosen, size, weights, videos, effect_frames, rounds, min_seconds, log=click.echo,
+                        backbones=names)
     click.echo(bench.format_table(results))
     if json_out:
         write_json_atomic(Path(json_out), results)
@@ -382,11 +392,12 @@ def _int_list(text: str, flag: str) -> tuple[int, ...]:
 @click.option("--splits", required=True, type=click.Path(), help="The ucfTrainTestlist/ folder.")
 @dataset_option("ucf101")
 @click.option("--split", type=int, default=1, show_default=True, help="Fine-tune on this split's training clips.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="VGG16 weights file to write (*.weights.h5).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Backbone weights file to write (*.weights.h5).")
+@click.option("--backbone", default="vgg16", show_default=True, help=f"Image model to fine-tune: {', '.join(BACKBONES)}.")
 @click.option("--weights", default="imagenet", show_default=True, help="Starting weights: imagenet, none or a file.")
 @click.option("--size", type=int, default=224, show_default=True)
 @click.option("--frames-per-clip", type=int, default=8, show_default=True)
-@click.option("--trainable-from", default="block5_conv1", show_default=True, help="First VGG16 layer to train.")
+@click.option("--trainable-from", default="", help="First backbone layer to train.  [default: the backbone's last stage; vgg16: block5_conv1]")
 @click.option("--epochs", type=int, default=5, show_default=True)
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Frames per step.")
 @click.option("--learning-rate", type=float, default=1e-5, show_default=True)
@@ -395,7 +406,7 @@ def _int_list(text: str, flag: str) -> tuple[int, ...]:
 @click.option("--seed", type=int, default=0, show_default=True)
 @user_errors
 def finetune(**options):
-    """Transfer learning: train VGG16's top block on the split's training frames; extract with --weights OUT."""
+    """Transfer learning: train the backbone's last stage on the split's training frames; extract with --weights OUT."""
     from . import finetune as stage
     from .config import FinetuneConfig
 

@@ -14,18 +14,13 @@ import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from . import backbones
 from .errors import UcfpipeError
 from .ucf101 import SPLITS
 
 POOLINGS = ("avg", "max", "none")
 STORAGE_DTYPES = ("float16", "float32")
 PRECISIONS = ("float32", "bfloat16", "float16")
-# keras.applications.VGG16(include_top=False)'s layers, so a typo fails before any work or directory is made.
-VGG16_LAYERS = tuple(
-    f"block{block}_{kind}"
-    for block, convs in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3))
-    for kind in [f"conv{i}" for i in range(1, convs + 1)] + ["pool"]
-)
 
 
 @dataclass
@@ -35,18 +30,19 @@ class ExtractConfig:
     dataset: str = "ucf101"  # ucf101, hmdb51 or folders (ucfpipe.datasets): how `splits` and `videos` are laid out
     out: str = "features/ucf101"  # the feature cache directory
     frames: int = 40  # T: frames sampled uniformly over the whole clip
-    size: int = 224  # frames are resized to size x size (VGG16's native 224)
-    weights: str = "imagenet"  # "imagenet", "none" (random init, seeded) or a path to a VGG16 weights file
-    layer: str = "block5_conv3"  # VGG16 layer whose output is stored
+    size: int = 224  # frames are resized to size x size (224: most backbones' native size, InceptionV3's is 299)
+    backbone: str = backbones.DEFAULT  # the image model: a name in ucfpipe.backbones.BACKBONES
+    weights: str = "imagenet"  # "imagenet", "none" (random init, seeded) or a path to the backbone's weights file
+    layer: str = ""  # the backbone's layer whose output is stored; "" is the backbone's default (VGG16: block5_conv3)
     pooling: str = "avg"  # "avg"/"max" store one vector per frame; "none" keeps the spatial map
     dtype: str = "float16"  # storage dtype of the features
-    precision: str = "float32"  # compute dtype of VGG16 ("bfloat16" pays off on GPUs)
+    precision: str = "float32"  # compute dtype of the backbone ("bfloat16" pays off on GPUs)
     batch_size: int = 64  # frames per model call; frames of many clips share one batch
     workers: int = 2  # decoding threads
     shard_clips: int = 128  # clips per HDF5 shard (a shard is also flushed every `shard_seconds`)
     shard_seconds: float = 120.0
     allow_missing: bool = False  # extract what is on disk when listed clips are missing
-    seed: int = 0  # seeds the random VGG16 weights of `weights = "none"`
+    seed: int = 0  # seeds the random backbone weights of `weights = "none"`
     shard: str = ""  # "i/N": only the i-th (0-based) of N disjoint parts of the clip list, for job arrays
     views: str = "center"  # views stored per clip: names and presets of ucfpipe.views, e.g. "flip,crops,time"
 
@@ -68,14 +64,18 @@ class ExtractConfig:
         _require(self.videos, "videos", "the UCF-101/ folder holding <Class>/<clip>.avi")
         _require(self.splits, "splits", "the ucfTrainTestlist/ folder")
         _check_positive(self, "frames", "batch_size", "workers", "shard_clips")
-        if self.size < 32:
-            raise UcfpipeError(f"size must be at least 32 (VGG16's smallest input), got {self.size}")
+        backbones.check_size(self.backbone, self.size)
         self.shard_part()
         self.view_names()
         from .datasets import NAMES
 
         _check_choice(self, "dataset", NAMES)
-        _check_choice(self, "layer", VGG16_LAYERS)
+        default_layer = backbones.get(self.backbone).default_layer
+        self.layer = self.layer or default_layer
+        if self.layer != default_layer:
+            from .backbone import check_layer  # loads Keras: only for a layer other than the default
+
+            check_layer(self.backbone, self.layer)
         _check_choice(self, "pooling", POOLINGS)
         _check_choice(self, "dtype", STORAGE_DTYPES)
         _check_choice(self, "precision", PRECISIONS)
@@ -210,11 +210,14 @@ class FinetuneConfig:
     splits: str = ""  # the ucfTrainTestlist/ folder
     dataset: str = "ucf101"  # ucf101, hmdb51 or folders (ucfpipe.datasets)
     split: int = 1  # train on trainlist0N's clips; the test list is never read
-    out: str = "weights/vgg16_finetuned_split1.weights.h5"  # the VGG16 weights file to write
+    out: str = "weights/vgg16_finetuned_split1.weights.h5"  # the backbone's weights file to write
+    backbone: str = backbones.DEFAULT  # the image model to fine-tune (extract with the same --backbone)
     weights: str = "imagenet"  # where fine-tuning starts: imagenet, a weights file, or none
     size: int = 224
     frames_per_clip: int = 8  # frames sampled uniformly from each clip, each labelled with the clip's class
-    trainable_from: str = "block5_conv1"  # this layer and every later one are trained; earlier ones stay frozen
+    # This layer and every later one are trained, earlier ones stay frozen; "" is the backbone's last stage
+    # (VGG16: block5_conv1).
+    trainable_from: str = ""
     epochs: int = 5
     batch_size: int = 32  # frames per step
     learning_rate: float = 1e-5  # small: the pretrained filters should move, not be overwritten
@@ -230,8 +233,8 @@ class FinetuneConfig:
         _check_positive(self, "frames_per_clip", "epochs", "batch_size", "workers")
         if self.split not in SPLITS:
             raise UcfpipeError(f"split must be 1, 2 or 3, got {self.split}")
-        if self.size < 32:
-            raise UcfpipeError(f"size must be at least 32 (VGG16's smallest input), got {self.size}")
+        backbones.check_size(self.backbone, self.size)
+        self.trainable_from = self.trainable_from or backbones.get(self.backbone).finetune_from
         if not self.out.endswith(".weights.h5"):
             raise UcfpipeError(f"out must end in .weights.h5 (Keras' weights format), got {self.out!r}")
         return self

@@ -1,4 +1,4 @@
-"""Stage one: every clip named by the split lists -> VGG16 features per sampled frame, in the feature cache.
+"""Stage one: every clip named by the split lists -> backbone features per sampled frame, in the feature cache.
 
 Decoding threads feed the model through a bounded queue (memory stays flat for any number of clips);
 frames of many clips share one fixed-shape batch (a fixed shape also means one compiled graph on JAX);
@@ -33,13 +33,19 @@ def feature_settings(config: ExtractConfig) -> dict:
     count do not change a feature, so they do not change the fingerprint)."""
     import keras
 
+    from . import backbones
     from .backbone import weights_identity
 
+    backbone = backbones.get(config.backbone)
+    # VGG16's settings stay exactly as they were before backbones were selectable, so its existing caches
+    # (and the runs trained on them) keep their fingerprint; any other backbone is named.
+    named = {} if backbone.name == backbones.DEFAULT else {"backbone": backbone.name}
     return {
         "format": FORMAT,
-        "model": "keras.applications.VGG16(include_top=False)",
-        **weights_identity(config.weights, config.seed),
-        "layer": config.layer,
+        "model": f"keras.applications.{backbone.constructor}(include_top=False)",
+        **named,
+        **weights_identity(config.weights, config.seed, backbone.name),
+        "layer": config.layer or backbone.default_layer,
         "pooling": config.pooling,
         "size": config.size,
         "frames": config.frames,
@@ -149,7 +155,7 @@ class _Batcher:
     def _out_of_memory(self) -> UcfpipeError:
         smaller = max(1, self.capacity // 4)
         return UcfpipeError(
-            f"out of memory running VGG16 on batches of {self.capacity} frames of {'x'.join(map(str, self.frame_shape))}; "
+            f"out of memory running the backbone on batches of {self.capacity} frames of {'x'.join(map(str, self.frame_shape))}; "
             f"pass a smaller --batch-size (e.g. {smaller})"
         )
 
@@ -253,9 +259,9 @@ def run(config: ExtractConfig, progress: bool = True, log=print, model=None) -> 
         frames_per_second = 0.0
         if todo:
             if model is None:
-                from .backbone import build_extractor
+                from .backbone import build_extractor_for
 
-                model = build_extractor(config.weights, config.layer, config.pooling, config.size, config.precision, config.seed)
+                model = build_extractor_for(config)
             # Bounded in clips: enough decoded clips to fill two batches, so memory stays flat.
             frames_per_clip = config.frames * len(config.view_names())
             batcher = _Batcher(model, config.batch_size, (config.size, config.size, 3), total_frames=len(todo) * frames_per_clip)
@@ -317,7 +323,7 @@ def run(config: ExtractConfig, progress: bool = True, log=print, model=None) -> 
     summary = {"extracted": len(todo) - len(failed), "failed": failed, "cached": len(writer.done_ids),
                "missing": len(missing), "out": str(out), "seconds": elapsed, "frames_per_second": frames_per_second,
                "changed": changed, "damaged": writer.damaged_clips}
-    log(f"done: {summary['extracted']} clips extracted in {elapsed:.1f} s ({frames_per_second:.1f} frames/s through VGG16), "
+    log(f"done: {summary['extracted']} clips extracted in {elapsed:.1f} s ({frames_per_second:.1f} frames/s through {config.backbone}), "
         f"{len(writer.done_ids)} in {out}, {len(failed)} failed, {len(missing)} missing on disk")
     for video_id, reason in list(failed.items())[:10]:
         log(f"  failed: {video_id}: {reason}")

@@ -1,6 +1,7 @@
-"""`ucfpipe finetune`: transfer learning's classic second step. VGG16's top convolutional block is trained on
-frames of the split's training clips (each frame labelled with its video's class), then VGG16's weights are
-written to a file that `ucfpipe extract --weights FILE` uses (its SHA-256 gives the new cache a new fingerprint).
+"""`ucfpipe finetune`: transfer learning's classic second step. The backbone's last stage (VGG16: its top
+convolutional block) is trained on frames of the split's training clips (each frame labelled with its video's
+class), then the backbone's weights are written to a file that `ucfpipe extract --backbone B --weights FILE`
+uses (its SHA-256 gives the new cache a new fingerprint).
 
 Validation holds out whole groups of the training list, as stage two does; the test list is never read.
 Frames are decoded on the fly by a `keras.utils.PyDataset` with worker threads, so memory does not grow with
@@ -17,7 +18,8 @@ import keras
 import numpy as np
 
 from . import datasets, interrupts, runs
-from .backbone import VGGPreprocess, load_vgg16, weights_identity
+from .backbone import load_application, preprocess_layer, weights_identity
+from .backbones import get
 from .config import FinetuneConfig
 from .errors import UcfpipeError
 from .provenance import versions
@@ -69,20 +71,31 @@ class FrameBatches(keras.utils.PyDataset):
 
 
 def build_finetune_model(config: FinetuneConfig, num_classes: int) -> tuple[keras.Model, keras.Model]:
-    """(the classifier to train, its VGG16 part whose weights are saved)."""
-    vgg = load_vgg16(config.weights, config.size, config.seed)
-    names = [layer.name for layer in vgg.layers]
-    if config.trainable_from not in names:
-        raise UcfpipeError(f"VGG16 has no layer {config.trainable_from!r}; choose one of {', '.join(n for n in names if 'conv' in n)}")
-    first_trained = names.index(config.trainable_from)
-    for position, layer in enumerate(vgg.layers):
+    """(the classifier to train, its backbone part whose weights are saved)."""
+    spec = get(config.backbone)
+    if config.backbone == "efficientnet_b0" and config.weights == "imagenet":
+        # Keras gives EfficientNet's ImageNet model an extra input rescaling that only `weights="imagenet"` builds
+        # (keras.applications.efficientnet, tensorflow#49930); the saved weights file would be extracted without
+        # it, so the features would not be those of the model that was fine-tuned.
+        raise UcfpipeError("fine-tuning efficientnet_b0 from ImageNet weights is not supported (Keras' ImageNet "
+                           "EfficientNet has an input rescaling its weights file cannot carry); fine-tune another backbone")
+    application = load_application(config.backbone, config.weights, config.size, config.seed)
+    names = [layer.name for layer in application.layers]
+    trainable_from = config.trainable_from or spec.finetune_from
+    if trainable_from not in names:
+        raise UcfpipeError(f"{config.backbone} has no layer {trainable_from!r} to train from; its last stage starts at "
+                           f"{spec.finetune_from} (keras.applications.{spec.constructor}().summary() lists every layer)")
+    first_trained = names.index(trainable_from)
+    for position, layer in enumerate(application.layers):
         layer.trainable = position >= first_trained
     frames = keras.Input((config.size, config.size, 3), dtype="uint8", name="frames")
-    x = vgg(VGGPreprocess(dtype="float32", name="vgg_preprocess")(frames))
+    # training=False: batch normalisation keeps its ImageNet statistics (Keras' transfer-learning advice); a
+    # few thousand frames of one split would otherwise replace them. VGG16 has none.
+    x = application(preprocess_layer(spec)(frames), training=False)
     x = keras.layers.GlobalAveragePooling2D()(x)
     x = keras.layers.Dropout(config.dropout, seed=config.seed)(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax", name="classes")(x)
-    return keras.Model(frames, outputs, name="vgg16_finetune"), vgg
+    return keras.Model(frames, outputs, name=f"{config.backbone}_finetune"), application
 
 
 class _SafePoints(keras.callbacks.Callback):
@@ -114,10 +127,10 @@ def _run(config: FinetuneConfig, out: Path, log, verbose: int) -> dict:
     if not train_clips:
         raise UcfpipeError(f"none of split {config.split}'s training clips are under {config.videos}; check --videos")
     train, val, val_groups = datasets.hold_out(split, train_clips, config.val_groups, config.seed)
-    log(f"fine-tuning VGG16 from {config.trainable_from} on {len(train)} clips x {config.frames_per_clip} frames "
+    log(f"fine-tuning {config.backbone} from {config.trainable_from} on {len(train)} clips x {config.frames_per_clip} frames "
         f"(validation: {len(val)} clips of groups {val_groups}; {len(missing)} listed clips missing on disk)")
     seed_everything(config.seed)
-    model, vgg = build_finetune_model(config, len(split.classes))
+    model, backbone = build_finetune_model(config, len(split.classes))
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     started = time.time()
@@ -130,17 +143,17 @@ def _run(config: FinetuneConfig, out: Path, log, verbose: int) -> dict:
     )
     interrupts.check()
     with runs.replacing(out, out.with_name(".tmp-" + out.name)) as tmp:  # keeps the .weights.h5 ending Keras requires
-        vgg.save_weights(tmp)
+        backbone.save_weights(tmp)
     record = {
         "config": vars(config),
-        "started_from": weights_identity(config.weights, config.seed),
+        "started_from": weights_identity(config.weights, config.seed, config.backbone),
         "val_groups": val_groups,
         "history": {k: [float(v) for v in values] for k, values in history.history.items()},
         "seconds": round(time.time() - started, 1),
         "versions": versions(),
-        "weights_sha256": weights_identity(str(out), config.seed)["sha256"],
+        "weights_sha256": weights_identity(str(out), config.seed, config.backbone)["sha256"],
     }
     runs.write_json(out.with_name(out.name + ".json"), record)
-    log(f"wrote {out} ({record['seconds']} s); extract with it: ucfpipe extract --weights {out} --out NEW_DIR")
+    log(f"wrote {out} ({record['seconds']} s); extract with it: ucfpipe extract --backbone {config.backbone} --weights {out} --out NEW_DIR")
     return record
 

@@ -77,7 +77,7 @@ class Predictor:
 
     def __init__(self, run_dir: str | Path, weights: str | None = None):
         from . import ensemble
-        from .backbone import build_extractor
+        from .backbone import build_extractor_for
 
         if ensemble.is_ensemble(run_dir):
             self.members = ensemble.load_members(run_dir)
@@ -86,8 +86,7 @@ class Predictor:
             self.members[0].require_finished()
         self.run = self.members[0]
         self.stage_one = stage_one_config(self.run, weights)
-        c = self.stage_one
-        self.extractor = build_extractor(c.weights, c.layer, c.pooling, c.size, c.precision, c.seed)
+        self.extractor = build_extractor_for(self.stage_one)  # the run's backbone (VGG16 for runs older than the choice)
         self.classifiers = [member.load_model() for member in self.members]
         self.classifier = self.classifiers[0]
         self.classes = self.run.classes
