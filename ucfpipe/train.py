@@ -226,6 +226,7 @@ def _record(config: TrainConfig, store: FeatureStore, split: ucf101.Split, plan:
             "extract_config": store.config,
             "num_steps": store.num_steps,
             "feature_shape": list(store.feature_shape),
+            "typical_clip_seconds": store.typical_clip_seconds(),  # predict --window's default span
         },
         "data": {
             "val_groups": plan.val_groups,
