@@ -280,6 +280,13 @@ def test_a_source_that_cannot_be_opened_is_one_line_exit_2_and_writes_nothing(ru
     assert not list(tmp_path.iterdir())
 
 
+def test_live_refuses_a_window_shorter_than_t_frames_of_the_source(run_dir, concatenated, tmp_path):
+    video, _ = concatenated
+    result = CliRunner().invoke(main, ["live", "--run", str(run_dir), "--source", str(video), "--window", "0.2",
+                                       "--out", str(tmp_path / "annotated.mp4")])
+    assert result.exit_code == 2 and "fewer than the run's 8 steps" in result.stderr and not list(tmp_path.iterdir())
+
+
 @pytest.mark.skipif(not re.search(r"GUI:\s+NONE", cv2.getBuildInformation()), reason="this OpenCV has a GUI")
 def test_display_without_gui_support_says_so(run_dir, concatenated, monkeypatch):
     monkeypatch.setenv("DISPLAY", ":0")

@@ -471,8 +471,16 @@ def live(run_dir, source, window, stride, top, as_json, out_path, display, realt
         stage.check_display()
     writer = stage.AnnotatedWriter(out_path, 0.0) if out_path else None
     frames = stage.open_source(source, realtime)
-    predictor = Predictor(run_dir, weights)
+    try:
+        predictor = Predictor(run_dir, weights)
+    except KeyboardInterrupt:
+        click.echo("live: interrupted before the first frame", err=True)
+        sys.exit(LIVE_EXIT["interrupted"])
     rate = run_rate(predictor, window)
+    if frames.fps > 0:  # the same refusal as predict --window: fewer frames than T would repeat frames
+        from .windows import layout
+
+        layout(rate, rate.clip_seconds, frames.fps, where=f"{source}: ")
     if writer is not None:
         writer.fps = frames.fps if frames.fps > 0 else writer.fps
 
@@ -499,6 +507,32 @@ def report(run_dirs):
     from . import report as stage
 
     stage.run(run_dirs, log=click.echo)
+
+
+@main.command("bench-long")
+@click.option("--run", "run_dir", required=True, type=click.Path(), help="Run directory to predict with (e.g. demo/runs/split1).")
+@click.option("--minutes", default="1,10,30", show_default=True, help="Video lengths, comma-separated.")
+@click.option("--size", type=int, default=64, show_default=True, help="Frame width and height of the generated videos.")
+@click.option("--fps", type=float, default=25.0, show_default=True)
+@click.option("--dir", "directory", type=click.Path(file_okay=False), default="bench-long", show_default=True,
+              help="Where the generated videos are kept (written once, reused).")
+@click.option("--json-out", type=click.Path(dir_okay=False), help="Also write the results as JSON here.")
+@user_errors
+def bench_long(run_dir, minutes, size, fps, directory, json_out):
+    """Windowed prediction on generated long videos, each length in its own process: frames/s and peak RSS."""
+    from . import bench_long as bench
+    from .features import write_json_atomic
+
+    try:
+        lengths = tuple(float(m) for m in minutes.split(","))
+    except ValueError:
+        raise UcfpipeError(f"--minutes must be comma-separated numbers, got {minutes!r}") from None
+    if min(lengths) <= 0 or size < 16 or fps <= 0:
+        raise UcfpipeError("--minutes and --fps must be positive, --size at least 16")
+    results = bench.run(run_dir, lengths, size, fps, directory, log=click.echo)
+    click.echo(bench.format_table(results))
+    if json_out:
+        write_json_atomic(Path(json_out), results)
 
 
 @main.command("bench-train")

@@ -18,6 +18,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 MAX_LINES = 5  # classes drawn as lines; more would not be readable
+CHARACTERS_ACROSS = 130  # bold 9-point characters across the 12-inch band
+TICK_STEPS = (30, 60, 120, 300, 600, 900, 1800, 3600, 7200)  # seconds between labelled ticks on long videos
 
 
 def _clock(seconds: float, _=None) -> str:
@@ -34,7 +36,7 @@ def plotted_classes(prediction) -> list[int]:
 
 
 def plot_timeline(prediction, path: Path) -> None:
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, MultipleLocator
 
     indices = plotted_classes(prediction)
     colours = {i: plt.get_cmap("tab10")(n % 10) for n, i in enumerate(indices)}
@@ -45,7 +47,7 @@ def plot_timeline(prediction, path: Path) -> None:
         colour = colours[names.index(name)]
         band.axvspan(start, end, color=colour, alpha=0.85, lw=0)
         lines.axvspan(start, end, color=colour, alpha=0.12, lw=0)
-        if end - start >= 0.06 * prediction.duration:  # name a segment where the name fits
+        if (end - start) / prediction.duration * CHARACTERS_ACROSS >= len(name) + 2:  # named where the name fits
             band.text((start + end) / 2, 0.5, name, ha="center", va="center", fontsize=9, color="white", weight="bold", clip_on=True)
     band.set_yticks([])
     band.set_ylabel("label", rotation=0, ha="right", va="center")
@@ -59,8 +61,13 @@ def plot_timeline(prediction, path: Path) -> None:
     lines.set_ylim(0, 1.02)
     lines.set_xlim(0, max(prediction.duration, 1e-3))
     lines.set_ylabel("probability")
-    lines.set_xlabel("time (window centres; m:ss)")
-    lines.xaxis.set_major_formatter(FuncFormatter(_clock))
+    if prediction.duration >= 120:
+        step = next((s for s in TICK_STEPS if prediction.duration / s <= 12), TICK_STEPS[-1])
+        lines.xaxis.set_major_locator(MultipleLocator(step))
+        lines.xaxis.set_major_formatter(FuncFormatter(_clock))
+        lines.set_xlabel("time (m:ss); lines at window centres")
+    else:
+        lines.set_xlabel("time (s); lines at window centres")
     lines.grid(alpha=0.3)
     lines.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=9, frameon=False)
     figure.tight_layout()

@@ -40,6 +40,7 @@ class WindowedPrediction:
     video: str
     classes: tuple[str, ...] = ()
     duration: float = 0.0  # seconds of decoded frames
+    num_frames: int = 0  # frames decoding found
     windows: list[Window] = field(default_factory=list)
     error: str | None = None
     peak_cached: int = 0  # most frame features held at once: flat in the video's length
@@ -193,7 +194,7 @@ def predict_video(featuriser: StreamingFeaturiser, path: str | Path, rate: Rate,
         capture.release()
     if index == 0:
         raise VideoError(f"{path}: no decodable frames")
-    prediction.duration = index / fps
+    prediction.num_frames, prediction.duration = index, index / fps
     if not prediction.windows:
         # Shorter than one window: the whole video is the window, sampled the way `predict` samples a clip.
         whole = featuriser.predictor.probabilities(path)
