@@ -5,6 +5,9 @@ import csv
 import json
 import re
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -21,7 +24,7 @@ from ucfpipe.errors import UcfpipeError
 from ucfpipe.features import FeatureStore
 from ucfpipe.stream import StreamingFeaturiser, run_rate
 from ucfpipe.synth import DEFAULT_CLASSES, render_clip, video_fourcc
-from ucfpipe.video import resize_rgb, uniform_frame_indices
+from ucfpipe.video import resize_rgb
 
 FPS = 25.0
 # Classes the tiny model tells apart reliably, two time-reversed pairs among them: FadingIn/FadingOut and
@@ -232,6 +235,16 @@ def test_a_generator_source_is_classified_from_the_last_t_sampled_frames(predict
         np.testing.assert_allclose([got[c] for c in predictor.classes], expected, atol=1e-5)
 
 
+def test_a_file_source_runs_as_fast_as_it_decodes_unless_realtime(synth_dataset):
+    video = sorted(Path(synth_dataset["videos"]).rglob("*.avi"))[0]
+    for realtime in (False, True):
+        started = time.perf_counter()
+        times = [moment for moment, _ in live.open_source(str(video), realtime=realtime)]
+        wall = time.perf_counter() - started
+        assert times == [i / FPS for i in range(len(times))]
+        assert (wall >= times[-1]) if realtime else (wall < times[-1] / 2)
+
+
 def test_a_stalled_source_is_reported_and_stops_with_exit_4(run_dir, monkeypatch):
     frames = clip_frames("FadingOut")
     release = threading.Event()
@@ -268,6 +281,20 @@ def test_a_dropped_source_and_ctrl_c_end_with_a_summary(predictor, rate):
     source = [(i / FPS, frame) for i, frame in enumerate(frames)]
     summary = live.run(StreamingFeaturiser(predictor), source, rate, stride=0.5, emit=interrupt)
     assert summary.ended == "interrupted" and summary.predictions == 1 and "Ctrl-C" in summary.line()
+
+
+def test_ctrl_c_stops_a_live_run_with_a_summary_and_exit_130(run_dir, concatenated, tmp_path):
+    video, _ = concatenated
+    annotated = tmp_path / "annotated.avi"
+    command = [sys.executable, "-m", "ucfpipe.cli", "live", "--run", str(run_dir), "--source", str(video), "--realtime",
+               "--json", "--out", str(annotated)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = json.loads(process.stdout.readline())  # running: a prediction came
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert first["time"] > 0 and "ended: interrupted (Ctrl-C)" in stderr
+    assert 0 < len(decoded_frames(annotated)) < len(decoded_frames(video)) and len(list(tmp_path.iterdir())) == 1
 
 
 @pytest.mark.parametrize("source", ["missing.avi", "http://127.0.0.1:9/stream.mp4", "7"])

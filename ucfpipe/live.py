@@ -213,6 +213,7 @@ def run(featuriser: StreamingFeaturiser, source, rate: Rate, stride: float, top:
     if not stride > 0 or not stall_seconds > 0:
         raise UcfpipeError(f"--stride and --stall must be positive numbers of seconds, got {stride} and {stall_seconds}")
     summary = Summary(name)
+    featuriser.warm_up()
     frames: queue.Queue = queue.Queue(maxsize=8)
     stop = threading.Event()
     reader = threading.Thread(target=_read_into, args=(source, frames, stop), name="ucfpipe-live-reader", daemon=True)

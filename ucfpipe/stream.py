@@ -102,6 +102,13 @@ class StreamingFeaturiser:
         """One (T, ...) feature sequence -> class probabilities (classes,)."""
         return self.predictor.classify(sequence[None])[0]
 
+    def warm_up(self) -> None:
+        """Compile the one-frame CNN call and the classifier before the first frame arrives, so the first
+        prediction's latency is a prediction's, not a compilation's."""
+        feature = self.featurise(np.zeros((1, self.size, self.size, 3), np.uint8))[0]
+        self.classify(np.stack([feature] * self.steps))
+        self.frames_featurised -= 1
+
     def push(self, feature: np.ndarray) -> None:
         self.ring.append(feature)
 

@@ -144,7 +144,6 @@ def video_fps(path: str | Path) -> tuple[float, int]:
 def predict_video(featuriser: StreamingFeaturiser, path: str | Path, rate: Rate, stride: float,
                   progress: bool = False) -> WindowedPrediction:
     """Classify every window of the video at `path` in one sequential decoding pass."""
-    import cv2
     from tqdm import tqdm
 
     path = Path(path)
