@@ -1,6 +1,7 @@
 """Long videos (predict --window) and live streams: one streaming featuriser, windows laid out in frames,
 each sampled frame through the CNN once, segments where the classes change, sources that end, drop or stall."""
 
+import copy
 import csv
 import json
 import re
@@ -136,6 +137,21 @@ def test_each_sampled_frame_goes_through_the_cnn_once_and_windows_classify_their
         expected = predictor.classify(predictor.featurise(rgb)[None])[0]
         np.testing.assert_allclose(prediction.windows[k].probabilities, expected, atol=1e-5)
         assert prediction.windows[k].start == pytest.approx(plan.first_frame(k) / fps)
+
+
+def test_an_ensembles_windows_average_its_members(predictor, rate, concatenated):
+    video, _ = concatenated
+    other = predictor.run.load_model()
+    other.set_weights([w * 0.5 for w in other.get_weights()])  # a second, different member
+    members = [predictor.classifiers[0], other]
+    ensemble = copy.copy(predictor)
+    per_member = []
+    for classifiers in ([members[0]], [members[1]], members):
+        ensemble.classifiers = classifiers
+        [prediction] = windows.run([video], ensemble, rate, stride=rate.clip_seconds / 2)
+        per_member.append(np.stack([w.probabilities for w in prediction.windows]))
+    assert not np.allclose(per_member[0], per_member[1], atol=1e-3)
+    np.testing.assert_allclose(per_member[2], (per_member[0] + per_member[1]) / 2, atol=1e-6)
 
 
 def test_features_held_stay_flat_as_the_video_grows(predictor, rate, tmp_path):
