@@ -264,6 +264,10 @@ def run(featuriser: StreamingFeaturiser, source, rate: Rate, stride: float, top:
         completed = True
     finally:
         stop.set()
+        if display:
+            import cv2
+
+            cv2.destroyAllWindows()
         if out is not None:
             # What was shown up to the stop is a whole video; after an unexpected error nothing is kept.
             out.finish() if completed else out.discard()
