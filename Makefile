@@ -19,7 +19,7 @@ SPLIT_NUMBERS ?= 1 2 3
 # The offline demo: a synthetic dataset, random VGG16 weights, small frames.
 DEMO ?= demo
 
-.PHONY: setup demo demo-backbones compare test check extract train eval report bench bench-model bench-train clean-demo
+.PHONY: setup demo demo-backbones compare test check extract train eval report bench bench-model bench-train bench-long clean-demo
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -61,6 +61,13 @@ bench-model: setup
 
 bench-train: setup
 	$(UCFPIPE) bench-train --config stages/train.toml
+
+# Windowed prediction on generated 1, 10 and 30-minute videos (64x64, 25 fps, kept in bench-long/), each in its
+# own process: frames/s and peak RSS. Predicts with BENCH_LONG_RUN, the demo's split-1 run unless given.
+BENCH_LONG_RUN ?= $(DEMO)/runs/split1
+bench-long: setup
+	test -f $(BENCH_LONG_RUN)/model.keras || $(MAKE) demo
+	$(UCFPIPE) bench-long --run $(BENCH_LONG_RUN)
 
 # The offline demo: synthetic classes that differ only in temporal order, random VGG16 weights, 64x64 frames,
 # all three splits, and an order-blind baseline beside the LSTM. Settings are recorded in each run directory.

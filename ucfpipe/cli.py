@@ -495,17 +495,24 @@ def eval_command(run_dir, features, splits, allow_missing, baseline, tta):
 @click.option("--top", type=int, default=5, show_default=True, help="Classes to show per video.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (a list, one entry per video).")
 @click.option("--weights", type=click.Path(), help="The VGG16 weights file, if it moved since extraction (its SHA-256 is checked).")
+@click.option("--window", help="Sliding windows of this many seconds over each whole video; auto: the run's typical clip duration.")
+@click.option("--stride", type=float, help="Seconds between window starts (implies windows).  [default: half the window]")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Windows: write OUT/<video>/windows.csv, seconds.csv, timeline.png.")
 @user_errors
-def predict(videos, run_dir, top, as_json, weights):
+def predict(videos, run_dir, top, as_json, weights, window, stride, out_dir):
     """Classify video files with a trained run (decoded, sampled and featurised exactly as its cache was).
     A directory stands for every video under it (.avi, .mp4, .mov, .mkv, .webm; recursively, sorted).
 
+    With --window/--stride/--out, classify sliding windows over each whole video (see README, "Long videos").
     Exit status 2 when a file cannot be read; with several files, the others are still classified."""
     import json
 
     from . import predict as stage
 
-    predictions = stage.run(_video_files(videos), run_dir, top=top, weights=weights)
+    videos = _video_files(videos)
+    if window is not None or stride is not None or out_dir is not None:
+        return _predict_windows(videos, run_dir, top, as_json, weights, window, stride, out_dir)
+    predictions = stage.run(videos, run_dir, top=top, weights=weights)
     failed = [p for p in predictions if p.error is not None]
     if len(predictions) == 1 and failed:
         raise UcfpipeError(failed[0].error)
@@ -540,6 +547,109 @@ def _video_files(paths) -> list[str]:
                                "pass video files or a folder that holds some")
         files += map(str, found)
     return files
+def _predict_windows(videos, run_dir, top, as_json, weights, window, stride, out_dir):
+    import json
+
+    from . import windows
+    from .predict import Predictor
+    from .stream import run_rate
+
+    if top < 1:
+        raise UcfpipeError(f"--top must be at least 1, got {top}")
+    seconds = None
+    if window not in (None, "auto"):
+        try:
+            seconds = float(window)
+        except ValueError:
+            raise UcfpipeError(f"--window must be a number of seconds or auto, got {window!r}") from None
+        windows.check_window(seconds, stride if stride is not None else seconds)
+    stems = [Path(v).stem for v in videos]
+    if out_dir and len(set(stems)) < len(stems):
+        raise UcfpipeError("--out names each video's folder by its file name, and two videos share one; predict them separately")
+    predictor = Predictor(run_dir, weights)
+    rate = run_rate(predictor, seconds)
+    predictions = windows.run(videos, predictor, rate, stride if stride is not None else rate.clip_seconds / 2,
+                              progress=sys.stderr.isatty())
+    done = [p for p in predictions if p.error is None]
+    if out_dir:
+        for prediction in done:
+            windows.write_outputs(prediction, Path(out_dir) / Path(prediction.video).stem, top)
+    if as_json:
+        click.echo(json.dumps([p.as_dict(top) for p in predictions], indent=2))
+    else:
+        for prediction in done:
+            click.echo(f"{prediction.video}: {prediction.duration:.1f} s, {len(prediction.windows)} windows of "
+                       f"{rate.clip_seconds:.2f} s")
+            for start, end, name in prediction.segments():
+                click.echo(f"  {start:8.1f} - {end:8.1f} s  {name}")
+            if out_dir:
+                click.echo(f"  -> {Path(out_dir) / Path(prediction.video).stem}/windows.csv, seconds.csv, timeline.png")
+    failed = [p for p in predictions if p.error is not None]
+    for prediction in failed:
+        click.echo(f"error: {prediction.error}", err=True)
+    if failed:
+        raise UcfpipeError(failed[0].error if len(predictions) == 1 else f"{len(failed)} of {len(predictions)} videos could not be read")
+
+
+LIVE_EXIT = {"end": 0, "quit": 0, "dropped": 4, "stalled": 4, "interrupted": 130}
+
+
+@main.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(), help="Run (or ensemble) directory made by `ucfpipe train`.")
+@click.option("--source", required=True, help="Camera index (0), stream URL (rtsp://, http://...) or video file.")
+@click.option("--window", type=float, help="Seconds the run sees at once (T sampled frames).  [default: the run's typical clip]")
+@click.option("--stride", type=float, help="Seconds between predictions.  [default: half the window]")
+@click.option("--top", type=int, default=5, show_default=True, help="Classes per prediction.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per prediction and line: time, latency, top.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Also write the video with the top-3 drawn on it (.mp4 or .avi).")
+@click.option("--display", is_flag=True, help="Show the annotated video in a window (needs OpenCV with GUI support); q quits.")
+@click.option("--realtime", is_flag=True, help="Play a file source at its own speed instead of as fast as it decodes.")
+@click.option("--stall", "stall_seconds", type=float, default=10.0, show_default=True, help="Stop when no frame arrives for this many seconds.")
+@click.option("--weights", type=click.Path(), help="The VGG16 weights file, if it moved since extraction (its SHA-256 is checked).")
+@user_errors
+def live(run_dir, source, window, stride, top, as_json, out_path, display, realtime, stall_seconds, weights):
+    """Classify a camera, stream or file as its frames arrive: the top classes every --stride seconds.
+
+    Exit status 0 at the end of a file source, 2 for bad input (a source that cannot be opened), 4 when a
+    camera or stream drops or stalls, 130 on Ctrl-C; a summary line on stderr in every case."""
+    import json
+
+    from . import live as stage
+    from .predict import Predictor
+    from .stream import StreamingFeaturiser, run_rate
+
+    if top < 1:
+        raise UcfpipeError(f"--top must be at least 1, got {top}")
+    if display:
+        stage.check_display()
+    writer = stage.AnnotatedWriter(out_path, 0.0) if out_path else None
+    frames = stage.open_source(source, realtime)
+    try:
+        predictor = Predictor(run_dir, weights)
+    except KeyboardInterrupt:
+        click.echo("live: interrupted before the first frame", err=True)
+        sys.exit(LIVE_EXIT["interrupted"])
+    rate = run_rate(predictor, window)
+    if frames.fps > 0:  # the same refusal as predict --window: fewer frames than T would repeat frames
+        from .windows import layout
+
+        layout(rate, rate.clip_seconds, frames.fps, where=f"{source}: ")
+    if writer is not None:
+        writer.fps = frames.fps if frames.fps > 0 else writer.fps
+
+    def emit(prediction):
+        if as_json:
+            click.echo(json.dumps(prediction.as_dict()))
+        else:
+            classes = "  ".join(f"{name} {p:.3f}" for name, p in prediction.top)
+            click.echo(f"{prediction.time:9.2f} s  latency {prediction.latency * 1000:6.0f} ms  {classes}")
+
+    summary = stage.run(StreamingFeaturiser(predictor), frames, rate, stride if stride is not None else rate.clip_seconds / 2,
+                        top=top, emit=emit, out=writer, display=display, stall_seconds=stall_seconds, name=source)
+    click.echo(summary.line(), err=True)
+    if writer is not None and summary.frames:
+        click.echo(f"wrote {out_path}", err=True)
+    sys.exit(LIVE_EXIT[summary.ended])
 
 
 @main.command()
@@ -551,6 +661,32 @@ def report(run_dirs, as_markdown):
     from . import report as stage
 
     stage.run(run_dirs, log=click.echo, as_markdown=as_markdown)
+
+
+@main.command("bench-long")
+@click.option("--run", "run_dir", required=True, type=click.Path(), help="Run directory to predict with (e.g. demo/runs/split1).")
+@click.option("--minutes", default="1,10,30", show_default=True, help="Video lengths, comma-separated.")
+@click.option("--size", type=int, default=64, show_default=True, help="Frame width and height of the generated videos.")
+@click.option("--fps", type=float, default=25.0, show_default=True)
+@click.option("--dir", "directory", type=click.Path(file_okay=False), default="bench-long", show_default=True,
+              help="Where the generated videos are kept (written once, reused).")
+@click.option("--json-out", type=click.Path(dir_okay=False), help="Also write the results as JSON here.")
+@user_errors
+def bench_long(run_dir, minutes, size, fps, directory, json_out):
+    """Windowed prediction on generated long videos, each length in its own process: frames/s and peak RSS."""
+    from . import bench_long as bench
+    from .features import write_json_atomic
+
+    try:
+        lengths = tuple(float(m) for m in minutes.split(","))
+    except ValueError:
+        raise UcfpipeError(f"--minutes must be comma-separated numbers, got {minutes!r}") from None
+    if min(lengths) <= 0 or size < 16 or fps <= 0:
+        raise UcfpipeError("--minutes and --fps must be positive, --size at least 16")
+    results = bench.run(run_dir, lengths, size, fps, directory, log=click.echo)
+    click.echo(bench.format_table(results))
+    if json_out:
+        write_json_atomic(Path(json_out), results)
 
 
 @main.command("bench-train")

@@ -693,6 +693,15 @@ class FeatureStore:
     def frame_indices(self, video_ids, view: int | None = 0) -> np.ndarray:
         return self._read("frame_indices", list(video_ids), view)
 
+    def typical_clip_seconds(self) -> float | None:
+        """The median clip duration (decoded frames / fps) over the clips with a known fps: the span a model
+        trained on this cache has learnt to see in T steps. None when no clip knows its fps."""
+        fps = self._meta["fps"].astype(np.float64)
+        known = fps > 0
+        if not known.any():
+            return None
+        return float(np.median(self._meta["num_frames"][known] / fps[known]))
+
     def clip(self, video_id: str) -> ClipFeatures:
         row = self._rows([video_id])[0]
         return ClipFeatures(

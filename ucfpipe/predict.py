@@ -93,10 +93,17 @@ class Predictor:
 
     def probabilities(self, path: str | Path) -> np.ndarray:
         clip = read_clip(path, self.stage_one.frames, self.stage_one.size)
-        features = np.asarray(self.extractor.predict_on_batch(clip.frames))
+        return self.classify(self.featurise(clip.frames)[None])[0]
+
+    def featurise(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 RGB frames (n, size, size, 3) -> their features (n, ...) as float32."""
+        features = np.asarray(self.extractor.predict_on_batch(frames))
         # Round to the cache's storage dtype: the classifier was trained on exactly those numbers.
-        features = features.astype(self.stage_one.dtype).astype(np.float32)
-        return np.mean([np.asarray(c.predict_on_batch(features[None]), np.float64)[0] for c in self.classifiers], axis=0)
+        return features.astype(self.stage_one.dtype).astype(np.float32)
+
+    def classify(self, sequences: np.ndarray) -> np.ndarray:
+        """Feature sequences (n, T, ...) -> class probabilities (n, classes): the members' mean."""
+        return np.mean([np.asarray(c.predict_on_batch(sequences), np.float64) for c in self.classifiers], axis=0)
 
     def predict(self, path: str | Path, top: int = 5) -> Prediction:
         try:

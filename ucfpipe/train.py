@@ -241,6 +241,7 @@ def _record(config: TrainConfig, store: FeatureStore, split: datasets.Split, pla
             "extract_config": store.config,
             "num_steps": store.num_steps,
             "feature_shape": list(store.feature_shape),
+            "typical_clip_seconds": store.typical_clip_seconds(),  # predict --window's default span
         },
         "data": {
             "holdout": plan.holdout,

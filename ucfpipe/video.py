@@ -68,6 +68,11 @@ def _open(path: Path) -> cv2.VideoCapture:
     return capture
 
 
+def open_video(path: str | Path) -> cv2.VideoCapture:
+    """An opened capture of a readable video file; VideoError (one line, why) otherwise."""
+    return _open(Path(path))
+
+
 def _wanted(num_frames: int, num_samples: int, views: tuple[View, ...]) -> set[int]:
     return {i for offset in {v.offset for v in views} for i in uniform_frame_indices(num_frames, num_samples, offset).tolist()}
 
