@@ -531,11 +531,10 @@ def predict(videos, run_dir, top, as_json, weights, window, stride, out_dir):
         raise UcfpipeError(f"{len(failed)} of {len(predictions)} videos could not be read")
 
 
-VIDEO_EXTENSIONS = (".avi", ".mp4", ".mov", ".mkv", ".webm")
-
-
 def _video_files(paths) -> list[str]:
     """Files as given; a directory stands for every video under it (by extension, recursively, sorted)."""
+    from .video import VIDEO_EXTENSIONS
+
     files = []
     for path in map(Path, paths):
         if not path.is_dir():

@@ -23,6 +23,8 @@ import numpy as np  # noqa: E402
 from .errors import UcfpipeError  # noqa: E402
 from .views import VIEWS, View, crop_size, render  # noqa: E402
 
+# Files any stage treats as videos (a folder dataset, `predict DIR`): what OpenCV's FFmpeg reads everywhere.
+VIDEO_EXTENSIONS = (".avi", ".mp4", ".mov", ".mkv", ".webm")
 # Part of the feature fingerprint: changing how frames are resized changes every feature.
 RESIZE_METHOD = "cv2.INTER_AREA, whole frame to size x size (aspect ratio not kept)"
 SAMPLING_METHOD = "centre frame of T equal segments of the decoded frames"

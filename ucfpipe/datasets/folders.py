@@ -19,11 +19,11 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from ..errors import UcfpipeError
+from ..video import VIDEO_EXTENSIONS as EXTENSIONS
 from . import ucf101
 from .base import Clip, Split, number_groups
 
 LAYOUT = "--videos ROOT (<class>/<name>.<avi|mp4|mov|mkv|webm>), --splits the folder `ucfpipe splits make` wrote"
-EXTENSIONS = (".avi", ".mp4", ".mov", ".mkv", ".webm")
 GROUP_PATTERN = re.compile(r"(?:^|_)g(\d+)(?:_|$)", re.IGNORECASE)
 MAX_FOLDS = 3
 _MAKE = "make them with `ucfpipe splits make --videos ROOT --out DIR`"
