@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import TINY, extract_tiny
+from conftest import extract_tiny
 from test_train import QUIET, tiny_config
 from ucfpipe import evaluate, extract, finetune, runs, train
 from ucfpipe.cli import main
@@ -242,7 +242,7 @@ def test_batches_never_exceed_the_work_and_pad_the_last_to_a_power_of_two(batch_
     frames = np.random.default_rng(0).integers(0, 256, (22, 8, 32, 32, 3), dtype=np.uint8)  # 176 frames
     batcher = extract._Batcher(model, batch_size, (32, 32, 3), total_frames=176)
     done = []
-    for i, clip in enumerate(frames):
+    for clip in frames:
         done += batcher.add(extract._Pending(None, clip.copy(), np.arange(8), 8, 25.0))
     done += batcher.run()
     assert model.shapes == expected
