@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import TINY, extract_tiny
+from conftest import extract_tiny
 from test_train import QUIET, tiny_config
 from ucfpipe import evaluate, extract, finetune, runs, train
 from ucfpipe.cli import main
@@ -114,35 +114,43 @@ def test_two_finetunes_writing_one_file_are_refused(synth_dataset, tmp_path):
 
 # -- a full disk -------------------------------------------------------------------------------------------------
 @pytest.fixture
-def small_disk(tmp_path):
-    """A real 4 MiB file system (tmpfs; the tests run as root, as CI does). Where mounting is refused the
-    full-disk tests are skipped rather than faked."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}); the full-disk tests need root")
+def disk_of(tmp_path):
+    """`disk_of(size)`: a real file system of that size (tmpfs; the tests run as root, as CI does). Where
+    mounting is refused the full-disk tests are skipped rather than faked."""
+    mounted = []
+
+    def mount(size: str) -> Path:
+        point = tmp_path / f"disk{len(mounted)}"
+        point.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)], capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}); the full-disk tests need root")
+        mounted.append(point)
+        return point
+
     yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    for point in mounted:
+        subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+@pytest.fixture
+def small_disk(disk_of):
+    return disk_of("4m")
 
 
 def fill(disk: Path) -> Path:
-    """Write (more of) a file until the disk is full; deleting it frees the space again."""
+    """Write (more of) a file until the disk is full, down to the byte; deleting it frees the space again."""
     filler = disk / "filler"
-    block = b"\0" * 65536
-    with filler.open("ab", buffering=0) as handle:  # unbuffered: close() has nothing left to flush onto a full disk
-        try:
-            while True:
-                handle.write(block)
-                handle.flush()
-        except OSError:
-            pass
-        while True:  # the last partial block: down to the byte
+    descriptor = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        for size in (1 << 20, 1 << 12, 1):
             try:
-                handle.write(b"\0")
-                handle.flush()
+                while os.write(descriptor, b"\0" * size):
+                    pass
             except OSError:
-                break
+                pass
+    finally:
+        os.close(descriptor)
     return filler
 
 
@@ -191,7 +199,8 @@ def test_full_disk_under_eval_keeps_the_previous_outputs(synth_dataset, finished
     assert json.loads((run_dir / runs.METRICS).read_text())["top1"] == metrics["top1"]
 
 
-def test_full_disk_under_finetune_says_which_file_and_leaves_no_temp(synth_dataset, small_disk):
+def test_full_disk_under_finetune_says_which_file_and_leaves_no_temp(synth_dataset, disk_of):
+    small_disk = disk_of("96m")  # VGG16's weights take 58 MB
     out = small_disk / "vgg.weights.h5"
     config = FinetuneConfig(videos=str(synth_dataset["videos"]), splits=str(synth_dataset["splits"]), out=str(out),
                             weights="none", size=32, frames_per_clip=1, epochs=1, batch_size=16, val_groups=1, workers=1)
@@ -233,7 +242,7 @@ def test_batches_never_exceed_the_work_and_pad_the_last_to_a_power_of_two(batch_
     frames = np.random.default_rng(0).integers(0, 256, (22, 8, 32, 32, 3), dtype=np.uint8)  # 176 frames
     batcher = extract._Batcher(model, batch_size, (32, 32, 3), total_frames=176)
     done = []
-    for i, clip in enumerate(frames):
+    for clip in frames:
         done += batcher.add(extract._Pending(None, clip.copy(), np.arange(8), 8, 25.0))
     done += batcher.run()
     assert model.shapes == expected

@@ -1,7 +1,7 @@
 """Stage one: every clip named by the split lists -> backbone features per sampled frame, in the feature cache.
 
 Decoding threads feed the model through a bounded queue (memory stays flat for any number of clips);
-frames of many clips share one fixed-shape batch (a fixed shape also means one compiled graph on JAX);
+frames of many clips share one batch (full batches share one shape, so JAX compiles few graphs);
 finished clips go to the shard writer. The cache is resumable: a rerun extracts only what is missing.
 """
 

@@ -60,8 +60,10 @@ def stage_one_config(run: runs.Run, weights: str | None = None) -> ExtractConfig
 def _weights_file(run: runs.Run, recorded: str, sha256: str) -> str:
     """The recorded weights file, else one of its name beside the run (in the run directory or next to it):
     a run copied to another machine with its weights file still predicts."""
+    if Path(recorded).is_file():
+        return recorded
     name = Path(recorded).name
-    for candidate in (Path(recorded), run.directory / name, run.directory.parent / name):
+    for candidate in (run.directory / name, run.directory.parent / name):
         if candidate.is_file():
             return str(candidate)
     raise UcfpipeError(

@@ -15,10 +15,12 @@ from __future__ import annotations
 import csv
 import errno
 import fcntl
+import gc
 import io
 import json
 import os
 import sys
+import traceback
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
@@ -62,8 +64,23 @@ def _is_disk_full(err: BaseException | None) -> bool:
     return False
 
 
+def _release(err: BaseException) -> None:
+    """Keras leaves its HDF5 file open when a write fails, referenced from the failed call's frames: it would
+    hold the temporary's space and complain ("Exception ignored in ... __dealloc__") whenever it is collected.
+    Collect it now, with its complaint about the full disk (already reported) kept quiet."""
+    traceback.clear_frames(err.__traceback__)
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: None if _is_disk_full(unraisable.exc_value) else hook(unraisable)
+    try:
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+
+
 def _discard(path: Path, tmp: Path, err: BaseException) -> None:
     """After a failed write: remove the temporary; a full disk becomes one line naming `path`."""
+    if _is_disk_full(err):
+        _release(err)
     try:
         tmp.unlink(missing_ok=True)
     except OSError:

@@ -286,9 +286,9 @@ def run(config: TrainConfig, resume: bool = False, log=print, verbose: int = 2) 
     except OSError as err:
         raise UcfpipeError(f"cannot create the run directory {out}: {err.strerror}; choose a writable --out") from None
     with runs.lock_run(out):
+        if not resume:
+            _check_new_run_dir(out)  # another train may have started here since the first check
         try:
-            if not resume:
-                _check_new_run_dir(out)  # another train may have started here since the first check
             return _run_locked(config, out, store, split, plan, resume, log, verbose)
         except BaseException:
             if not resume and not (out / runs.RUN).is_file():
