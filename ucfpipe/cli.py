@@ -8,17 +8,18 @@ import os
 import sys
 from pathlib import Path
 
-from . import interrupts
+from . import interrupts, quiet
 
 if __name__ == "__main__" or Path(sys.argv[0]).name == "ucfpipe":
     # This process is the ucfpipe command: a Ctrl-C during the imports below is noted, and `_Main.main`
-    # (which installs the raising handler) reports it.
+    # (which installs the raising handler) reports it; TensorFlow's start-up lines are filtered out.
     interrupts.record_only()
+    quiet.install()
 
 import click  # noqa: E402
 
-# TensorFlow's C++ start-up chatter (oneDNN, CPU features) buries the one line a user needs; other
-# backends ignore this variable.
+# TensorFlow's C++ logging below errors (other backends ignore this variable); what it prints before its
+# logging starts is filtered by `quiet`.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from . import __version__  # noqa: E402

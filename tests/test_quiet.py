@@ -1,0 +1,33 @@
+"""The command's start is quiet: TensorFlow's C++ start-up lines are filtered, everything else passes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from ucfpipe import quiet
+
+STARTUP = (
+    "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+    "I0000 00:00:1795614226.650805    4818 port.cc:153] oneDNN custom operations are on. You may see slightly "
+    "different numerical results due to floating-point round-off errors from different computation orders.\n"
+)
+
+
+def test_only_the_start_up_lines_are_filtered(capfd):
+    with quiet.stderr_filtered():
+        os.write(2, (STARTUP + "a real warning\n" + STARTUP + "E0000 an error from C++\n").encode())
+    assert capfd.readouterr().err == "a real warning\nE0000 an error from C++\n"
+
+
+def test_a_bad_input_after_keras_loaded_is_one_line_on_stderr(tmp_path):
+    (tmp_path / "not-a-run").mkdir()
+    # `eval` imports Keras (through the run's model code) before it finds that the directory holds no run.
+    done = subprocess.run([sys.executable, "-m", "ucfpipe.cli", "eval", "--run", str(tmp_path / "not-a-run")],
+                          capture_output=True, text=True, env={**os.environ, "KERAS_BACKEND": "tensorflow"})
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [f"Error: {tmp_path / 'not-a-run'} is not a ucfpipe run directory (no run.json); "
+                                        "pass the --out directory of `ucfpipe train`"], done.stderr
+    probe = [sys.executable, "-c", "import sys, keras; print(type(keras.__spec__.loader).__name__)"]
+    assert subprocess.run(probe, capture_output=True, text=True).stdout.strip() != "_QuietLoader"  # the library alone: untouched
