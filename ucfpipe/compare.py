@@ -81,13 +81,9 @@ def run(config: TrainConfig, members: int = 3, log=print, verbose: int = 0) -> d
     rows.append(_row(f"+ {members}-seed ensemble (with TTA)", metrics["tta"], sum(member_seconds) + eval_s))
 
     log("order-blind reference")
-    from .baseline import order_blind_top1
-
     baseline_run = runs.Run(base.out)
     clips = runs.read_json(baseline_run.path(runs.CLIPS))
-    train_ids = clips["train"] + clips["val"]
-    top1, blind_s = _timed(order_blind_top1, store, train_ids, store.labels(train_ids), clips["test"],
-                           store.labels(clips["test"]), seed=config.seed)
+    top1, blind_s = _timed(evaluate.order_blind_top1_of, baseline_run, store, clips["test"])
     rows.append(_row("order-blind (time-averaged, logistic regression)", {"top1": top1}, blind_s,
                      "top-1 only"))
 

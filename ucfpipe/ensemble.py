@@ -98,6 +98,15 @@ def finish(out: Path, record: dict) -> dict:
     return record
 
 
+def load_run_or_ensemble(directory: str | Path) -> list[runs.Run]:
+    """What evaluate, predict and export score with: an ensemble's members, or the one finished run at `directory`."""
+    if is_ensemble(directory):
+        return load_members(directory)
+    run = runs.Run(directory)
+    run.require_finished()
+    return [run]
+
+
 def load_members(directory: str | Path, require_finished: bool = True, record: dict | None = None) -> list[runs.Run]:
     """The member runs of the ensemble at `directory`, checked to share classes, split and cache fingerprint."""
     directory = Path(directory)

@@ -69,14 +69,38 @@ def run(run_dir: str | Path, features: str | None = None, splits: str | None = N
 
 def _run(directory: Path, features, splits, allow_missing, baseline, tta, log) -> dict:
     from . import ensemble
-    from .metrics import classification_metrics
-    from .plots import plot_confusion
 
-    if ensemble.is_ensemble(directory):
-        members = ensemble.load_members(directory)
-    else:
-        members = [runs.Run(directory)]
-        members[0].require_finished()
+    members = ensemble.load_run_or_ensemble(directory)
+    run = members[0]
+    store = _open_cache(members, features)
+    splits_dir = splits or run.record["splits_dir"]
+    split = _read_split(run, store, splits_dir)
+    allow = run.config.allow_missing if allow_missing is None else allow_missing
+    clips, missing = _test_clips(split, store, allow)
+    if tta and len(store.views) == 1:
+        log(f"warning: {store.directory} stores only the centre view, so --tta equals the plain evaluation; "
+            "extract with --views flip,crops,time for more")
+    video_ids = [c.video_id for c in clips]
+    labels = np.array([c.label for c in clips])
+    probabilities, augmented, member_figures = _score(members, store, video_ids, labels, tta)
+
+    is_ensemble = len(members) > 1 or ensemble.is_ensemble(directory)
+    metrics, per_class, confusion = _metrics(members, is_ensemble, labels, probabilities, split, splits_dir, store, allow, missing)
+    if tta:
+        metrics["tta"] = {**_headline(labels, augmented, run.classes), "views": list(store.views)}
+    if is_ensemble:
+        metrics["ensemble"] = {"members": [m.directory.name for m in members], "combine": "mean of member probabilities"}
+        metrics["members"] = member_figures
+    if baseline:
+        metrics["order_blind_top1"] = order_blind_top1_of(run, store, video_ids)
+    what = f"ensemble of {len(members)}" if is_ensemble else f"split {split.number}"
+    _write_outputs(directory, run.classes, metrics, per_class, confusion, video_ids, labels, probabilities, what)
+    _print_summary(metrics, directory, log)
+    return metrics
+
+
+def _open_cache(members: list[runs.Run], features: str | None) -> FeatureStore:
+    """The cache the run was trained on (or `features`), refused unless every member was trained on its numbers."""
     run = members[0]
     recorded = run.record["cache"]["directory"]
     if features is None and not Path(recorded).exists():
@@ -85,40 +109,51 @@ def _run(directory: Path, features, splits, allow_missing, baseline, tta, log) -
     store = FeatureStore(features or recorded)
     for member in members:
         member.check_cache(store)
-    splits_dir = splits or run.record["splits_dir"]
+    return store
+
+
+def _read_split(run: runs.Run, store: FeatureStore, splits_dir: str) -> datasets.Split:
     split = datasets.read_split(datasets.of_cache(store.config), splits_dir, run.record["split"])
     if split.classes != run.classes:
         raise UcfpipeError(
             f"classInd.txt in {splits_dir} lists other classes than {run.directory} was trained on "
             f"({len(split.classes)} vs {len(run.classes)}); pass the --splits folder of the training run"
         )
-    allow = run.config.allow_missing if allow_missing is None else allow_missing
-    clips, missing = _test_clips(split, store, allow)
-    if tta and len(store.views) == 1:
-        log(f"warning: {store.directory} stores only the centre view, so --tta equals the plain evaluation; "
-            "extract with --views flip,crops,time for more")
+    return split
 
-    video_ids = [c.video_id for c in clips]
-    labels = np.array([c.label for c in clips])
+
+def _score(members: list[runs.Run], store: FeatureStore, video_ids: list[str], labels, tta: bool):
+    """(mean of the members' centre-view probabilities, mean of their TTA probabilities or None, each member's
+    headline figures)."""
+    classes = members[0].classes
     single, augmented, member_figures = [], [], {}
     for member in members:
         model = member.load_model()
         center = predict_probabilities(model, store, video_ids, member.config.batch_size, member.config.memory_limit_gb)
         single.append(center)
-        figures = _headline(labels, center, run.classes)
+        figures = _headline(labels, center, classes)
         if tta:
             augmented.append(tta_probabilities(model, store, video_ids, member.config.batch_size, member.config.memory_limit_gb))
-            figures["tta"] = _headline(labels, augmented[-1], run.classes)
+            figures["tta"] = _headline(labels, augmented[-1], classes)
         member_figures[member.directory.name] = figures
-    probabilities = np.mean(single, axis=0)
-    scores = classification_metrics(labels, probabilities, list(run.classes))
+    return np.mean(single, axis=0), (np.mean(augmented, axis=0) if tta else None), member_figures
 
+
+def _metrics(members, is_ensemble, labels, probabilities, split, splits_dir, store, allow, missing):
+    """(metrics.json's figures and provenance, the per-class rows, the confusion matrix)."""
+    from .metrics import classification_metrics
+
+    run = members[0]
+    scores = classification_metrics(labels, probabilities, list(run.classes))
     per_class = scores.pop("per_class")
     confusion = scores.pop("confusion")
-    is_ensemble = len(members) > 1 or ensemble.is_ensemble(directory)
+
+    def each(value_of):  # one value for a run, a list (one per member) for an ensemble
+        return [value_of(m) for m in members] if is_ensemble else value_of(run)
+
     metrics = {
         **scores,
-        "num_test_clips": len(clips),
+        "num_test_clips": len(labels),
         "num_test_listed": len(split.test),
         "num_not_evaluated": len(missing),
         "not_evaluated": missing,
@@ -127,23 +162,26 @@ def _run(directory: Path, features, splits, allow_missing, baseline, tta, log) -
         "splits_dir": str(Path(splits_dir).resolve()),
         "features": str(store.directory.resolve()),
         "fingerprint": store.fingerprint,
-        "model": [str(m.path(runs.MODEL)) for m in members] if is_ensemble else str(run.path(runs.MODEL)),
-        "config": [str(m.path(runs.CONFIG)) for m in members] if is_ensemble else str(run.path(runs.CONFIG)),
-        "best_epoch": [m.record["best"]["epoch"] for m in members] if is_ensemble else run.record["best"]["epoch"],
+        "model": each(lambda m: str(m.path(runs.MODEL))),
+        "config": each(lambda m: str(m.path(runs.CONFIG))),
+        "best_epoch": each(lambda m: m.record["best"]["epoch"]),
         "evaluated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    if tta:
-        metrics["tta"] = {**_headline(labels, np.mean(augmented, axis=0), run.classes), "views": list(store.views)}
-    if is_ensemble:
-        metrics["ensemble"] = {"members": [m.directory.name for m in members], "combine": "mean of member probabilities"}
-        metrics["members"] = member_figures
-    if baseline:
-        from .baseline import order_blind_top1
+    return metrics, per_class, confusion
 
-        clip_ids = runs.read_json(run.path(runs.CLIPS))
-        train_ids = clip_ids["train"] + clip_ids["val"]
-        metrics["order_blind_top1"] = order_blind_top1(store, train_ids, store.labels(train_ids), video_ids, labels,
-                                                       seed=run.config.seed)
+
+def order_blind_top1_of(run: runs.Run, store: FeatureStore, test_ids: list[str]) -> float:
+    """The order-blind reference for `run`: fitted on its training and validation clips, scored on `test_ids`."""
+    from .baseline import order_blind_top1
+
+    clip_ids = runs.read_json(run.path(runs.CLIPS))
+    train_ids = clip_ids["train"] + clip_ids["val"]
+    return order_blind_top1(store, train_ids, store.labels(train_ids), test_ids, store.labels(test_ids), seed=run.config.seed)
+
+
+def _write_outputs(directory: Path, classes, metrics, per_class, confusion, video_ids, labels, probabilities, what) -> None:
+    from .plots import plot_confusion
+
     runs.write_json(directory / runs.METRICS, metrics)
     runs.write_csv_atomic(
         directory / runs.PER_CLASS, ["class", "accuracy", "precision", "recall", "f1", "support"],
@@ -153,13 +191,10 @@ def _run(directory: Path, features, splits, allow_missing, baseline, tta, log) -
     predicted = probabilities.argmax(axis=1)
     runs.write_csv_atomic(
         directory / runs.PREDICTIONS, ["video_id", "true", "predicted", "probability"],
-        [[v, run.classes[t], run.classes[p], f"{probabilities[i, p]:.4f}"] for i, (v, t, p) in enumerate(zip(video_ids, labels, predicted))],
+        [[v, classes[t], classes[p], f"{probabilities[i, p]:.4f}"] for i, (v, t, p) in enumerate(zip(video_ids, labels, predicted))],
     )
-    what = f"ensemble of {len(members)}" if is_ensemble else f"split {split.number}"
-    plot_confusion(confusion, list(run.classes), directory / runs.CONFUSION,
-                   title=f"{what}: top-1 {metrics['top1']:.3f}, {len(clips)} test clips (rows sum to 1)")
-    _print_summary(metrics, directory, log)
-    return metrics
+    plot_confusion(confusion, list(classes), directory / runs.CONFUSION,
+                   title=f"{what}: top-1 {metrics['top1']:.3f}, {len(video_ids)} test clips (rows sum to 1)")
 
 
 def _print_summary(metrics: dict, directory: Path, log) -> None:

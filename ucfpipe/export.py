@@ -148,21 +148,13 @@ def end_to_end(backbone, classifiers, frames: int, size: int, storage_dtype: str
     return keras.Model(clips, outputs[0], name="ucfpipe_export")
 
 
-def load_members(run_dir: Path) -> list[runs.Run]:
-    from . import ensemble
-
-    if ensemble.is_ensemble(run_dir):
-        return ensemble.load_members(run_dir)
-    member = runs.Run(run_dir)
-    member.require_finished()
-    return [member]
-
-
 def build(run_dir: str | Path, weights: str | None = None):
     """(the end-to-end model, the members, the stage-one config) of the run or ensemble at `run_dir`."""
     from .predict import stage_one_config
 
-    members = load_members(Path(run_dir))
+    from .ensemble import load_run_or_ensemble
+
+    members = load_run_or_ensemble(Path(run_dir))
     stage_one = stage_one_config(members[0], weights)
     classifiers = []
     for number, member in enumerate(members, 1):

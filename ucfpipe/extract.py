@@ -232,10 +232,6 @@ def plan(config: ExtractConfig) -> tuple[list[datasets.Clip], list[datasets.Clip
 def run(config: ExtractConfig, progress: bool = True, log=print, model=None) -> dict:
     """Extract what the cache at `config.out` lacks; write the manifest. Returns the run's summary.
     `model` is a prebuilt extractor for these settings (the benchmark passes a warmed-up one)."""
-    from tqdm import tqdm
-
-    from .provenance import versions
-
     config.validate()
     clips, missing, part = plan(config)
     settings = feature_settings(config)
@@ -247,79 +243,18 @@ def run(config: ExtractConfig, progress: bool = True, log=print, model=None) -> 
         for video_id, how in list(changed.items())[:10]:
             log(f"  changed since extraction: {video_id}: {how}")
         todo = [c for c in clips if c.video_id not in writer.done_ids]
-        manifest_path = out / MANIFEST
-        if not todo and manifest_path.exists():
+        if not todo and (out / MANIFEST).exists():
             log(f"{out}: all {len(writer.done_ids)} clips already extracted with these settings; nothing to do")
             return {"extracted": 0, "failed": {}, "cached": len(writer.done_ids), "missing": len(missing), "out": str(out),
                     "changed": {}, "damaged": 0}
         again = "".join([f", {writer.damaged_clips} of damaged shards" if writer.damaged_clips else "",
                          f", {len(changed)} whose video changed" if changed else ""])
         log(f"extracting {len(todo)} clips ({len(writer.done_ids)} already in {out}, {len(missing)} missing on disk{again})")
-        failed: dict[str, str] = {}
-        frames_per_second = 0.0
-        if todo:
-            if model is None:
-                from .backbone import build_extractor_for
-
-                model = build_extractor_for(config)
-            # Bounded in clips: enough decoded clips to fill two batches, so memory stays flat.
-            frames_per_clip = config.frames * len(config.view_names())
-            batcher = _Batcher(model, config.batch_size, (config.size, config.size, 3), total_frames=len(todo) * frames_per_clip)
-            results: queue.Queue = queue.Queue(maxsize=config.workers + 2 * -(-batcher.capacity // frames_per_clip))
-            stop = threading.Event()
-            threads = _decode_clips(todo, config, results, stop)
-            bar = tqdm(total=len(todo), unit="clip", disable=not progress, smoothing=0.1, dynamic_ncols=True)
-            model_start = time.time()
-
-            def store(finished: list[_Pending]) -> None:
-                for pending in finished:
-                    # The model saw the views' frames one after another: (V*T, ...) -> (V, T, ...).
-                    features = pending.outputs.reshape(pending.frame_indices.shape + pending.outputs.shape[1:])
-                    writer.add(ClipFeatures(
-                        pending.clip.video_id, pending.clip.label, pending.clip.group, pending.num_frames,
-                        pending.fps, pending.frame_indices, features.astype(config.dtype), pending.source,
-                    ))
-                bar.update(len(finished))
-                bar.set_postfix(frames_s=f"{batcher.frames_done / max(time.time() - model_start, 1e-9):.1f}", failed=len(failed))
-
-            try:
-                live = len(threads)
-                while live:
-                    item = results.get()
-                    if item is None:
-                        live -= 1
-                        continue
-                    clip, sampled, error, source = item
-                    if error is not None:
-                        failed[clip.video_id] = error
-                        bar.update(1)
-                        continue
-                    frames = sampled.frames.reshape((-1,) + sampled.frames.shape[2:])
-                    store(batcher.add(_Pending(clip, frames, sampled.frame_indices, sampled.num_frames, sampled.fps, source)))
-                store(batcher.run())
-            except KeyboardInterrupt:
-                stop.set()
-                writer.flush()  # clips whose features are complete are kept
-                bar.close()
-                raise Interrupted(
-                    f"interrupted: {len(writer.done_ids)} clips are safely in {out}; rerun the same command to resume"
-                ) from None
-            finally:
-                stop.set()
-                for thread in threads:
-                    thread.join(timeout=5)
-                bar.close()
-            writer.flush()
-            frames_per_second = batcher.frames_done / max(time.time() - model_start, 1e-9)
+        failed, frames_per_second = featurise(todo, config, writer, model, progress) if todo else ({}, 0.0)
         elapsed = time.time() - started
-        write_manifest(
-            out, fingerprint=cache_fingerprint, settings=settings, config=recorded_config(config), versions=versions(),
-            shards=writer.shards, checksums=writer.checksums, num_clips=len(writer.done_ids),
-            report={"listed": len(clips) + len(missing), "missing": [c.video_id for c in missing], "failed": failed},
-            part=part,
-            last_run={"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(elapsed, 1),
-                      "clips_extracted": len(todo) - len(failed), "frames_per_second": round(frames_per_second, 1)},
-        )
+        _write_manifest(out, config, settings, cache_fingerprint, writer, clips, missing, failed, part,
+                        last_run={"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(elapsed, 1),
+                                  "clips_extracted": len(todo) - len(failed), "frames_per_second": round(frames_per_second, 1)})
     summary = {"extracted": len(todo) - len(failed), "failed": failed, "cached": len(writer.done_ids),
                "missing": len(missing), "out": str(out), "seconds": elapsed, "frames_per_second": frames_per_second,
                "changed": changed, "damaged": writer.damaged_clips}
@@ -329,3 +264,75 @@ def run(config: ExtractConfig, progress: bool = True, log=print, model=None) -> 
         log(f"  failed: {video_id}: {reason}")
     return summary
 
+
+def featurise(todo: list[datasets.Clip], config: ExtractConfig, writer, model=None, progress: bool = True) -> tuple[dict, float]:
+    """Decode `todo` in threads, run the backbone on batches spanning clips, hand finished clips to `writer`.
+    Returns ({video_id: why it could not be read}, frames/s through the model). Ctrl-C keeps finished clips."""
+    from tqdm import tqdm
+
+    if model is None:
+        from .backbone import build_extractor_for
+
+        model = build_extractor_for(config)
+    frames_per_clip = config.frames * len(config.view_names())
+    batcher = _Batcher(model, config.batch_size, (config.size, config.size, 3), total_frames=len(todo) * frames_per_clip)
+    # Bounded in clips: enough decoded clips to fill two batches, so memory stays flat.
+    results: queue.Queue = queue.Queue(maxsize=config.workers + 2 * -(-batcher.capacity // frames_per_clip))
+    stop = threading.Event()
+    threads = _decode_clips(todo, config, results, stop)
+    bar = tqdm(total=len(todo), unit="clip", disable=not progress, smoothing=0.1, dynamic_ncols=True)
+    failed: dict[str, str] = {}
+    model_start = time.time()
+
+    def store(finished: list[_Pending]) -> None:
+        for pending in finished:
+            # The model saw the views' frames one after another: (V*T, ...) -> (V, T, ...).
+            features = pending.outputs.reshape(pending.frame_indices.shape + pending.outputs.shape[1:])
+            writer.add(ClipFeatures(
+                pending.clip.video_id, pending.clip.label, pending.clip.group, pending.num_frames,
+                pending.fps, pending.frame_indices, features.astype(config.dtype), pending.source,
+            ))
+        bar.update(len(finished))
+        bar.set_postfix(frames_s=f"{batcher.frames_done / max(time.time() - model_start, 1e-9):.1f}", failed=len(failed))
+
+    try:
+        live = len(threads)
+        while live:
+            item = results.get()
+            if item is None:
+                live -= 1
+                continue
+            clip, sampled, error, source = item
+            if error is not None:
+                failed[clip.video_id] = error
+                bar.update(1)
+                continue
+            frames = sampled.frames.reshape((-1,) + sampled.frames.shape[2:])
+            store(batcher.add(_Pending(clip, frames, sampled.frame_indices, sampled.num_frames, sampled.fps, source)))
+        store(batcher.run())
+    except KeyboardInterrupt:
+        stop.set()
+        writer.flush()  # clips whose features are complete are kept
+        bar.close()
+        raise Interrupted(
+            f"interrupted: {len(writer.done_ids)} clips are safely in {writer.directory}; rerun the same command to resume"
+        ) from None
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=5)
+        bar.close()
+    writer.flush()
+    return failed, batcher.frames_done / max(time.time() - model_start, 1e-9)
+
+
+def _write_manifest(out: Path, config: ExtractConfig, settings: dict, cache_fingerprint: str, writer,
+                    clips: list, missing: list, failed: dict, part: dict, last_run: dict) -> None:
+    from .provenance import versions
+
+    write_manifest(
+        out, fingerprint=cache_fingerprint, settings=settings, config=recorded_config(config), versions=versions(),
+        shards=writer.shards, checksums=writer.checksums, num_clips=len(writer.done_ids),
+        report={"listed": len(clips) + len(missing), "missing": [c.video_id for c in missing], "failed": failed},
+        part=part, last_run=last_run,
+    )

@@ -67,7 +67,7 @@ def _weights_file(run: runs.Run, recorded: str, sha256: str) -> str:
         if candidate.is_file():
             return str(candidate)
     raise UcfpipeError(
-        f"the VGG16 weights file the run's features were extracted with, {recorded}, is not there, nor beside the run "
+        f"the weights file the run's features were extracted with, {recorded}, is not there, nor beside the run "
         f"({run.directory / name}); pass --weights with where it is now (its SHA-256 {sha256[:12]}... is checked)"
     )
 
@@ -81,11 +81,7 @@ class Predictor:
         from . import ensemble
         from .backbone import build_extractor_for
 
-        if ensemble.is_ensemble(run_dir):
-            self.members = ensemble.load_members(run_dir)
-        else:
-            self.members = [runs.Run(run_dir)]
-            self.members[0].require_finished()
+        self.members = ensemble.load_run_or_ensemble(run_dir)
         self.run = self.members[0]
         self.stage_one = stage_one_config(self.run, weights)
         self.extractor = build_extractor_for(self.stage_one)  # the run's backbone (VGG16 for runs older than the choice)
