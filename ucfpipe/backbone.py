@@ -51,9 +51,10 @@ def weights_identity(weights: str, seed: int) -> dict:
 
 
 @contextmanager
-def _global_random_state_kept():
-    """`keras.utils.set_random_seed` also reseeds Python's `random` and NumPy's global generator; a library
-    call (a Predictor built in a notebook) must leave the caller's random streams where they were."""
+def global_random_state_kept():
+    """`keras.utils.set_random_seed` also reseeds Python's `random` and NumPy's global generator, and Keras
+    draws a default seed from Python's `random` for every unseeded layer it builds or loads; a library call
+    (a Predictor built in a notebook) must leave the caller's random streams where they were."""
     python_state, numpy_state = random.getstate(), np.random.get_state()
     try:
         yield
@@ -63,11 +64,15 @@ def _global_random_state_kept():
 
 
 def load_vgg16(weights: str, size: int, seed: int) -> keras.Model:
+    with global_random_state_kept():
+        return _load_vgg16(weights, size, seed)
+
+
+def _load_vgg16(weights: str, size: int, seed: int) -> keras.Model:
     shape = (size, size, 3)
     if weights == "none":
-        with _global_random_state_kept():
-            keras.utils.set_random_seed(seed)  # the backend's generator draws the initial weights
-            return keras.applications.VGG16(include_top=False, weights=None, input_shape=shape)
+        keras.utils.set_random_seed(seed)  # the backend's generator draws the initial weights
+        return keras.applications.VGG16(include_top=False, weights=None, input_shape=shape)
     if weights == "imagenet":
         try:
             return keras.applications.VGG16(include_top=False, weights="imagenet", input_shape=shape)

@@ -79,7 +79,7 @@ class Predictor:
 
     def __init__(self, run_dir: str | Path, weights: str | None = None):
         from . import ensemble
-        from .backbone import build_extractor
+        from .backbone import build_extractor, global_random_state_kept
 
         if ensemble.is_ensemble(run_dir):
             self.members = ensemble.load_members(run_dir)
@@ -89,8 +89,9 @@ class Predictor:
         self.run = self.members[0]
         self.stage_one = stage_one_config(self.run, weights)
         c = self.stage_one
-        self.extractor = build_extractor(c.weights, c.layer, c.pooling, c.size, c.precision, c.seed)
-        self.classifiers = [member.load_model() for member in self.members]
+        with global_random_state_kept():  # Keras draws layer seeds from Python's `random` while building
+            self.extractor = build_extractor(c.weights, c.layer, c.pooling, c.size, c.precision, c.seed)
+            self.classifiers = [member.load_model() for member in self.members]
         self.classifier = self.classifiers[0]
         self.classes = self.run.classes
 
