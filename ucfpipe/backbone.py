@@ -53,9 +53,10 @@ class Preprocess(keras.layers.Layer):
 
 
 @contextmanager
-def _global_random_state_kept():
-    """`keras.utils.set_random_seed` also reseeds Python's `random` and NumPy's global generator; a library
-    call (a Predictor built in a notebook) must leave the caller's random streams where they were."""
+def global_random_state_kept():
+    """`keras.utils.set_random_seed` also reseeds Python's `random` and NumPy's global generator, and Keras
+    draws a default seed from Python's `random` for every unseeded layer it builds or loads; a library call
+    (a Predictor built in a notebook) must leave the caller's random streams where they were."""
     python_state, numpy_state = random.getstate(), np.random.get_state()
     try:
         yield
@@ -67,7 +68,7 @@ def _global_random_state_kept():
 def seeded(seed: int, build):
     """`build()` with the backend's generator seeded: the one place a seeded random initialisation
     (`--weights none`) happens. Python's and NumPy's global streams are left where the caller had them."""
-    with _global_random_state_kept():
+    with global_random_state_kept():
         keras.utils.set_random_seed(seed)
         return build()
 
@@ -94,7 +95,13 @@ def weights_identity(weights: str, seed: int, backbone: str = DEFAULT) -> dict:
 
 def load_application(backbone: str, weights: str, size: int, seed: int) -> keras.Model:
     """keras.applications.<constructor>(include_top=False) at size x size with `weights`: "imagenet", "none"
-    (seeded random) or a weights file, loaded the way Keras loads `weights=PATH`."""
+    (seeded random) or a weights file, loaded the way Keras loads `weights=PATH`. The caller's Python and
+    NumPy random streams are left as they were, whatever the weights."""
+    with global_random_state_kept():
+        return _load_application(backbone, weights, size, seed)
+
+
+def _load_application(backbone: str, weights: str, size: int, seed: int) -> keras.Model:
     spec = get(backbone)
     constructor = getattr(keras.applications, spec.constructor)
     shape = (size, size, 3)

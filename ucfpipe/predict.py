@@ -79,13 +79,14 @@ class Predictor:
 
     def __init__(self, run_dir: str | Path, weights: str | None = None):
         from . import ensemble
-        from .backbone import build_extractor_for
+        from .backbone import build_extractor_for, global_random_state_kept
 
         self.members = ensemble.load_run_or_ensemble(run_dir)
         self.run = self.members[0]
         self.stage_one = stage_one_config(self.run, weights)
-        self.extractor = build_extractor_for(self.stage_one)  # the run's backbone (VGG16 for runs older than the choice)
-        self.classifiers = [member.load_model() for member in self.members]
+        with global_random_state_kept():  # Keras draws layer seeds from Python's `random` while building
+            self.extractor = build_extractor_for(self.stage_one)  # the run's backbone (VGG16 for older runs)
+            self.classifiers = [member.load_model() for member in self.members]
         self.classifier = self.classifiers[0]
         self.classes = self.run.classes
 
