@@ -158,3 +158,29 @@ def test_the_help_follows_an_edited_dataclass(monkeypatch):
     assert "Adam.  [default: 0.001]" in shown and "--monitor [val_loss|val_top5]" in shown
     assert runner.invoke(command, []).output.strip() == "{'learning_rate': None, 'monitor': None}"
     assert runner.invoke(command, ["--learning-rate", "0.01"]).output.strip() == "{'learning_rate': 0.01, 'monitor': None}"
+
+
+def test_finetune_reads_its_config_file_and_flags_override_it(synth_dataset, tmp_path):
+    """Every FinetuneConfig field can come from the file; a flag wins over the file (checked through
+    validation, before any model is built)."""
+    data = ["--videos", str(synth_dataset["videos"]), "--splits", str(synth_dataset["splits"])]
+    config = tmp_path / "finetune.toml"
+    config.write_text('out = "from_file.h5"\npatience = 4\n')
+    from_file = CliRunner().invoke(main, ["finetune", "--config", str(config), *data])
+    assert from_file.exit_code == 2 and "'from_file.h5'" in from_file.output
+    from_flag = CliRunner().invoke(main, ["finetune", "--config", str(config), *data, "--out", "from_flag.h5"])
+    assert from_flag.exit_code == 2 and "'from_flag.h5'" in from_flag.output
+    config.write_text('dropout = 1.5\n')
+    bad = CliRunner().invoke(main, ["finetune", "--config", str(config), *data])
+    assert bad.exit_code == 2 and "dropout must be in [0, 1), got 1.5" in bad.output
+    config.write_text('patience = "two"\n')
+    bad = CliRunner().invoke(main, ["finetune", "--config", str(config), *data])
+    assert bad.exit_code == 2 and "patience must be of type int" in bad.output
+    assert CliRunner().invoke(main, ["finetune", "--config", str(ROOT / "stages/finetune.toml"), *data,
+                                     "--dropout", "1.5"]).output.count("dropout must be in [0, 1)") == 1
+
+
+def test_finetunes_default_output_names_its_backbone_and_split():
+    config = FinetuneConfig(videos="v", splits="s", backbone="resnet50", split=2).validate()
+    assert config.out == "weights/resnet50_finetuned_split2.weights.h5"
+    assert FinetuneConfig(videos="v", splits="s").validate().out == "weights/vgg16_finetuned_split1.weights.h5"

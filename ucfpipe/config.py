@@ -246,7 +246,9 @@ class FinetuneConfig:
     def validate(self) -> "FinetuneConfig":
         _require(self.videos, "videos", "the UCF-101/ folder")
         _require(self.splits, "splits", "the ucfTrainTestlist/ folder")
-        _check_positive(self, "frames_per_clip", "epochs", "batch_size", "workers")
+        _check_positive(self, "frames_per_clip", "epochs", "batch_size", "workers", "val_groups")
+        if not 0.0 <= self.dropout < 1.0:
+            raise UcfpipeError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.split not in SPLITS:
             raise UcfpipeError(f"split must be 1, 2 or 3, got {self.split}")
         _check_choice(self, "dataset")
