@@ -156,8 +156,8 @@ def _shown_default(value, decls) -> str:
         pair = decls[0].split("/")
         return pair[0 if value else 1].lstrip("-") if len(pair) == 2 else ""
     if isinstance(value, float):
-        mantissa, exponent, power = f"{value:g}".partition("e")
-        return f"{mantissa}e{int(power)}" if exponent else mantissa  # 1e-5, as the TOML files write it
+        mantissa, exponent, power = repr(value).partition("e")
+        return f"{mantissa}e{int(power)}" if exponent else mantissa  # 1e-5 (not 1e-05), as the TOML files write it
     return str(value)
 
 
@@ -383,7 +383,7 @@ def bench(clip_counts, frames, size, batch_size, workers, weights, precision, js
 
 @main.command("bench-model")
 @click.option("--batch-sizes", default="32,64", show_default=True, help="Comma-separated frames per model call.")
-@click.option("--precisions", default="float32,bfloat16", show_default=True, help="Compute dtypes: float32, bfloat16, float16.")
+@click.option("--precisions", default="float32,bfloat16", show_default=True, help=f"Compute dtypes: {', '.join(PRECISIONS)}.")
 @click.option("--backbone", "backbone_names", default=ExtractConfig.backbone, show_default=True,
               help=f"Comma-separated backbones timed side by side ({', '.join(BACKBONES)}) or all.")
 @click.option("--size", type=int, help="Frame size.  [default: each backbone's native size]")
@@ -452,9 +452,10 @@ def _int_list(text: str, flag: str) -> tuple[int, ...]:
 @user_errors
 def finetune(config_file, **flags):
     """Transfer learning: train the backbone's last stage on the split's training frames; extract with --weights OUT."""
+    config = load_config(FinetuneConfig, config_file, flags)  # bad settings fail before Keras loads
     from . import finetune as stage
 
-    stage.run(load_config(FinetuneConfig, config_file, flags), log=click.echo)
+    stage.run(config, log=click.echo)
 
 
 # -- stage two ------------------------------------------------------------------------------------------------
