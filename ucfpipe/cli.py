@@ -24,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from . import __version__  # noqa: E402
 from .backbones import BACKBONES  # noqa: E402
-from .config import DISTRIBUTE, PRECISIONS, ExtractConfig, load_config  # noqa: E402
+from .config import CHOICES, PRECISIONS, ExtractConfig, FinetuneConfig, TrainConfig, load_config, setting  # noqa: E402
 from .errors import UcfpipeError  # noqa: E402
 
 EXIT_INTERRUPTED = 130  # documented: as a shell reports a process ended by SIGINT
@@ -127,18 +127,55 @@ def synth(out, num_classes, num_groups, clips_per_group, seed, replace):
                f"--videos {summary['videos']} --splits {summary['splits']}")
 
 
-def dataset_option(default=None):
-    return click.option(
-        "--dataset", default=default, show_default=default is not None, metavar="NAME",
-        help="How --splits and --videos are laid out: ucf101, hmdb51 or folders (see README, Datasets)."
-        + ("" if default else "  [default: ucf101]"),
-    )
+# -- settings: type, choices and documented default of each flag come from config.py -------------------------
+def setting_option(cls, name: str, *decls: str, help: str, default_help: str = "", choice: bool = True, **kwargs):
+    """The flag of setting `name` of `cls`: its type and choices from config.py, `[default: ...]` from the
+    dataclass (or `default_help` where the default is worked out, as a backbone's layer). It defaults to None
+    ("not given"): load_config then keeps a config file's value, so defaults < file < flags holds.
+
+    `choice=False` lists the choices in the help (`{choices}`) and leaves refusing others to the library, whose
+    message is the same for a flag and a config file's key."""
+    default, hint = setting(cls, name)
+    decls = decls or (f"--{name.replace('_', '-')}",)
+    shown = default_help or _shown_default(default, decls)
+    if name in CHOICES:
+        if choice:
+            kwargs["type"] = click.Choice(CHOICES[name])
+        else:
+            help = help.format(choices=", ".join(CHOICES[name]))
+    elif hint is bool:
+        kwargs["is_flag"] = True
+    elif "type" not in kwargs:
+        kwargs["type"] = hint
+    return click.option(*decls, name, default=None, help=help + (f"  [default: {shown}]" if shown else ""), **kwargs)
+
+
+def _shown_default(value, decls) -> str:
+    """The dataclass default as the help shows it; "" (required, or worked out later) shows nothing, and a
+    plain flag is off unless given. A --yes/--no pair names its default side."""
+    if isinstance(value, bool):
+        pair = decls[0].split("/")
+        return pair[0 if value else 1].lstrip("-") if len(pair) == 2 else ""
+    if isinstance(value, float):
+        mantissa, exponent, power = repr(value).partition("e")
+        return f"{mantissa}e{int(power)}" if exponent else mantissa  # 1e-5 (not 1e-05), as the TOML files write it
+    return str(value)
+
+
+DEFAULT_BACKBONE = BACKBONES[ExtractConfig.backbone]  # its layers are named where a setting's default is "the backbone's"
+DATASET_HELP = "How --splits and --videos are laid out: {choices} (see README, Datasets)."
+
+
+def dataset_option():
+    """--dataset of the commands that read no config file (splits, check): extract's default, given directly."""
+    return click.option("--dataset", default=ExtractConfig.dataset, show_default=True, metavar="NAME",
+                        help=DATASET_HELP.format(choices=", ".join(CHOICES["dataset"])))
 
 
 @main.group(invoke_without_command=True)
 @click.option("--splits", "splits_dir", type=click.Path(), help="The dataset's split files (ucfTrainTestlist/ for ucf101).")
 @click.option("--videos", "videos_dir", type=click.Path(), default=None, help="Also report listed clips missing under this video root.")
-@dataset_option("ucf101")
+@dataset_option()
 @click.pass_context
 @user_errors
 def splits(ctx, splits_dir, videos_dir, dataset):
@@ -195,24 +232,27 @@ def splits_make(videos_dir, out, folds, test_fraction, seed):
 
 @main.command()
 @config_option("extract")
-@click.option("--videos", type=click.Path(), help="The UCF-101/ folder: <Class>/v_<Class>_gGG_cCC.avi.")
-@click.option("--splits", type=click.Path(), help="The ucfTrainTestlist/ folder; every clip it lists is extracted once.")
-@dataset_option()
-@click.option("--out", type=click.Path(), help="Feature cache directory.  [default: features/ucf101]")
-@click.option("--frames", type=int, help="T, frames sampled uniformly over each whole clip.  [default: 40]")
-@click.option("--size", type=int, help="Frames are resized to SIZE x SIZE.  [default: 224]")
-@click.option("--backbone", help=f"Image model: {', '.join(BACKBONES)} (see README).  [default: vgg16]")
-@click.option("--weights", help="imagenet, none (random, seeded) or a path to the backbone's weights file.  [default: imagenet]")
-@click.option("--layer", help="Backbone layer to store.  [default: the backbone's; vgg16: block5_conv3]")
-@click.option("--pooling", type=click.Choice(["avg", "max", "none"]), help="Spatial pooling; none keeps the map.  [default: avg]")
-@click.option("--dtype", type=click.Choice(["float16", "float32"]), help="Storage dtype.  [default: float16]")
-@click.option("--precision", type=click.Choice(PRECISIONS), help="Backbone compute dtype.  [default: float32]")
-@click.option("--batch-size", type=int, help="Frames per model call.  [default: 64]")
-@click.option("--workers", type=int, help="Decoding threads.  [default: 2]")
-@click.option("--seed", type=int, help="Seed of --weights none.  [default: 0]")
-@click.option("--views", help="Views stored per clip, e.g. flip,crops,time or all (see README).  [default: center]")
-@click.option("--shard", help="i/N: only the i-th (0-based) of N disjoint parts of the clip list; join them with `ucfpipe merge`.")
-@click.option("--allow-missing", is_flag=True, default=None, help="Extract what is on disk when listed clips are missing.")
+@setting_option(ExtractConfig, "videos", type=click.Path(), help="The UCF-101/ folder: <Class>/v_<Class>_gGG_cCC.avi.")
+@setting_option(ExtractConfig, "splits", type=click.Path(), help="The ucfTrainTestlist/ folder; every clip it lists is extracted once.")
+@setting_option(ExtractConfig, "dataset", metavar="NAME", choice=False, help=DATASET_HELP)
+@setting_option(ExtractConfig, "out", type=click.Path(), help="Feature cache directory.")
+@setting_option(ExtractConfig, "frames", help="T, frames sampled uniformly over each whole clip.")
+@setting_option(ExtractConfig, "size", help="Frames are resized to SIZE x SIZE.")
+@setting_option(ExtractConfig, "backbone", metavar="NAME", choice=False, help="Image model: {choices} (see README).")
+@setting_option(ExtractConfig, "weights", help="imagenet, none (random, seeded) or a path to the backbone's weights file.")
+@setting_option(ExtractConfig, "layer", help="Backbone layer to store.",
+                default_help=f"the backbone's; {DEFAULT_BACKBONE.name}: {DEFAULT_BACKBONE.default_layer}")
+@setting_option(ExtractConfig, "pooling", help="Spatial pooling; none keeps the map.")
+@setting_option(ExtractConfig, "dtype", help="Storage dtype.")
+@setting_option(ExtractConfig, "precision", help="Backbone compute dtype.")
+@setting_option(ExtractConfig, "batch_size", help="Frames per model call.")
+@setting_option(ExtractConfig, "workers", help="Decoding threads.")
+@setting_option(ExtractConfig, "shard_clips", help="Clips per HDF5 shard (a shard is also written every --shard-seconds).")
+@setting_option(ExtractConfig, "shard_seconds", help="Seconds of work after which a shard is written.")
+@setting_option(ExtractConfig, "seed", help="Seed of --weights none.")
+@setting_option(ExtractConfig, "views", help="Views stored per clip, e.g. flip,crops,time or all (see README).")
+@setting_option(ExtractConfig, "shard", help="i/N: only the i-th (0-based) of N disjoint parts of the clip list; join them with `ucfpipe merge`.")
+@setting_option(ExtractConfig, "allow_missing", help="Extract what is on disk when listed clips are missing.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
 @user_errors
 def extract(config_file, no_progress, **flags):
@@ -237,10 +277,10 @@ def extract(config_file, no_progress, **flags):
 @main.command()
 @click.option("--videos", type=click.Path(), help="The video root (with --features: report clips whose video changed).")
 @click.option("--splits", type=click.Path(), help="The folder of the dataset's split files.")
-@dataset_option("ucf101")
+@dataset_option()
 @click.option("--features", type=click.Path(), help="Verify this feature cache instead: every shard's SHA-256, and with --videos changed videos.")
-@click.option("--frames", type=int, default=40, show_default=True, help="T you will extract with: shorter clips are reported.")
-@click.option("--workers", type=int, default=2, show_default=True, help="Decoding threads.")
+@click.option("--frames", type=int, default=ExtractConfig.frames, show_default=True, help="T you will extract with: shorter clips are reported.")
+@click.option("--workers", type=int, default=ExtractConfig.workers, show_default=True, help="Decoding threads.")
 @click.option("--errors-only", is_flag=True, help="Hide warnings (short clips, misreported frame counts).")
 @user_errors
 def check(videos, splits, dataset, features, frames, workers, errors_only):
@@ -327,7 +367,7 @@ def merge(parts, out):
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--workers", type=int, default=2, show_default=True)
 @click.option("--weights", default="none", show_default=True, help="none, imagenet or a weights file.")
-@click.option("--precision", type=click.Choice(PRECISIONS), default="float32", show_default=True)
+@click.option("--precision", type=click.Choice(PRECISIONS), default=ExtractConfig.precision, show_default=True)
 @click.option("--json-out", type=click.Path(dir_okay=False), help="Also write the results as JSON here.")
 @user_errors
 def bench(clip_counts, frames, size, batch_size, workers, weights, precision, json_out):
@@ -344,8 +384,8 @@ def bench(clip_counts, frames, size, batch_size, workers, weights, precision, js
 
 @main.command("bench-model")
 @click.option("--batch-sizes", default="32,64", show_default=True, help="Comma-separated frames per model call.")
-@click.option("--precisions", default="float32,bfloat16", show_default=True, help="Compute dtypes: float32, bfloat16, float16.")
-@click.option("--backbone", "backbone_names", default="vgg16", show_default=True,
+@click.option("--precisions", default="float32,bfloat16", show_default=True, help=f"Compute dtypes: {', '.join(PRECISIONS)}.")
+@click.option("--backbone", "backbone_names", default=ExtractConfig.backbone, show_default=True,
               help=f"Comma-separated backbones timed side by side ({', '.join(BACKBONES)}) or all.")
 @click.option("--size", type=int, help="Frame size.  [default: each backbone's native size]")
 @click.option("--weights", default="none", show_default=True, help="none, imagenet or a weights file.")
@@ -389,60 +429,65 @@ def _int_list(text: str, flag: str) -> tuple[int, ...]:
 
 
 @main.command()
-@click.option("--videos", required=True, type=click.Path(), help="The UCF-101/ folder.")
-@click.option("--splits", required=True, type=click.Path(), help="The ucfTrainTestlist/ folder.")
-@dataset_option("ucf101")
-@click.option("--split", type=int, default=1, show_default=True, help="Fine-tune on this split's training clips.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Backbone weights file to write (*.weights.h5).")
-@click.option("--backbone", default="vgg16", show_default=True, help=f"Image model to fine-tune: {', '.join(BACKBONES)}.")
-@click.option("--weights", default="imagenet", show_default=True, help="Starting weights: imagenet, none or a file.")
-@click.option("--size", type=int, default=224, show_default=True)
-@click.option("--frames-per-clip", type=int, default=8, show_default=True)
-@click.option("--trainable-from", default="", help="First backbone layer to train.  [default: the backbone's last stage; vgg16: block5_conv1]")
-@click.option("--epochs", type=int, default=5, show_default=True)
-@click.option("--batch-size", type=int, default=32, show_default=True, help="Frames per step.")
-@click.option("--learning-rate", type=float, default=1e-5, show_default=True)
-@click.option("--val-groups", type=int, default=3, show_default=True)
-@click.option("--workers", type=int, default=2, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@config_option("finetune")
+@setting_option(FinetuneConfig, "videos", type=click.Path(), help="The UCF-101/ folder.")
+@setting_option(FinetuneConfig, "splits", type=click.Path(), help="The ucfTrainTestlist/ folder.")
+@setting_option(FinetuneConfig, "dataset", metavar="NAME", choice=False, help=DATASET_HELP)
+@setting_option(FinetuneConfig, "split", help="Fine-tune on this split's training clips (its test list is never read).")
+@setting_option(FinetuneConfig, "out", type=click.Path(dir_okay=False), help="Backbone weights file to write (*.weights.h5).",
+                default_help="weights/<backbone>_finetuned_split<split>.weights.h5")
+@setting_option(FinetuneConfig, "backbone", metavar="NAME", choice=False, help="Image model to fine-tune: {choices}.")
+@setting_option(FinetuneConfig, "weights", help="Starting weights: imagenet, none or a file.")
+@setting_option(FinetuneConfig, "size", help="Frames are resized to SIZE x SIZE.")
+@setting_option(FinetuneConfig, "frames_per_clip", help="Frames sampled uniformly from each clip, labelled with its class.")
+@setting_option(FinetuneConfig, "trainable_from", help="First backbone layer to train; earlier ones stay frozen.",
+                default_help=f"the backbone's last stage; {DEFAULT_BACKBONE.name}: {DEFAULT_BACKBONE.finetune_from}")
+@setting_option(FinetuneConfig, "epochs", help="At most this many epochs.")
+@setting_option(FinetuneConfig, "batch_size", help="Frames per step.")
+@setting_option(FinetuneConfig, "learning_rate", help="Adam's learning rate: small, the pretrained filters should move, not be overwritten.")
+@setting_option(FinetuneConfig, "dropout", help="Dropout before the new classifier.")
+@setting_option(FinetuneConfig, "val_groups", help="Training-list groups held out for validation.")
+@setting_option(FinetuneConfig, "patience", help="Epochs without improvement of validation accuracy before stopping.")
+@setting_option(FinetuneConfig, "workers", help="Decoding threads.")
+@setting_option(FinetuneConfig, "seed", help="Validation groups, --weights none, initialisation, dropout, frame order and flips.")
 @user_errors
-def finetune(**options):
+def finetune(config_file, **flags):
     """Transfer learning: train the backbone's last stage on the split's training frames; extract with --weights OUT."""
+    config = load_config(FinetuneConfig, config_file, flags)  # bad settings fail before Keras loads
     from . import finetune as stage
-    from .config import FinetuneConfig
 
-    stage.run(FinetuneConfig(**options), log=click.echo)
+    stage.run(config, log=click.echo)
 
 
 # -- stage two ------------------------------------------------------------------------------------------------
 @main.command()
 @config_option("train")
-@click.option("--features", type=click.Path(), help="Feature cache made by `ucfpipe extract`.  [default: features/ucf101]")
-@click.option("--splits", type=click.Path(), help="The ucfTrainTestlist/ folder.")
-@click.option("--split", type=int, help="Official split 1, 2 or 3: trains on its training list.  [default: 1]")
-@click.option("--out", type=click.Path(), help="Run directory to create (model, logs, curves).")
-@click.option("--cell", type=click.Choice(["lstm", "gru"]), help="Recurrent cell.  [default: lstm]")
-@click.option("--units", type=int, help="Units per recurrent layer (per direction).  [default: 512]")
-@click.option("--layers", type=int, help="Stacked recurrent layers.  [default: 1]")
-@click.option("--bidirectional/--unidirectional", default=None, help="Read clips both ways.  [default: unidirectional]")
-@click.option("--dropout", type=float, help="Dropout after each recurrent layer.  [default: 0.5]")
-@click.option("--epochs", type=int, help="At most this many epochs.  [default: 50]")
-@click.option("--batch-size", type=int, help="Clips per step.  [default: 32]")
-@click.option("--learning-rate", type=float, help="Adam's learning rate.  [default: 3e-4]")
-@click.option("--weight-decay", type=float, help="Decoupled weight decay, 0 = off.  [default: 0]")
-@click.option("--clipnorm", type=float, help="Gradient norm clipping, 0 = off.  [default: 1.0]")
-@click.option("--label-smoothing", type=float, help="Cross-entropy label smoothing.  [default: 0.1]")
-@click.option("--val-groups", type=int, help="Training-list groups held out for validation (hmdb51 and folders without "
-              "groups: about this many clips per class; README, Datasets).  [default: 3]")
-@click.option("--monitor", type=click.Choice(["val_accuracy", "val_loss"]), help="Picks the best epoch.  [default: val_accuracy]")
-@click.option("--patience", type=int, help="Epochs without improvement before stopping.  [default: 10]")
-@click.option("--memory-limit-gb", type=float, help="Load features into memory up to this size, else stream.  [default: 4]")
-@click.option("--allow-missing", is_flag=True, default=None, help="Use the clips present when the cache lacks some of the split.")
-@click.option("--seed", type=int, help="Validation groups, initialisation, dropout, batch order.  [default: 0]")
-@click.option("--train-views", type=click.Choice(["all", "center"]), help="all: each epoch a random stored view per clip.  [default: all]")
-@click.option("--time-jitter", type=float, help="Training only: chance a step is replaced by a neighbour.  [default: 0.1]")
-@click.option("--step-drop", type=float, help="Training only: chance a step is dropped (previous repeated).  [default: 0.05]")
-@click.option("--distribute", type=click.Choice(DISTRIBUTE), help="data: data parallel over every device (JAX backend).  [default: none]")
+@setting_option(TrainConfig, "features", type=click.Path(), help="Feature cache made by `ucfpipe extract`.")
+@setting_option(TrainConfig, "splits", type=click.Path(), help="The ucfTrainTestlist/ folder.")
+@setting_option(TrainConfig, "split", help="Official split 1, 2 or 3: trains on its training list.")
+@setting_option(TrainConfig, "out", type=click.Path(), help="Run directory to create (model, logs, curves).")
+@setting_option(TrainConfig, "cell", help="Recurrent cell.")
+@setting_option(TrainConfig, "units", help="Units per recurrent layer (per direction).")
+@setting_option(TrainConfig, "layers", help="Stacked recurrent layers.")
+@setting_option(TrainConfig, "bidirectional", "--bidirectional/--unidirectional", help="Read clips both ways.")
+@setting_option(TrainConfig, "dropout", help="Dropout after each recurrent layer.")
+@setting_option(TrainConfig, "epochs", help="At most this many epochs.")
+@setting_option(TrainConfig, "batch_size", help="Clips per step.")
+@setting_option(TrainConfig, "learning_rate", help="Adam's learning rate.")
+@setting_option(TrainConfig, "weight_decay", help="Decoupled weight decay, 0 = off.")
+@setting_option(TrainConfig, "clipnorm", help="Gradient norm clipping, 0 = off.")
+@setting_option(TrainConfig, "label_smoothing", help="Cross-entropy label smoothing.")
+@setting_option(TrainConfig, "val_groups", help="Training-list groups held out for validation (hmdb51 and folders without "
+                "groups: about this many clips per class; README, Datasets).")
+@setting_option(TrainConfig, "monitor", help="Picks the best epoch.")
+@setting_option(TrainConfig, "patience", help="Epochs without improvement before stopping.")
+@setting_option(TrainConfig, "memory_limit_gb", help="Load features into memory up to this size, else stream.")
+@setting_option(TrainConfig, "allow_missing", help="Use the clips present when the cache lacks some of the split.")
+@setting_option(TrainConfig, "seed", help="Validation groups, initialisation, dropout, batch order.")
+@setting_option(TrainConfig, "train_views", help="all: each epoch a random stored view per clip.")
+@setting_option(TrainConfig, "time_jitter", help="Training only: chance a step is replaced by a neighbour.")
+@setting_option(TrainConfig, "step_drop", help="Training only: chance a step is dropped (previous repeated).")
+@setting_option(TrainConfig, "distribute", help="data: data parallel over every device (JAX backend).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run at --out from its last epoch, with its own settings.")
 @click.option("--seeds", help="Ensemble: train one member per seed, e.g. 1,2,3, into --out/member-<cell>-seed<k>/.")
 @click.option("--cells", help="Ensemble: one member per cell (and seed), e.g. lstm,gru.")
@@ -696,10 +741,10 @@ def bench_long(run_dir, minutes, size, fps, directory, json_out):
 @click.option("--dim", type=int, default=512, show_default=True, help="Features per step.")
 @click.option("--classes", "num_classes", type=int, default=101, show_default=True)
 @click.option("--epochs", type=int, default=2, show_default=True, help="The first includes compilation; at least 2.")
-@click.option("--batch-size", type=int, help="[default: the train config's]")
-@click.option("--units", type=int, help="[default: the train config's]")
-@click.option("--cell", type=click.Choice(["lstm", "gru"]), help="[default: the train config's]")
-@click.option("--distribute", type=click.Choice(DISTRIBUTE), help="data: over every device (JAX).  [default: the train config's]")
+@setting_option(TrainConfig, "batch_size", help="Clips per step (as train's, from --config or the flag).")
+@setting_option(TrainConfig, "units", help="Units per recurrent layer.")
+@setting_option(TrainConfig, "cell", help="Recurrent cell.")
+@setting_option(TrainConfig, "distribute", help="data: over every device (JAX).")
 @user_errors
 def bench_train(config_file, clips, frames, dim, num_classes, epochs, **flags):
     """Time training epochs of the train config's model on random features of the given shape, in memory."""
@@ -716,17 +761,17 @@ def bench_train(config_file, clips, frames, dim, num_classes, epochs, **flags):
 
 @main.command()
 @config_option("train")
-@click.option("--features", type=click.Path(), help="Feature cache (extract with --views for the view rows).  [default: features/ucf101]")
-@click.option("--splits", type=click.Path(), help="The ucfTrainTestlist/ folder.")
-@click.option("--split", type=int, help="Official split 1, 2 or 3.  [default: 1]")
-@click.option("--out", required=True, type=click.Path(), help="New directory for the runs, compare.md and compare.json.")
-@click.option("--cell", type=click.Choice(["lstm", "gru"]), help="Recurrent cell.  [default: lstm]")
-@click.option("--units", type=int, help="Units per recurrent layer; small keeps the comparison quick.  [default: 512]")
-@click.option("--epochs", type=int, help="At most this many epochs per model.  [default: 50]")
-@click.option("--batch-size", type=int, help="Clips per step.  [default: 32]")
-@click.option("--val-groups", type=int, help="Training-list groups held out for validation.  [default: 3]")
-@click.option("--patience", type=int, help="Epochs without improvement before stopping.  [default: 10]")
-@click.option("--seed", type=int, help="Seed of the single models; the ensemble uses SEED..SEED+MEMBERS-1.  [default: 0]")
+@setting_option(TrainConfig, "features", type=click.Path(), help="Feature cache (extract with --views for the view rows).")
+@setting_option(TrainConfig, "splits", type=click.Path(), help="The ucfTrainTestlist/ folder.")
+@setting_option(TrainConfig, "split", help="Official split 1, 2 or 3.")
+@setting_option(TrainConfig, "out", required=True, type=click.Path(), help="New directory for the runs, compare.md and compare.json.")
+@setting_option(TrainConfig, "cell", help="Recurrent cell.")
+@setting_option(TrainConfig, "units", help="Units per recurrent layer; small keeps the comparison quick.")
+@setting_option(TrainConfig, "epochs", help="At most this many epochs per model.")
+@setting_option(TrainConfig, "batch_size", help="Clips per step.")
+@setting_option(TrainConfig, "val_groups", help="Training-list groups held out for validation.")
+@setting_option(TrainConfig, "patience", help="Epochs without improvement before stopping.")
+@setting_option(TrainConfig, "seed", help="Seed of the single models; the ensemble uses SEED..SEED+MEMBERS-1.")
 @click.option("--members", type=int, default=3, show_default=True, help="Ensemble size.")
 @user_errors
 def compare(config_file, members, **flags):

@@ -15,12 +15,31 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from . import backbones
+from .datasets import NAMES as DATASETS
 from .errors import UcfpipeError
 from .ucf101 import SPLITS
 
 POOLINGS = ("avg", "max", "none")
 STORAGE_DTYPES = ("float16", "float32")
 PRECISIONS = ("float32", "bfloat16", "float16")
+CELLS = ("lstm", "gru")
+TRAIN_VIEWS = ("all", "center")
+MONITORS = ("val_accuracy", "val_loss")
+DISTRIBUTE = ("none", "data")
+
+# The settings that take one of a few names, by field name (the same in every stage): validate() checks them
+# and the CLI builds its choices and help from them, so a new name is added here once.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "dataset": DATASETS,
+    "backbone": tuple(backbones.BACKBONES),
+    "pooling": POOLINGS,
+    "dtype": STORAGE_DTYPES,
+    "precision": PRECISIONS,
+    "cell": CELLS,
+    "monitor": MONITORS,
+    "train_views": TRAIN_VIEWS,
+    "distribute": DISTRIBUTE,
+}
 
 
 @dataclass
@@ -67,18 +86,14 @@ class ExtractConfig:
         backbones.check_size(self.backbone, self.size)
         self.shard_part()
         self.view_names()
-        from .datasets import NAMES
-
-        _check_choice(self, "dataset", NAMES)
+        _check_choice(self, "dataset")
         default_layer = backbones.get(self.backbone).default_layer
         self.layer = self.layer or default_layer
         if self.layer != default_layer:
             from .backbone import check_layer  # loads Keras: only for a layer other than the default
 
             check_layer(self.backbone, self.layer)
-        _check_choice(self, "pooling", POOLINGS)
-        _check_choice(self, "dtype", STORAGE_DTYPES)
-        _check_choice(self, "precision", PRECISIONS)
+        _check_choice(self, "pooling", "dtype", "precision")
         return self
 
 
@@ -93,9 +108,10 @@ def _check_positive(config, *names: str) -> None:
             raise UcfpipeError(f"{name} must be a positive integer, got {getattr(config, name)}")
 
 
-def _check_choice(config, name: str, choices: tuple[str, ...]) -> None:
-    if getattr(config, name) not in choices:
-        raise UcfpipeError(f"{name} must be one of {', '.join(choices)}; got {getattr(config, name)!r}")
+def _check_choice(config, *names: str) -> None:
+    for name in names:
+        if getattr(config, name) not in CHOICES[name]:
+            raise UcfpipeError(f"{name} must be one of {', '.join(CHOICES[name])}; got {getattr(config, name)!r}")
 
 
 def _check_type(cls, name: str, value, source: str):
@@ -109,6 +125,14 @@ def _check_type(cls, name: str, value, source: str):
     if not ok:
         raise UcfpipeError(f"{source}: {name} must be of type {hint.__name__}, got {value!r}")
     return float(value) if hint is float else value
+
+
+def setting(cls, name: str) -> tuple[object, type]:
+    """The dataclass default of setting `name` of `cls` and its type (str, int, float or bool)."""
+    for field in fields(cls):
+        if field.name == name:
+            return field.default, typing.get_type_hints(cls)[name]
+    raise KeyError(f"{cls.__name__} has no setting {name!r}")
 
 
 def load_config(cls, path: str | Path | None = None, overrides: dict | None = None):
@@ -143,12 +167,6 @@ def fingerprint(settings: dict) -> str:
     equal fingerprint; any change, a different one."""
     canonical = json.dumps(settings, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
-
-
-CELLS = ("lstm", "gru")
-TRAIN_VIEWS = ("all", "center")
-MONITORS = ("val_accuracy", "val_loss")
-DISTRIBUTE = ("none", "data")
 
 
 @dataclass
@@ -186,10 +204,7 @@ class TrainConfig:
         if self.split not in SPLITS:
             raise UcfpipeError(f"split must be 1, 2 or 3, got {self.split}")
         _check_positive(self, "units", "layers", "epochs", "batch_size", "val_groups", "patience")
-        _check_choice(self, "cell", CELLS)
-        _check_choice(self, "monitor", MONITORS)
-        _check_choice(self, "train_views", TRAIN_VIEWS)
-        _check_choice(self, "distribute", DISTRIBUTE)
+        _check_choice(self, "cell", "monitor", "train_views", "distribute")
         for name in ("dropout", "label_smoothing", "time_jitter", "step_drop"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise UcfpipeError(f"{name} must be in [0, 1), got {getattr(self, name)}")
@@ -210,7 +225,8 @@ class FinetuneConfig:
     splits: str = ""  # the ucfTrainTestlist/ folder
     dataset: str = "ucf101"  # ucf101, hmdb51 or folders (ucfpipe.datasets)
     split: int = 1  # train on trainlist0N's clips; the test list is never read
-    out: str = "weights/vgg16_finetuned_split1.weights.h5"  # the backbone's weights file to write
+    # The backbone's weights file to write; "" is weights/<backbone>_finetuned_split<split>.weights.h5.
+    out: str = ""
     backbone: str = backbones.DEFAULT  # the image model to fine-tune (extract with the same --backbone)
     weights: str = "imagenet"  # where fine-tuning starts: imagenet, a weights file, or none
     size: int = 224
@@ -230,11 +246,15 @@ class FinetuneConfig:
     def validate(self) -> "FinetuneConfig":
         _require(self.videos, "videos", "the UCF-101/ folder")
         _require(self.splits, "splits", "the ucfTrainTestlist/ folder")
-        _check_positive(self, "frames_per_clip", "epochs", "batch_size", "workers")
+        _check_positive(self, "frames_per_clip", "epochs", "batch_size", "workers", "val_groups")
+        if not 0.0 <= self.dropout < 1.0:
+            raise UcfpipeError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.split not in SPLITS:
             raise UcfpipeError(f"split must be 1, 2 or 3, got {self.split}")
+        _check_choice(self, "dataset")
         backbones.check_size(self.backbone, self.size)
         self.trainable_from = self.trainable_from or backbones.get(self.backbone).finetune_from
+        self.out = self.out or f"weights/{self.backbone}_finetuned_split{self.split}.weights.h5"
         if not self.out.endswith(".weights.h5"):
             raise UcfpipeError(f"out must end in .weights.h5 (Keras' weights format), got {self.out!r}")
         return self
