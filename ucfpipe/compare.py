@@ -5,7 +5,7 @@ Rows (each trained from scratch with the same settings apart from what the row n
     + train aug         random stored view per clip and epoch, time jitter and step drop (seed `seed`)
     + TTA               the same model, probabilities averaged over every stored view at test time
     + ensemble          mean of `members` augmented models (seeds seed .. seed+members-1) with TTA
-    order-blind         logistic regression on time-averaged centre features (ucfpipe.baseline)
+    order-blind         logistic regression on time-averaged centre features (ucfpipe.order_blind)
 Wall time is what the row costs on its own: training plus evaluation (the TTA row retrains nothing but
 counts its model's training; the ensemble row counts every member's).
 """
@@ -81,7 +81,7 @@ def run(config: TrainConfig, members: int = 3, log=print, verbose: int = 0) -> d
     rows.append(_row(f"+ {members}-seed ensemble (with TTA)", metrics["tta"], sum(member_seconds) + eval_s))
 
     log("order-blind reference")
-    from .baseline import order_blind_top1
+    from .order_blind import order_blind_top1
 
     baseline_run = runs.Run(base.out)
     clips = runs.read_json(baseline_run.path(runs.CLIPS))

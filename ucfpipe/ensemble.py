@@ -30,20 +30,6 @@ def member_name(cell: str, seed: int) -> str:
     return f"member-{cell}-seed{seed}"
 
 
-def parse_list(text: str | None, name: str, kind=str) -> list:
-    """"1,2,3" -> [1, 2, 3]; None or "" -> []."""
-    if not text:
-        return []
-    items = [item.strip() for item in str(text).split(",") if item.strip()]
-    try:
-        values = [kind(item) for item in items]
-    except ValueError:
-        raise UcfpipeError(f"--{name} must be a comma-separated list of {kind.__name__}s, e.g. 1,2,3; got {text!r}") from None
-    if len(set(values)) != len(values):
-        raise UcfpipeError(f"--{name} lists {text!r}: each value once")
-    return values
-
-
 def members_plan(config: TrainConfig, seeds: list[int], cells: list[str]) -> list[tuple[str, TrainConfig]]:
     for cell in cells:
         if cell not in CELLS:

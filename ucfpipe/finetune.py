@@ -23,7 +23,7 @@ from .backbones import get
 from .config import FinetuneConfig
 from .errors import UcfpipeError
 from .provenance import versions
-from .train import seed_everything
+from .seeding import seed_everything
 from .video import VideoError, read_clip
 
 

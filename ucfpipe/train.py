@@ -23,6 +23,7 @@ from .distribute import Placement, placement
 from .errors import UcfpipeError
 from .features import FeatureStore
 from .models import build_classifier, compile_classifier, feature_statistics
+from .seeding import seed_everything
 
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"]
 # What `--resume` may change: where the inputs are, how long to go on, and on how many devices (data
@@ -104,14 +105,6 @@ def plan_clips(split: datasets.Split, store: FeatureStore, config: TrainConfig) 
 
 
 # -- reproducibility ----------------------------------------------------------------------------------------
-def seed_everything(seed: int) -> None:
-    keras.utils.set_random_seed(seed)  # Python, NumPy and the backend's generators
-    if keras.backend.backend() == "tensorflow":  # TF-only corner: its kernels may otherwise reorder sums
-        import tensorflow as tf
-
-        tf.config.experimental.enable_op_determinism()
-
-
 def random_states(model) -> list:
     """The states of the model's random generators (dropout masks). A saved .keras model leaves them out, so
     the checkpoint keeps them: a resumed run then draws the masks an uninterrupted one would have drawn."""
