@@ -125,9 +125,11 @@ def write_json_atomic(path: Path, data) -> None:
     write_json(path, data, tell_size=True)
 
 
-def describe_difference(expected: dict, found: dict) -> str:
-    keys = sorted(set(expected) | set(found))
-    diffs = [f"{k}: {found.get(k)!r} in cache vs {expected.get(k)!r} now" for k in keys if expected.get(k) != found.get(k)]
+def describe_difference(first: dict, second: dict, first_is: str = "in cache vs", second_is: str = "now") -> str:
+    """The one "settings differ" text (extract, eval, predict): each setting whose value differs, as
+    "KEY: FIRST first_is SECOND second_is", e.g. "frames: 8 in cache vs 16 now", joined by "; "."""
+    keys = sorted(set(first) | set(second))
+    diffs = [f"{k}: {first.get(k)!r} {first_is} {second.get(k)!r} {second_is}" for k in keys if first.get(k) != second.get(k)]
     return "; ".join(diffs) or "identical settings, different fingerprint"
 
 
@@ -288,7 +290,7 @@ class ShardWriter:
                 if shard.attrs.get("fingerprint") != fingerprint:
                     old = json.loads(shard.attrs.get("settings", "{}"))
                     raise UcfpipeError(
-                        f"{directory} holds features made with other settings ({describe_difference(settings, old)}); "
+                        f"{directory} holds features made with other settings ({describe_difference(old, settings)}); "
                         "use another --out directory, or delete this one to re-extract"
                     )
                 found.append((path, _strings(shard["video_id"]), str(shard.attrs.get("replaces", ""))))
@@ -419,7 +421,7 @@ def open_for_writing(directory: str | Path, fingerprint: str, settings: dict, sh
         if manifest is not None and manifest.get("fingerprint") != fingerprint:
             raise UcfpipeError(
                 f"{directory} holds features made with other settings "
-                f"({describe_difference(settings, manifest.get('settings', {}))}); "
+                f"({describe_difference(manifest.get('settings', {}), settings)}); "
                 "use another --out directory, or delete this one to re-extract"
             )
         for stale in directory.glob("*.tmp"):  # left by a killed writer; never read as whole

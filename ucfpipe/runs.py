@@ -25,7 +25,7 @@ from pathlib import Path
 from .atomic import DiskFull, replacing, write_json, write_text  # noqa: F401 (DiskFull, write_json: runs' API)
 from .config import TrainConfig
 from .errors import UcfpipeError
-from .features import FeatureStore
+from .features import FeatureStore, describe_difference
 
 FORMAT = "ucfpipe-run/1"
 MODEL = "model.keras"
@@ -144,11 +144,7 @@ class Run:
     def check_cache(self, store: FeatureStore) -> None:
         """Features of another fingerprint are other numbers: the model would silently see wrong inputs."""
         if store.fingerprint != self.fingerprint:
-            trained = self.record["cache"]["settings"]
-            differences = "; ".join(
-                f"{k}: {store.settings.get(k)!r} here, {trained.get(k)!r} in training"
-                for k in sorted(set(trained) | set(store.settings)) if trained.get(k) != store.settings.get(k)
-            )
+            differences = describe_difference(store.settings, self.record["cache"]["settings"], "here,", "in training")
             raise UcfpipeError(
                 f"feature cache {store.directory} (fingerprint {store.fingerprint}) is not the one {self.directory} was "
                 f"trained on ({self.fingerprint}; {differences}); pass --features with the cache `ucfpipe train` used "
