@@ -13,7 +13,6 @@ counts its model's training; the ensemble row counts every member's).
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 
@@ -120,6 +119,3 @@ def markdown(rows: list[dict], config: TrainConfig, views: list[str]) -> str:
                  f"{config.units} units, at most {config.epochs} epochs, seed {config.seed}")
     return "\n".join(lines)
 
-
-def table_rows(path: str | Path) -> list[dict]:
-    return json.loads((Path(path) / RESULTS).read_text(encoding="utf-8"))["rows"]

@@ -40,7 +40,6 @@ LOCK = "extract.lock"
 SHARD_GLOB = "shard-*.h5"
 DAMAGED = "damaged"  # damaged shards are moved here (a rename: it needs no space), never read again
 FINGERPRINT_BYTES = 64 * 1024  # a video's content fingerprint hashes this much of each end
-_STRINGS = h5py.string_dtype("utf-8")
 
 
 def shard_name(number: int) -> str:
