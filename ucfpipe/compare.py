@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 
 from . import ensemble, evaluate, runs, train
+from .atomic import write_json, write_text
 from .config import TrainConfig
 from .errors import UcfpipeError
-from .features import FeatureStore, write_json_atomic
+from .features import FeatureStore
 
 TABLE = "compare.md"
 RESULTS = "compare.json"
@@ -91,9 +92,9 @@ def run(config: TrainConfig, members: int = 3, log=print, verbose: int = 0) -> d
                      "top-1 only"))
 
     table = markdown(rows, config, views)
-    write_json_atomic(out / RESULTS, {"rows": rows, "views": views, "config": dataclasses.asdict(config), "members": members,
+    write_json(out / RESULTS, {"rows": rows, "views": views, "config": dataclasses.asdict(config), "members": members,
                                       "num_test_clips": len(clips["test"])})
-    (out / TABLE).write_text(table + "\n", encoding="utf-8")
+    write_text(out / TABLE, table + "\n")
     log("")
     log(table)
     log("")
