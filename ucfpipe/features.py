@@ -2,8 +2,8 @@
 This module is the format's one owner: shard names, shard contents, manifests and their checks live here.
 
 Safety rules that make interruption, full disks and damage harmless:
-- a shard is built in memory, written to a temporary (`atomic.replacing`), synced, read back and compared, and only then renamed,
-  so a file named `shard-*.h5` is always whole; a full disk costs the shard being written, nothing else;
+- a shard is built in memory, written to a temporary (`atomic.replacing`), read back and compared, synced,
+  and only then renamed, so a file named `shard-*.h5` is always whole; a full disk costs the shard being written, nothing else;
 - every dataset carries HDF5's fletcher32 checksum (checked on every read) and the file's metadata carries
   HDF5's own checksums (libver "latest"); the manifest holds each shard's SHA-256 and size;
 - shards are immutable and a clip goes into exactly one shard; a resumed run skips clips already in a
