@@ -48,10 +48,10 @@ eval: setup
 report: setup
 	$(UCFPIPE) report $(foreach s,$(SPLIT_NUMBERS),$(RUNS)/split$(s))
 
-# Side-by-side extraction benchmark (flags: see `ucfpipe bench --help`) and the training-epoch benchmark.
+# Side-by-side extraction benchmark (flags: see `ucfpipe bench-extract --help`) and the training-epoch benchmark.
 BENCH_FLAGS ?= --clips 16,32 --frames 16 --size 64
 bench: setup
-	$(UCFPIPE) bench $(BENCH_FLAGS)
+	$(UCFPIPE) bench-extract $(BENCH_FLAGS)
 
 # VGG16 alone by precision and batch size, and each precision's effect on the features (frames of VIDEOS if
 # they are there). On a GPU: make bench-model BENCH_MODEL_FLAGS="--batch-sizes 64,128,256,512 --precisions float32,bfloat16,float16"

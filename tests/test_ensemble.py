@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from test_train import QUIET, tiny_config
 from ucfpipe import ensemble, evaluate, predict, runs
 from ucfpipe.cli import main
+from ucfpipe.comma_list import comma_list
 from ucfpipe.errors import UcfpipeError
 from ucfpipe.features import FeatureStore, write_json_atomic
 
@@ -95,7 +96,7 @@ def test_an_ensemble_needs_two_members_and_a_clean_directory(synth_cache, synth_
     with pytest.raises(UcfpipeError, match="other files"):
         ensemble.train(tiny_config(synth_cache, synth_dataset["splits"], tmp_path / "busy"), [1, 2], [], **QUIET)
     with pytest.raises(UcfpipeError, match="comma-separated"):
-        ensemble.parse_list("1,x", "seeds", int)
+        comma_list("1,x", "--seeds", int)
 
 
 def test_cli_trains_evaluates_and_reports_an_ensemble(synth_cache, synth_dataset, tmp_path):

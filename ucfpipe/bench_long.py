@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import replacing
 from .errors import UcfpipeError
 
 
@@ -43,21 +44,17 @@ def make_video(path: Path, minutes: float, size: int, fps: float) -> Path:
         return path
     clips = [render_clip(label, 1, 1, frame_size=(size, size), seed=11) for label in range(6)]
     total = round(minutes * 60 * fps)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*video_fourcc()), fps, (size, size))
-    try:
-        written, k = 0, 0
-        while written < total:
-            for frame in clips[k % len(clips)][:total - written]:
-                writer.write(frame)
-                written += 1
-            k += 1
-    except BaseException:
-        writer.release()
-        tmp.unlink(missing_ok=True)
-        raise
-    writer.release()
-    os.replace(tmp, path)
+    with replacing(path, keep_suffix=True, durable=False) as tmp:
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*video_fourcc()), fps, (size, size))
+        try:
+            written, k = 0, 0
+            while written < total:
+                for frame in clips[k % len(clips)][:total - written]:
+                    writer.write(frame)
+                    written += 1
+                k += 1
+        finally:
+            writer.release()
     return path
 
 

@@ -15,7 +15,7 @@ from .batches import ClipBatches, InMemory
 from .config import TrainConfig
 from .distribute import placement
 from .models import build_classifier, compile_classifier
-from .train import seed_everything
+from .seeding import seed_everything
 
 
 class _EpochTimer(keras.callbacks.Callback):

@@ -24,6 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from . import __version__  # noqa: E402
 from .backbones import BACKBONES  # noqa: E402
+from .comma_list import comma_list  # noqa: E402
 from .config import CHOICES, PRECISIONS, ExtractConfig, FinetuneConfig, TrainConfig, load_config, setting  # noqa: E402
 from .errors import UcfpipeError  # noqa: E402
 
@@ -65,6 +66,11 @@ def _interrupted(message: str) -> click.ClickException:
 class _Main(click.Group):
     """The group with Ctrl-C handled end to end: click alone prints "Aborted!" and exits 1 for an interrupt
     outside a command, and a KeyboardInterrupt swallowed by a gc callback would let a run go on."""
+
+    ALIASES = {"bench": "bench-extract"}  # its name before the other bench-* commands came
+
+    def get_command(self, ctx, name):
+        return super().get_command(ctx, self.ALIASES.get(name, name))
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         previous = interrupts.install()
@@ -360,7 +366,7 @@ def merge(parts, out):
                f"({summary['missing']} missing on disk, {summary['failed']} unreadable)")
 
 
-@main.command()
+@main.command("bench-extract")
 @click.option("--clips", "clip_counts", default="16,32", show_default=True, help="Clip counts (multiples of 8); all modes run on the largest.")
 @click.option("--frames", type=int, default=16, show_default=True)
 @click.option("--size", type=int, default=64, show_default=True)
@@ -370,14 +376,15 @@ def merge(parts, out):
 @click.option("--precision", type=click.Choice(PRECISIONS), default=ExtractConfig.precision, show_default=True)
 @click.option("--json-out", type=click.Path(dir_okay=False), help="Also write the results as JSON here.")
 @user_errors
-def bench(clip_counts, frames, size, batch_size, workers, weights, precision, json_out):
-    """Stage one side by side: model-only, ucfpipe's extraction, a naive tutorial-style peer, decoding alone."""
-    from . import bench_extract
+def bench_extract(clip_counts, frames, size, batch_size, workers, weights, precision, json_out):
+    """Stage one side by side: model-only, ucfpipe's extraction, a naive tutorial-style peer, decoding alone
+    (also `ucfpipe bench`)."""
+    from . import bench_extract as bench
     from .features import write_json_atomic
 
-    counts = _int_list(clip_counts, "--clips")
-    results = bench_extract.run(counts, frames, size, batch_size, workers, weights, precision, log=click.echo)
-    click.echo(bench_extract.format_table(results))
+    counts = comma_list(clip_counts, "--clips", int, positive=True)
+    results = bench.run(counts, frames, size, batch_size, workers, weights, precision, log=click.echo)
+    click.echo(bench.format_table(results))
     if json_out:
         write_json_atomic(Path(json_out), results)
 
@@ -401,14 +408,9 @@ def bench_model(batch_sizes, precisions, backbone_names, size, weights, videos, 
     from . import bench_model as bench
     from .features import write_json_atomic
 
-    sizes = tuple(dict.fromkeys(_int_list(batch_sizes, "--batch-sizes")))  # each once, in the order given
-    chosen = tuple(dict.fromkeys(p.strip() for p in precisions.split(",") if p.strip()))
-    if not chosen or any(p not in PRECISIONS for p in chosen):
-        raise UcfpipeError(f"--precisions must be a comma-separated subset of {', '.join(PRECISIONS)}, got {precisions!r}")
-    names = tuple(BACKBONES) if backbone_names.strip() == "all" else tuple(
-        dict.fromkeys(b.strip() for b in backbone_names.split(",") if b.strip()))
-    if not names:
-        raise UcfpipeError(f"--backbone must name one or more of {', '.join(BACKBONES)} (comma-separated) or all")
+    sizes = comma_list(batch_sizes, "--batch-sizes", int, positive=True, repeats="drop")  # each once, in the order given
+    chosen = comma_list(precisions, "--precisions", choices=PRECISIONS, repeats="drop")
+    names = tuple(BACKBONES) if backbone_names.strip() == "all" else comma_list(backbone_names, "--backbone", repeats="drop")
     if min(effect_frames, rounds) < 1:
         raise UcfpipeError("--effect-frames and --rounds must be at least 1")
     results = bench.run(sizes, chosen, size, weights, videos, effect_frames, rounds, min_seconds, log=click.echo,
@@ -416,16 +418,6 @@ def bench_model(batch_sizes, precisions, backbone_names, size, weights, videos, 
     click.echo(bench.format_table(results))
     if json_out:
         write_json_atomic(Path(json_out), results)
-
-
-def _int_list(text: str, flag: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise UcfpipeError(f"{flag} must be comma-separated positive integers, got {text!r}") from None
-    if min(values) < 1:
-        raise UcfpipeError(f"{flag} must be comma-separated positive integers, got {text!r}")
-    return values
 
 
 @main.command()
@@ -506,7 +498,8 @@ def train(config_file, resume, seeds, cells, **flags):
         if resume:
             raise UcfpipeError("an ensemble resumes without --resume: rerun the same `train --seeds/--cells` command")
         config = load_config(TrainConfig, config_file, flags)
-        ensemble.train(config, ensemble.parse_list(seeds, "seeds", int), ensemble.parse_list(cells, "cells"), log=click.echo)
+        ensemble.train(config, list(comma_list(seeds, "--seeds", int, repeats="refuse", empty_ok=True)),
+                       list(comma_list(cells, "--cells", repeats="refuse", empty_ok=True)), log=click.echo)
         return
     if resume:
         if not flags["out"]:
@@ -722,10 +715,7 @@ def bench_long(run_dir, minutes, size, fps, directory, json_out):
     from . import bench_long as bench
     from .features import write_json_atomic
 
-    try:
-        lengths = tuple(float(m) for m in minutes.split(","))
-    except ValueError:
-        raise UcfpipeError(f"--minutes must be comma-separated numbers, got {minutes!r}") from None
+    lengths = comma_list(minutes, "--minutes", float)
     if min(lengths) <= 0 or size < 16 or fps <= 0:
         raise UcfpipeError("--minutes and --fps must be positive, --size at least 16")
     results = bench.run(run_dir, lengths, size, fps, directory, log=click.echo)

@@ -5,7 +5,7 @@ Rows (each trained from scratch with the same settings apart from what the row n
     + train aug         random stored view per clip and epoch, time jitter and step drop (seed `seed`)
     + TTA               the same model, probabilities averaged over every stored view at test time
     + ensemble          mean of `members` augmented models (seeds seed .. seed+members-1) with TTA
-    order-blind         logistic regression on time-averaged centre features (ucfpipe.baseline)
+    order-blind         logistic regression on time-averaged centre features (ucfpipe.order_blind)
 Wall time is what the row costs on its own: training plus evaluation (the TTA row retrains nothing but
 counts its model's training; the ensemble row counts every member's).
 """
@@ -13,14 +13,14 @@ counts its model's training; the ensemble row counts every member's).
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 
 from . import ensemble, evaluate, runs, train
+from .atomic import write_json, write_text
 from .config import TrainConfig
 from .errors import UcfpipeError
-from .features import FeatureStore, write_json_atomic
+from .features import FeatureStore
 
 TABLE = "compare.md"
 RESULTS = "compare.json"
@@ -88,9 +88,9 @@ def run(config: TrainConfig, members: int = 3, log=print, verbose: int = 0) -> d
                      "top-1 only"))
 
     table = markdown(rows, config, views)
-    write_json_atomic(out / RESULTS, {"rows": rows, "views": views, "config": dataclasses.asdict(config), "members": members,
+    write_json(out / RESULTS, {"rows": rows, "views": views, "config": dataclasses.asdict(config), "members": members,
                                       "num_test_clips": len(clips["test"])})
-    (out / TABLE).write_text(table + "\n", encoding="utf-8")
+    write_text(out / TABLE, table + "\n")
     log("")
     log(table)
     log("")
@@ -116,6 +116,3 @@ def markdown(rows: list[dict], config: TrainConfig, views: list[str]) -> str:
                  f"{config.units} units, at most {config.epochs} epochs, seed {config.seed}")
     return "\n".join(lines)
 
-
-def table_rows(path: str | Path) -> list[dict]:
-    return json.loads((Path(path) / RESULTS).read_text(encoding="utf-8"))["rows"]

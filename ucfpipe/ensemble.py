@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 from . import runs
+from .atomic import write_json
 from .config import CELLS, TrainConfig
 from .errors import UcfpipeError
-from .features import write_json_atomic
 
 FORMAT = "ucfpipe-ensemble/1"
 ENSEMBLE = "ensemble.json"
@@ -28,20 +28,6 @@ def is_ensemble(directory: str | Path) -> bool:
 
 def member_name(cell: str, seed: int) -> str:
     return f"member-{cell}-seed{seed}"
-
-
-def parse_list(text: str | None, name: str, kind=str) -> list:
-    """"1,2,3" -> [1, 2, 3]; None or "" -> []."""
-    if not text:
-        return []
-    items = [item.strip() for item in str(text).split(",") if item.strip()]
-    try:
-        values = [kind(item) for item in items]
-    except ValueError:
-        raise UcfpipeError(f"--{name} must be a comma-separated list of {kind.__name__}s, e.g. 1,2,3; got {text!r}") from None
-    if len(set(values)) != len(values):
-        raise UcfpipeError(f"--{name} lists {text!r}: each value once")
-    return values
 
 
 def members_plan(config: TrainConfig, seeds: list[int], cells: list[str]) -> list[tuple[str, TrainConfig]]:
@@ -74,7 +60,7 @@ def train(config: TrainConfig, seeds: list[int], cells: list[str], log=print, ve
     out.mkdir(parents=True, exist_ok=True)
     record = {"format": FORMAT, "members": [name for name, _ in plan], "status": "running",
               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    write_json_atomic(out / ENSEMBLE, record)
+    write_json(out / ENSEMBLE, record)
     summaries = {}
     for number, (name, member) in enumerate(plan, 1):
         member_dir = Path(member.out)
@@ -94,7 +80,7 @@ def finish(out: Path, record: dict) -> dict:
     members = load_members(out, require_finished=True, record={**record, "status": "finished"})
     record.update(status="finished", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), fingerprint=members[0].fingerprint,
                   split=members[0].record["split"])
-    write_json_atomic(Path(out) / ENSEMBLE, record)
+    write_json(Path(out) / ENSEMBLE, record)
     return record
 
 

@@ -56,7 +56,7 @@ def _headline(labels, probabilities, classes) -> dict:
 def run(run_dir: str | Path, features: str | None = None, splits: str | None = None,
         allow_missing: bool | None = None, baseline: bool = False, tta: bool = False, log=print) -> dict:
     """Score the run's best model on its split's test clips; with `baseline`, also an order-blind reference
-    fitted on the run's training clips (see ucfpipe.baseline); with `tta`, also the probabilities averaged over
+    fitted on the run's training clips (see ucfpipe.order_blind); with `tta`, also the probabilities averaged over
     every stored view (metrics["tta"]). `run_dir` may be an ensemble (ucfpipe.ensemble): its figures are
     those of the mean of its members' probabilities, metrics["members"] holds each member's."""
     directory = Path(run_dir)
@@ -172,7 +172,7 @@ def _metrics(members, is_ensemble, labels, probabilities, split, splits_dir, sto
 
 def order_blind_top1_of(run: runs.Run, store: FeatureStore, test_ids: list[str]) -> float:
     """The order-blind reference for `run`: fitted on its training and validation clips, scored on `test_ids`."""
-    from .baseline import order_blind_top1
+    from .order_blind import order_blind_top1
 
     clip_ids = runs.read_json(run.path(runs.CLIPS))
     train_ids = clip_ids["train"] + clip_ids["val"]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
 import warnings
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, runs
+from .atomic import replacing_dir
 from .config import ExtractConfig
 from .errors import UcfpipeError
 
@@ -267,11 +267,7 @@ def run(run_dir: str | Path, out: str | Path, format: str = "keras", weights: st
     model, members, stage_one = build(run_dir, weights)
     check_format(format, keras.backend.backend(), stage_one.precision)
     record = spec(run_dir, members, stage_one, format, model)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with replacing_dir(out) as tmp:
         save_model(model, tmp / MODEL_NAMES[format], format)
         (tmp / "classes.json").write_text(json.dumps(record["classes"], indent=2) + "\n", encoding="utf-8")
         (tmp / "classes.txt").write_text("".join(f"{name}\n" for name in record["classes"]), encoding="utf-8")
@@ -279,11 +275,6 @@ def run(run_dir: str | Path, out: str | Path, format: str = "keras", weights: st
         (tmp / "README.md").write_text(readme(record), encoding="utf-8")
         shutil.copyfile(EXAMPLE, tmp / "classify.py")
         check_out(out)  # nobody filled it meanwhile
-        if out.exists():
-            out.rmdir()  # empty: the rename needs the name free on every platform
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     log(f"exported {'an ensemble of ' + str(len(members)) + ' members' if len(members) > 1 else 'the run'} as {format} "
         f"to {out}: frames (N, {stage_one.frames}, {stage_one.size}, {stage_one.size}, 3) uint8 RGB -> "
         f"{len(record['classes'])} class probabilities ({record['parameters']:,} parameters)")

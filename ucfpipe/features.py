@@ -2,8 +2,8 @@
 This module is the format's one owner: shard names, shard contents, manifests and their checks live here.
 
 Safety rules that make interruption, full disks and damage harmless:
-- a shard is built in memory, written to `*.h5.tmp`, synced, read back and compared, and only then renamed,
-  so a file named `shard-*.h5` is always whole; a full disk costs the shard being written, nothing else;
+- a shard is built in memory, written to a temporary (`atomic.replacing`), read back and compared, synced,
+  and only then renamed, so a file named `shard-*.h5` is always whole; a full disk costs the shard being written, nothing else;
 - every dataset carries HDF5's fletcher32 checksum (checked on every read) and the file's metadata carries
   HDF5's own checksums (libver "latest"); the manifest holds each shard's SHA-256 and size;
 - shards are immutable and a clip goes into exactly one shard; a resumed run skips clips already in a
@@ -17,13 +17,11 @@ Safety rules that make interruption, full disks and damage harmless:
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import hashlib
 import io
 import json
 import os
-import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,6 +30,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from .atomic import replacing, write_json
 from .errors import UcfpipeError
 
 FORMAT = "ucfpipe-features/2"
@@ -41,7 +40,6 @@ LOCK = "extract.lock"
 SHARD_GLOB = "shard-*.h5"
 DAMAGED = "damaged"  # damaged shards are moved here (a rename: it needs no space), never read again
 FINGERPRINT_BYTES = 64 * 1024  # a video's content fingerprint hashes this much of each end
-_STRINGS = h5py.string_dtype("utf-8")
 
 
 def shard_name(number: int) -> str:
@@ -116,71 +114,21 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _megabytes(count: float) -> str:
-    return f"{count / 1e6:.1f} MB"
-
-
-def no_space(path: Path, needed: int) -> UcfpipeError:
-    """The one line for a full disk: which file, how much it needs, how much is free."""
-    try:
-        free = f"{_megabytes(shutil.disk_usage(path.parent).free)} free"
-    except OSError:
-        free = "free space unknown"
-    return UcfpipeError(
-        f"no space left on the device of {path} (it needs about {_megabytes(needed)}, {free}); "
-        "free some space and rerun the same command: what was written before is kept"
-    )
-
-
-def _is_no_space(err: BaseException) -> bool:
-    return getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(err)
-
-
 def _write_file(path: Path, data: bytes) -> None:
-    with path.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Temp file, fsync, rename, fsync the directory. On any failure the temp file is removed; a full
-    disk becomes the one-line `no_space` error."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        _write_file(tmp, data)
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        if _is_no_space(err):
-            raise no_space(path, len(data)) from None
-        raise
-    _sync_directory(path.parent)
-
-
-def _sync_directory(directory: Path) -> None:
-    """Make a rename durable. Some file systems cannot sync a directory; the rename is then as durable as they allow."""
-    try:
-        handle = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(handle)
-    except OSError:
-        pass
-    finally:
-        os.close(handle)
+    path.write_bytes(data)
 
 
 def write_json_atomic(path: Path, data) -> None:
-    """Readers see the old file or the new one, never half of one; a full disk leaves the old file."""
-    path = Path(path)
-    _write_bytes_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+    """Readers see the old file or the new one, never half of one; a full disk leaves the old file and says how
+    much the file needed."""
+    write_json(path, data, tell_size=True)
 
 
-def describe_difference(expected: dict, found: dict) -> str:
-    keys = sorted(set(expected) | set(found))
-    diffs = [f"{k}: {found.get(k)!r} in cache vs {expected.get(k)!r} now" for k in keys if expected.get(k) != found.get(k)]
+def describe_difference(first: dict, second: dict, first_is: str = "in cache vs", second_is: str = "now") -> str:
+    """The one "settings differ" text (extract, eval, predict): each setting whose value differs, as
+    "KEY: FIRST first_is SECOND second_is", e.g. "frames: 8 in cache vs 16 now", joined by "; "."""
+    keys = sorted(set(first) | set(second))
+    diffs = [f"{k}: {first.get(k)!r} {first_is} {second.get(k)!r} {second_is}" for k in keys if first.get(k) != second.get(k)]
     return "; ".join(diffs) or "identical settings, different fingerprint"
 
 
@@ -278,22 +226,11 @@ def write_shard(path: Path, clips: list[ClipFeatures], fingerprint: str, setting
     """Write `clips` as the shard `path`; it takes its final name only once it is on disk and reads back
     whole and equal. Returns the manifest's record of it: {"sha256", "bytes", "clips"}."""
     image = encode_shard(clips, fingerprint, settings, replaces)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    sha256 = hashlib.sha256(image).hexdigest()
+    with replacing(path, needed=len(image)) as tmp:
         _write_file(tmp, image)
-        sha256 = hashlib.sha256(image).hexdigest()
         if file_sha256(tmp) != sha256 or not _same_clips(read_shard(tmp), clips, settings["dtype"]):
             raise UcfpipeError(f"{tmp} does not read back as written (a failing disk?); nothing was renamed, rerun to retry")
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        if _is_no_space(err):
-            raise no_space(path, len(image)) from None
-        raise
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _sync_directory(path.parent)
     return {"sha256": sha256, "bytes": len(image), "clips": len(clips)}
 
 
@@ -352,7 +289,7 @@ class ShardWriter:
                 if shard.attrs.get("fingerprint") != fingerprint:
                     old = json.loads(shard.attrs.get("settings", "{}"))
                     raise UcfpipeError(
-                        f"{directory} holds features made with other settings ({describe_difference(settings, old)}); "
+                        f"{directory} holds features made with other settings ({describe_difference(old, settings)}); "
                         "use another --out directory, or delete this one to re-extract"
                     )
                 found.append((path, _strings(shard["video_id"]), str(shard.attrs.get("replaces", ""))))
@@ -483,7 +420,7 @@ def open_for_writing(directory: str | Path, fingerprint: str, settings: dict, sh
         if manifest is not None and manifest.get("fingerprint") != fingerprint:
             raise UcfpipeError(
                 f"{directory} holds features made with other settings "
-                f"({describe_difference(settings, manifest.get('settings', {}))}); "
+                f"({describe_difference(manifest.get('settings', {}), settings)}); "
                 "use another --out directory, or delete this one to re-extract"
             )
         for stale in directory.glob("*.tmp"):  # left by a killed writer; never read as whole

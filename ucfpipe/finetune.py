@@ -17,13 +17,13 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from . import datasets, interrupts, runs
+from . import atomic, datasets, interrupts, runs
 from .backbone import load_application, preprocess_layer, weights_identity
 from .backbones import get
 from .config import FinetuneConfig
 from .errors import UcfpipeError
 from .provenance import versions
-from .train import seed_everything
+from .seeding import seed_everything
 from .video import VideoError, read_clip
 
 
@@ -142,7 +142,7 @@ def _run(config: FinetuneConfig, out: Path, log, verbose: int) -> dict:
                    _SafePoints()],
     )
     interrupts.check()
-    with runs.replacing(out, out.with_name(".tmp-" + out.name)) as tmp:  # keeps the .weights.h5 ending Keras requires
+    with atomic.replacing(out, keep_suffix=True) as tmp:  # keeps the .weights.h5 ending Keras requires
         backbone.save_weights(tmp)
     record = {
         "config": vars(config),

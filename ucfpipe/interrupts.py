@@ -71,10 +71,6 @@ def ignore() -> None:
         signal.signal(signal.SIGINT, lambda *_: None)
 
 
-def requested() -> bool:
-    return _requested
-
-
 def check() -> None:
     """A safe point: raise KeyboardInterrupt if Ctrl-C was pressed, even when its first raise was swallowed."""
     if _requested:

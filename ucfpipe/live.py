@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import temp_path
 from .errors import UcfpipeError
 from .stream import Rate, StreamingFeaturiser, top_classes
 from .video import VideoError, open_video
@@ -150,7 +151,7 @@ class AnnotatedWriter:
             raise UcfpipeError(f"--out {self.path} must end in {' or '.join(ANNOTATED_CODECS)}")
         if not self.path.parent.is_dir():
             raise UcfpipeError(f"--out {self.path}: folder {self.path.parent} does not exist")
-        self.tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.tmp{self.path.suffix}")
+        self.tmp = temp_path(self.path, keep_suffix=True)  # frames arrive over time: `replacing`'s naming, renamed in finish()
         self.fps = fps if fps > 0 else 25.0
         self.writer = None
 

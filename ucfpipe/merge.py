@@ -9,13 +9,13 @@ name only when complete: a full disk (or any failure) removes the staging direct
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 from pathlib import Path
 
+from .atomic import disk_full, is_disk_full, replacing_dir
 from .errors import UcfpipeError
-from .features import FORMAT, FeatureStore, file_sha256, no_space, shard_name, write_manifest
+from .features import FORMAT, FeatureStore, file_sha256, shard_name, write_manifest
 
 
 def merge(parts: list[str | Path], out: str | Path) -> dict:
@@ -54,27 +54,19 @@ def merge(parts: list[str | Path], out: str | Path) -> dict:
     if len(seen) + len(missing) + len(failed) != listed:
         raise UcfpipeError(f"the parts account for {len(seen) + len(missing) + len(failed)} of {listed} listed clips; re-run the incomplete part")
 
-    staging = out.with_name(out.name + ".merging")
-    shutil.rmtree(staging, ignore_errors=True)
     try:
-        staging.mkdir(parents=True)
-        shards, checksums = _gather(stores, staging)
-        write_manifest(
-            staging, fingerprint=first["fingerprint"], settings=first["settings"], versions=first["versions"],
-            config={**first["config"], "shard": "", "out": str(out)}, shards=shards, checksums=checksums,
-            num_clips=len(seen), report={"listed": listed, "missing": sorted(missing), "failed": failed},
-            part={"index": 0, "count": 1, "clip_list": first["part"]["clip_list"]},
-            merged_from=[str(store.directory) for store in stores],
-        )
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        with replacing_dir(out, out.with_name(out.name + ".merging")) as staging:
+            shards, checksums = _gather(stores, staging)
+            write_manifest(
+                staging, fingerprint=first["fingerprint"], settings=first["settings"], versions=first["versions"],
+                config={**first["config"], "shard": "", "out": str(out)}, shards=shards, checksums=checksums,
+                num_clips=len(seen), report={"listed": listed, "missing": sorted(missing), "failed": failed},
+                part={"index": 0, "count": 1, "clip_list": first["part"]["clip_list"]},
+                merged_from=[str(store.directory) for store in stores],
+            )
     finally:
         for store in stores:
             store.close()
-    if out.exists():
-        out.rmdir()  # empty, checked above
-    os.replace(staging, out)
     FeatureStore(out).close()  # verify: readable, every clip once, one fingerprint
     return {"clips": len(seen), "parts": count, "missing": len(missing), "failed": len(failed), "out": str(out)}
 
@@ -92,9 +84,9 @@ def _gather(stores: list[FeatureStore], staging: Path) -> tuple[list[str], dict]
                 try:
                     shutil.copyfile(store.directory / name, target)
                 except OSError as err:
-                    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                    if is_disk_full(err):
                         needed = sum(s.checksums[n]["bytes"] for s in stores for n in s.manifest["shards"])
-                        raise no_space(target, needed) from None
+                        raise disk_full(target, needed) from None
                     raise
             if file_sha256(target) != record["sha256"]:
                 raise UcfpipeError(f"{store.directory / name} is damaged (SHA-256 differs from its manifest's); "

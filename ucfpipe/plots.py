@@ -13,10 +13,10 @@ import numpy as np  # noqa: E402
 
 
 def _save(figure, path: Path) -> None:
-    from .runs import replacing
+    from .atomic import replacing
 
     try:
-        with replacing(path, path.with_name(path.name + ".tmp")) as tmp:
+        with replacing(path, durable=False) as tmp:  # a figure is made again by rerunning
             figure.savefig(tmp, format="png", dpi=150, bbox_inches="tight")
     finally:
         plt.close(figure)

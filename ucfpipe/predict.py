@@ -13,6 +13,7 @@ import numpy as np
 from . import runs
 from .config import ExtractConfig, fingerprint
 from .errors import UcfpipeError
+from .features import describe_difference
 from .video import VideoError, read_clip
 
 
@@ -48,9 +49,7 @@ def stage_one_config(run: runs.Run, weights: str | None = None) -> ExtractConfig
             f"weights file {config.weights} is not the one the run's features were made with (sha256 "
             f"{str(settings.get('sha256'))[:12]}... now, {old['sha256'][:12]}... recorded); pass --weights with the original file"
         )
-    differences = "; ".join(
-        f"{k}: {settings.get(k)!r} now vs {old.get(k)!r} recorded" for k in sorted(set(settings) | set(old)) if settings.get(k) != old.get(k)
-    )
+    differences = describe_difference(settings, old, "now vs", "recorded")
     raise UcfpipeError(
         f"this machine would compute other features than the run was trained on ({differences}); "
         "predict with the setup the cache was extracted with"

@@ -13,21 +13,19 @@
 from __future__ import annotations
 
 import csv
-import errno
 import fcntl
-import gc
 import io
 import json
 import os
 import sys
-import traceback
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
 
+from .atomic import DiskFull, replacing, write_json, write_text  # noqa: F401 (DiskFull, write_json: runs' API)
 from .config import TrainConfig
 from .errors import UcfpipeError
-from .features import FeatureStore, write_json_atomic
+from .features import FeatureStore, describe_difference
 
 FORMAT = "ucfpipe-run/1"
 MODEL = "model.keras"
@@ -48,83 +46,16 @@ LOCK = "run.lock"
 PRE_AUGMENTATION = {"train_views": "center", "time_jitter": 0.0, "step_drop": 0.0}
 
 
-class DiskFull(UcfpipeError):
-    """A write failed for want of space; the file it was replacing is untouched and no temporary is left."""
-
-
-def _is_disk_full(err: BaseException | None) -> bool:
-    """Keras and matplotlib sometimes wrap the OSError: look down the chain of causes."""
-    seen = 0
-    while err is not None and seen < 10:
-        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        if "No space left on device" in str(err):
-            return True
-        err, seen = err.__cause__ or err.__context__, seen + 1
-    return False
-
-
-def _release(err: BaseException) -> None:
-    """Keras leaves its HDF5 file open when a write fails, referenced from the failed call's frames: it would
-    hold the temporary's space and complain ("Exception ignored in ... __dealloc__") whenever it is collected.
-    Collect it now, with its complaint about the full disk (already reported) kept quiet."""
-    traceback.clear_frames(err.__traceback__)
-    hook = sys.unraisablehook
-    sys.unraisablehook = lambda unraisable: None if _is_disk_full(unraisable.exc_value) else hook(unraisable)
-    try:
-        gc.collect()
-    finally:
-        sys.unraisablehook = hook
-
-
-def _discard(path: Path, tmp: Path, err: BaseException) -> None:
-    """After a failed write: remove the temporary; a full disk becomes one line naming `path`."""
-    if _is_disk_full(err):
-        _release(err)
-    try:
-        tmp.unlink(missing_ok=True)
-    except OSError:
-        pass
-    if _is_disk_full(err):
-        raise DiskFull(f"{path}: the disk is full (no space left on device); free space and rerun") from None
-
-
-@contextmanager
-def replacing(path: Path, tmp: Path):
-    """Write `tmp` in the block; on success it replaces `path`. On any failure the temporary is removed (a
-    full disk leaves nothing behind and `path` as it was) and a full disk becomes one line naming `path`."""
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException as err:
-        _discard(path, tmp, err)
-        raise
-
-
 def write_csv_atomic(path: Path, header: list[str], rows: list[list]) -> None:
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
-    with replacing(path, path.with_name(path.name + ".tmp")) as tmp:
-        with tmp.open("w", encoding="utf-8") as handle:
-            handle.write(text.getvalue())
-            handle.flush()
-            os.fsync(handle.fileno())
-
-
-def write_json(path: Path, data) -> None:
-    """`features.write_json_atomic` (temp file, fsync, rename) with a full disk told as one line, no temp left."""
-    try:
-        write_json_atomic(path, data)
-    except BaseException as err:
-        _discard(path, path.with_name(path.name + ".tmp"), err)
-        raise
+    write_text(path, text.getvalue())
 
 
 def save_model_atomic(model, path: Path) -> None:
-    """Keras picks the format from the suffix, so the temporary name keeps `.keras` at its end."""
-    with replacing(path, path.with_name(path.stem + ".tmp.keras")) as tmp:
+    with replacing(path, keep_suffix=True) as tmp:  # Keras picks the format from the suffix
         model.save(tmp)
 
 
@@ -213,11 +144,7 @@ class Run:
     def check_cache(self, store: FeatureStore) -> None:
         """Features of another fingerprint are other numbers: the model would silently see wrong inputs."""
         if store.fingerprint != self.fingerprint:
-            trained = self.record["cache"]["settings"]
-            differences = "; ".join(
-                f"{k}: {store.settings.get(k)!r} here, {trained.get(k)!r} in training"
-                for k in sorted(set(trained) | set(store.settings)) if trained.get(k) != store.settings.get(k)
-            )
+            differences = describe_difference(store.settings, self.record["cache"]["settings"], "here,", "in training")
             raise UcfpipeError(
                 f"feature cache {store.directory} (fingerprint {store.fingerprint}) is not the one {self.directory} was "
                 f"trained on ({self.fingerprint}; {differences}); pass --features with the cache `ucfpipe train` used "
@@ -229,9 +156,6 @@ class Run:
         if not path.is_file():
             raise UcfpipeError(f"{self.directory} has no {MODEL}; the run ended before its first epoch, retrain it")
         return load_model(path)
-
-    def write_record(self) -> None:
-        write_json(self.path(RUN), self.record)
 
     def lock(self):
         return lock_run(self.directory)

@@ -46,6 +46,7 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .atomic import replacing, write_bytes  # noqa: E402
 from .errors import UcfpipeError  # noqa: E402
 
 DEFAULT_CLASSES = (
@@ -310,9 +311,8 @@ def _write_video(path: Path, frames: np.ndarray, fourcc: str, fps: float) -> Non
     """Encode to a temporary name beside `path`, check it decodes fully, then rename: an interrupted run never
     leaves a truncated video under a name that the split lists point at. The temporary name ends in .avi
     because FFmpeg picks the container from the extension, and starts with '.' so it never matches v_*.avi."""
-    # Not mkstemp: its 0600 mode would survive the rename. The name is unique because each clip is written once.
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.avi")
-    try:
+    # Not mkstemp: its 0600 mode would survive the rename.
+    with replacing(path, keep_suffix=True, durable=False) as tmp:
         _encode(tmp, frames, fourcc, fps)
         expected = (len(frames), frames.shape[2], frames.shape[1])
         found = _decoded_shape(tmp)
@@ -321,17 +321,11 @@ def _write_video(path: Path, frames: np.ndarray, fourcc: str, fps: float) -> Non
                 f"{path}: wrote {expected[0]} frames of {expected[1]}x{expected[2]} with {fourcc}, "
                 f"but reading back gives {found[0]} frames of {found[1]}x{found[2]}"
             )
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _write_text(path: Path, lines: list[str]) -> None:
     """CRLF lines, as the official split files; written whole then renamed, like the videos."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes("".join(line + "\r\n" for line in lines).encode("ascii"))
-    os.replace(tmp, path)
+    write_bytes(path, "".join(line + "\r\n" for line in lines).encode("ascii"))
 
 
 def split_blocks(num_groups: int) -> list[list[int]]:

@@ -7,7 +7,6 @@ sees how sure each segment is and where two classes compete. Matplotlib without 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib
@@ -16,6 +15,8 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from .atomic import replacing  # noqa: E402
 
 MAX_LINES = 5  # classes drawn as lines; more would not be readable
 CHARACTERS_ACROSS = 130  # bold 9-point characters across the 12-inch band
@@ -71,7 +72,8 @@ def plot_timeline(prediction, path: Path) -> None:
     lines.grid(alpha=0.3)
     lines.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=9, frameon=False)
     figure.tight_layout()
-    tmp = path.with_name(path.name + ".tmp")
-    figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(figure)
-    os.replace(tmp, path)
+    try:
+        with replacing(path, durable=False) as tmp:
+            figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    finally:
+        plt.close(figure)

@@ -16,13 +16,14 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from . import datasets, interrupts, runs
+from . import atomic, datasets, interrupts, runs
 from .batches import ClipBatches, feature_bytes, iterate_features, load_source
 from .config import TrainConfig, to_dict
 from .distribute import Placement, placement
 from .errors import UcfpipeError
 from .features import FeatureStore
 from .models import build_classifier, compile_classifier, feature_statistics
+from .seeding import seed_everything
 
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"]
 # What `--resume` may change: where the inputs are, how long to go on, and on how many devices (data
@@ -104,14 +105,6 @@ def plan_clips(split: datasets.Split, store: FeatureStore, config: TrainConfig) 
 
 
 # -- reproducibility ----------------------------------------------------------------------------------------
-def seed_everything(seed: int) -> None:
-    keras.utils.set_random_seed(seed)  # Python, NumPy and the backend's generators
-    if keras.backend.backend() == "tensorflow":  # TF-only corner: its kernels may otherwise reorder sums
-        import tensorflow as tf
-
-        tf.config.experimental.enable_op_determinism()
-
-
 def random_states(model) -> list:
     """The states of the model's random generators (dropout masks). A saved .keras model leaves them out, so
     the checkpoint keeps them: a resumed run then draws the masks an uninterrupted one would have drawn."""
@@ -302,8 +295,11 @@ def _remove_unstarted(out: Path, created: bool) -> None:
     if created:
         shutil.rmtree(out, ignore_errors=True)
         return
-    for name in (runs.CLIPS, runs.CONFIG, runs.CLIPS + ".tmp", runs.CONFIG + ".tmp", runs.RUN + ".tmp"):
+    for name in (runs.CLIPS, runs.CONFIG):
         (out / name).unlink(missing_ok=True)
+    for name in (runs.CLIPS, runs.CONFIG, runs.RUN):
+        for tmp in out.glob(atomic.temp_glob(name)):
+            tmp.unlink(missing_ok=True)
 
 
 def _run_locked(config: TrainConfig, out: Path, store: FeatureStore, split: datasets.Split, plan: ClipPlan,
@@ -325,7 +321,7 @@ def _run_locked(config: TrainConfig, out: Path, store: FeatureStore, split: data
         if not (out / runs.RUN).is_file():
             raise
         # The last checkpoint is whole (its state is written last), so the run goes on from there.
-        raise runs.DiskFull(f"{str(err).removesuffix('; free space and rerun')}; free space and continue with {resume_hint}") from None
+        raise runs.DiskFull(f"{str(err).removesuffix('; ' + atomic.RERUN)}; free space and continue with {resume_hint}") from None
 
 
 def _fit(config, out, store, split, plan, views, loaded_bytes, in_memory, where_to, record, state, log, verbose) -> dict:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .comma_list import comma_list
 from .errors import UcfpipeError
 
 CROP_SCALE = 256 / 224  # crops come from a resize this much larger than the output size
@@ -51,7 +52,7 @@ def parse_views(spec: str) -> tuple[str, ...]:
     """'center,flip,time' -> ('center', 'flip', 'time_early', 'time_late'): names and presets, deduplicated,
     'center' first."""
     names: list[str] = ["center"]
-    for item in (part.strip() for part in spec.split(",") if part.strip()):
+    for item in comma_list(spec, "--views", empty_ok=True):
         if item in PRESETS:
             names += PRESETS[item]
         elif item in VIEWS:

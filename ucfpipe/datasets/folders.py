@@ -11,13 +11,12 @@ groups go to one side; otherwise each clip is its own group and the cut is strat
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from ..atomic import replacing_dir
 from ..errors import UcfpipeError
 from ..video import VIDEO_EXTENSIONS as EXTENSIONS
 from . import ucf101
@@ -183,15 +182,9 @@ def make_lists(videos_root: str | Path, out: str | Path, folds: int = 1, test_fr
         raise UcfpipeError(f"{out} already exists and is not an empty folder; pass a new --out (lists are never overwritten)")
     plan = plan_lists(videos_root, folds, test_fraction, seed)
     label = {c: i for i, c in enumerate(plan["classes"], 1)}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.{os.getpid()}.tmp"
-    try:
-        staging.mkdir()
+    with replacing_dir(out) as staging:
         (staging / ucf101.CLASS_INDEX_FILE).write_text("".join(f"{i} {c}\n" for c, i in label.items()))
         for number, (train, test) in enumerate(plan["folds"], 1):
             (staging / f"trainlist0{number}.txt").write_text("".join(f"{p} {label[p.split('/')[0]]}\n" for p in train))
             (staging / f"testlist0{number}.txt").write_text("".join(f"{p}\n" for p in test))
-        os.replace(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return plan
