@@ -50,6 +50,17 @@ class _Recorded:
         self.record = {"cache": {"extract_config": to_dict(config), "settings": settings, "fingerprint": fingerprint(settings)}}
 
 
+def test_a_run_on_a_cache_of_an_older_format_still_predicts():
+    run = _Recorded(ExtractConfig(videos="v", splits="s", weights="none"))
+    settings = {**run.record["cache"]["settings"], "format": "ucfpipe-features/1"}  # what caches before checksums record
+    run.record["cache"].update(settings=settings, fingerprint=fingerprint(settings))
+    assert predict.stage_one_config(run).weights == "none"
+    settings["frames"] = 7  # anything that changes the numbers is still refused
+    run.record["cache"].update(settings=settings, fingerprint=fingerprint(settings))
+    with pytest.raises(UcfpipeError, match="frames"):
+        predict.stage_one_config(run)
+
+
 def test_a_weights_file_that_changed_since_extraction_is_refused(tmp_path):
     weights = tmp_path / "vgg16.weights.h5"
     weights.write_bytes(b"the original weights")

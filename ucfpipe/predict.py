@@ -41,6 +41,9 @@ def stage_one_config(run: runs.Run, weights: str | None = None) -> ExtractConfig
     elif recorded["settings"].get("weights") == "file":
         config.weights = _weights_file(run, config.weights, recorded["settings"]["sha256"])
     settings = feature_settings(config)
+    # The cache's file format changes how features are stored, not their numbers: a run trained on a cache of
+    # an older format computes the same features now.
+    settings["format"] = recorded["settings"].get("format", settings["format"])
     if fingerprint(settings) == recorded["fingerprint"]:
         return config
     old = recorded["settings"]
