@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import types
 
-from ucfpipe import quiet
+import pytest
+
+from ucfpipe import interrupts, quiet
 
 STARTUP = (
     "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
@@ -31,3 +35,25 @@ def test_a_bad_input_after_keras_loaded_is_one_line_on_stderr(tmp_path):
                                         "pass the --out directory of `ucfpipe train`"], done.stderr
     probe = [sys.executable, "-c", "import sys, keras; print(type(keras.__spec__.loader).__name__)"]
     assert subprocess.run(probe, capture_output=True, text=True).stdout.strip() != "_QuietLoader"  # the library alone: untouched
+
+
+def test_a_ctrl_c_while_the_backend_loads_is_raised_once_it_has_loaded():
+    # A KeyboardInterrupt half-way through TensorFlow's C start-up can crash the interpreter at exit (seen as
+    # exit -11 instead of 130), so the first import of the backend runs to its end before the interrupt is raised.
+    reached = []
+
+    class Loader:
+        def create_module(self, spec):
+            return None
+
+        def exec_module(self, module):
+            signal.raise_signal(signal.SIGINT)
+            reached.append("the module's last line")
+
+    previous = interrupts.install()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            quiet._QuietLoader(Loader()).exec_module(types.ModuleType("backend"))
+    finally:
+        interrupts.restore(previous)
+    assert reached == ["the module's last line"]

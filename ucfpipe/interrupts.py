@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from contextlib import contextmanager
 
 _requested = False
 
@@ -69,6 +70,22 @@ def ignore() -> None:
     """While the process reports an interrupt and exits, a second Ctrl-C must not break that one line."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, lambda *_: None)
+
+
+@contextmanager
+def deferred():
+    """Hold a Ctrl-C back while the body runs, then raise it. For importing TensorFlow: a KeyboardInterrupt
+    half-way through the start of its C extensions can crash the interpreter at exit (a segfault instead of
+    exit 130); the import takes seconds, so the interrupt waits that long."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not _handler:
+        yield
+        return
+    signal.signal(signal.SIGINT, _record)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, _handler)
+    check()
 
 
 def check() -> None:

@@ -17,6 +17,8 @@ import sys
 import tempfile
 from contextlib import contextmanager
 
+from . import interrupts
+
 # The start-up lines of TensorFlow's C++ runtime, and nothing that could be a real warning or error.
 CHATTER = re.compile(
     r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
@@ -61,7 +63,7 @@ class _QuietLoader(importlib.abc.Loader):
         return self._loader.create_module(spec)
 
     def exec_module(self, module):
-        with stderr_filtered():
+        with stderr_filtered(), interrupts.deferred():  # a Ctrl-C waits until TensorFlow has fully loaded
             self._loader.exec_module(module)
 
     def __getattr__(self, name):  # resources, is_package, ...: the real loader's
