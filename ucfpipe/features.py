@@ -115,6 +115,8 @@ def file_sha256(path: Path) -> str:
 
 
 def _write_file(path: Path, data: bytes) -> None:
+    """The one place a shard's bytes reach the disk: kept apart so the injected-ENOSPC test (for machines that
+    refuse a tmpfs mount) can fail exactly this write."""
     path.write_bytes(data)
 
 
