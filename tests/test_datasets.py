@@ -391,7 +391,7 @@ def test_names_with_spaces_parentheses_unicode_and_hash_round_trip_through_every
     lists = tmp_path / "lists"
     made = invoke("splits", "make", "--videos", odd_videos, "--out", lists)
     assert made.exit_code == 0, made.output
-    assert "2 videos in subfolders of a class folder are in that class" in made.output
+    assert "2 videos in subfolders of a class folder taken as that class" in made.output
     assert "2 jump rope\n" in lists.joinpath("classInd.txt").read_text(encoding="utf-8")
     listed = lists.joinpath("trainlist01.txt").read_text(encoding="utf-8") + lists.joinpath("testlist01.txt").read_text(encoding="utf-8")
     assert "dribble/practice one.avi" in listed and "jump rope/跳绳 练习.mp4" in listed

@@ -237,8 +237,8 @@ def splits_make(videos_dir, out, folds, test_fraction, seed):
                          "videos is a group of its own",
            "mixed": f"{plan['grouped']} videos by their _gNN_ groups (each group on one side); the {plan['single']} "
                     "without a group each a group of its own, stratified by class"}[plan["mode"]]
-    nested = (f"; {plan['nested']} videos in subfolders of a class folder are in that class (their clip ids keep "
-              "the subfolder)" if plan["nested"] else "")
+    nested = (f"; {plan['nested']} video{'s' if plan['nested'] != 1 else ''} in subfolders of a class folder "
+              "taken as that class (clip ids keep the subfolder)" if plan["nested"] else "")
     click.echo(f"wrote {out}: {len(plan['classes'])} classes, {len(plan['folds'])} fold(s), {how}{nested}; "
                f"use --dataset folders --splits {out} --videos {videos_dir}")
 

@@ -64,7 +64,8 @@ def describe_groups(split: Split, part: str) -> str:
     if split.holdout == "groups":
         return _ranges(sorted(split.groups(part)))
     if split.holdout == "sources":
-        text = f"{len(split.sources(part) - {''})} {group_word(split)}"
+        named = len(split.sources(part) - {''})
+        text = f"{named} {group_word(split) if named != 1 else group_word(split)[:-1]}"
         single = sum(not c.source for c in getattr(split, part))
         return text + (f" + {single} single clips" if single and split.dataset == "folders" else "")
     return "no groups"
