@@ -194,17 +194,17 @@ def splits(ctx, splits_dir, videos_dir, dataset):
         return
     if splits_dir is None:
         raise UcfpipeError("--splits is required: the folder of the dataset's split files (or run `ucfpipe splits make`)")
+    # Reading a split refuses one whose train and test share a clip or group: what is printed never leaks.
     all_splits = datasets.read_all_splits(dataset, splits_dir)
-    kind = "sources" if all_splits[0].holdout == "sources" else "groups"
+    kind = datasets.group_word(all_splits[0])
     click.echo(f"{'split':<6}{'train':>7}{'test':>7}{'classes':>9}  train {kind} / test {kind}")
     for split in all_splits:
-        shared = split.groups("train") & split.groups("test")
         click.echo(f"{split.number:<6}{len(split.train):>7}{len(split.test):>7}{len(split.classes):>9}  "
                    f"{datasets.describe_groups(split, 'train')} / {datasets.describe_groups(split, 'test')}  "
-                   + (f"({len(shared)} shared)" if shared else "(no group shared)" if split.holdout != "stratified" else ""))
+                   + ("(no group shared)" if split.holdout != "stratified" else "(no clip shared)"))
     clips = datasets.all_clips(dataset, splits_dir)
-    click.echo(f"{len(clips)} distinct clips in {len(all_splits[0].classes)} classes; validation holds out "
-               f"{all_splits[0].holdout} ({dataset})")
+    click.echo(f"{len(clips)} distinct clips in {len(all_splits[0].classes)} classes ({dataset}); `train` validates on "
+               f"{datasets.describe_holdout(all_splits[0])}")
     if videos_dir is not None:
         missing = datasets.missing_on_disk(clips, videos_dir)
         click.echo(f"{len(clips) - len(missing)} of {len(clips)} listed clips are under {videos_dir}; {len(missing)} missing")
@@ -224,15 +224,22 @@ def splits(ctx, splits_dir, videos_dir, dataset):
 def splits_make(videos_dir, out, folds, test_fraction, seed):
     """Write split lists in UCF-101's format for a folder of your own videos (then use --dataset folders).
 
-    Whole groups go to one side when every file name carries one (`_gNN_`, as UCF-101's); otherwise
-    each class is split stratified. Classes with too few videos are refused and nothing is written."""
+    A file whose name carries a group (`_gNN_`, as UCF-101's) goes to one side with its whole group; files
+    without one are each their own group, split stratified by class. Videos in subfolders of a class folder
+    belong to that class. Names may hold spaces. Classes with too few videos are refused and nothing is written."""
     from .datasets import folders
 
     plan = folders.make_lists(videos_dir, out, folds, test_fraction, seed)
     for number, (train, test) in enumerate(plan["folds"], 1):
         click.echo(f"fold {number}: {len(train)} train, {len(test)} test clips")
-    click.echo(f"wrote {out}: {len(plan['classes'])} classes, {len(plan['folds'])} fold(s), "
-               f"{'by groups' if plan['mode'] == 'groups' else 'stratified by class (no groups in the file names)'}; "
+    how = {"groups": f"by groups: each _gNN_ group of the {plan['grouped']} videos on one side",
+           "stratified": f"stratified by class: no file name has a _gNN_ group, so each of the {plan['single']} "
+                         "videos is a group of its own",
+           "mixed": f"{plan['grouped']} videos by their _gNN_ groups (each group on one side); the {plan['single']} "
+                    "without a group each a group of its own, stratified by class"}[plan["mode"]]
+    nested = (f"; {plan['nested']} video{'s' if plan['nested'] != 1 else ''} in subfolders of a class folder "
+              "taken as that class (clip ids keep the subfolder)" if plan["nested"] else "")
+    click.echo(f"wrote {out}: {len(plan['classes'])} classes, {len(plan['folds'])} fold(s), {how}{nested}; "
                f"use --dataset folders --splits {out} --videos {videos_dir}")
 
 
