@@ -58,14 +58,15 @@ def same_name(video, tmp_path_factory):
     return copy
 
 
+SECONDS = "must be a number of seconds above 0 and at most 86400 (one day), got"
 REFUSALS = {
     # name: (extra arguments, what the one line says); every case also passes --run RUN and --out OUT
-    "window inf": (["--window", "inf"], "--window must be a number of seconds above 0 and at most 86400 (one day), got inf; pass e.g. --window auto"),
-    "window 1e300": (["--window", "1e300"], "--window must be a number of seconds above 0 and at most 86400 (one day), got 1e+300"),
-    "window nan": (["--window", "nan"], "--window must be a number of seconds above 0 and at most 86400 (one day), got nan"),
-    "stride inf": (["--stride", "inf"], "--stride must be a number of seconds above 0 and at most 86400 (one day), got inf"),
-    "stride 1e300 with a window": (["--window", "1", "--stride", "1e300"], "--stride must be a number of seconds above 0 and at most 86400"),
-    "stride 0": (["--stride", "0"], "--stride must be a number of seconds above 0 and at most 86400 (one day), got 0; pass e.g. --stride 1"),
+    "window inf": (["--window", "inf"], "--window " + SECONDS + " inf; pass e.g. --window auto"),
+    "window 1e300": (["--window", "1e300"], "--window " + SECONDS + " 1e+300"),
+    "window nan": (["--window", "nan"], "--window " + SECONDS + " nan"),
+    "stride inf": (["--stride", "inf"], "--stride " + SECONDS + " inf"),
+    "stride 1e300 with a window": (["--window", "1", "--stride", "1e300"], "--stride " + SECONDS),
+    "stride 0": (["--stride", "0"], "--stride " + SECONDS + " 0; pass e.g. --stride 1"),
     "top 0": (["--window", "auto", "--top", "0"], "--top must be at least 1, got 0"),
     "stride longer than the window": (["--window", "1", "--stride", "2"], "--stride 2 s is longer than --window 1 s"),
     "stride longer than the auto window": (["--stride", "86400"], "s is longer than --window"),

@@ -575,7 +575,8 @@ def predict(videos, run_dir, top, as_json, weights, window, stride, out_dir):
     except KeyboardInterrupt:
         # Predict keeps nothing between runs: "rerun to continue" (extract's, train's) would promise a resume.
         written = "; the --out folders written so far are whole" if out_dir is not None else ""
-        raise _interrupted(f"interrupted; a rerun of the same command classifies every video again from the start{written}") from None
+        raise _interrupted("interrupted; a rerun of the same command classifies every video again from the start"
+                           f"{written}") from None
     failed = [p for p in predictions if p.error is not None]
     if len(predictions) == 1 and failed:
         raise UcfpipeError(failed[0].error)
@@ -628,7 +629,8 @@ def _check_out(out: Path, videos: list[str]) -> None:
                                f"both write {out / stem}; predict them in separate runs with different --out folders")
         seen[stem] = video
         if (out / stem).exists() and not (out / stem).is_dir():
-            raise UcfpipeError(f"{out / stem} is a file, where --out would write {video}'s results; move it or pick another --out")
+            raise UcfpipeError(f"{out / stem} is a file, where --out would write {video}'s results; "
+                               "move it or pick another --out")
     parent = out
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
