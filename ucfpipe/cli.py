@@ -553,12 +553,37 @@ def predict(videos, run_dir, top, as_json, weights, window, stride, out_dir):
     Exit status 2 when a file cannot be read; with several files, the others are still classified."""
     import json
 
+    from . import ensemble, windows
     from . import predict as stage
 
+    # Every setting that needs no model is checked before Keras loads (10-30 s): a typo is refused at once.
+    if top < 1:
+        raise UcfpipeError(f"--top must be at least 1, got {top}")
+    windowed = window is not None or stride is not None or out_dir is not None
+    seconds = None
+    if window not in (None, "auto"):
+        try:
+            seconds = float(window)
+        except ValueError:
+            raise UcfpipeError(f"--window must be a number of seconds or auto, got {window!r}") from None
+        windows.check_seconds(seconds, "--window", "auto")
+    if stride is not None and seconds is not None:
+        windows.check_window(seconds, stride)
+    elif stride is not None:
+        windows.check_seconds(stride, "--stride", "1")  # against the run's window once its record is read
     videos = _video_files(videos)
-    if window is not None or stride is not None or out_dir is not None:
-        return _predict_windows(videos, run_dir, top, as_json, weights, window, stride, out_dir)
-    predictions = stage.run(videos, run_dir, top=top, weights=weights)
+    if out_dir is not None:
+        _check_out(Path(out_dir), videos)
+    members = ensemble.load_run_or_ensemble(run_dir)
+    try:
+        if windowed:
+            return _predict_windows(videos, run_dir, members[0], top, as_json, weights, seconds, stride, out_dir)
+        predictions = stage.run(videos, run_dir, top=top, weights=weights)
+    except KeyboardInterrupt:
+        # Predict keeps nothing between runs: "rerun to continue" (extract's, train's) would promise a resume.
+        written = "; the --out folders written so far are whole" if out_dir is not None else ""
+        raise _interrupted("interrupted; a rerun of the same command classifies every video again from the start"
+                           f"{written}") from None
     failed = [p for p in predictions if p.error is not None]
     if len(predictions) == 1 and failed:
         raise UcfpipeError(failed[0].error)
@@ -578,9 +603,15 @@ def predict(videos, run_dir, top, as_json, weights, window, stride, out_dir):
 
 
 def _video_files(paths) -> list[str]:
-    """Files as given; a directory stands for every video under it (by extension, recursively, sorted)."""
+    """Files as given; a directory stands for every video under it (by extension, recursively, sorted). A path
+    that does not exist is a typo, refused before anything loads; a file that cannot be decoded is reported
+    per file once the model is there."""
     from .video import VIDEO_EXTENSIONS
 
+    missing = [str(path) for path in paths if not os.path.lexists(path)]
+    if missing:
+        raise UcfpipeError(f"{len(missing)} of {len(paths)} videos do not exist ({', '.join(missing[:3])}"
+                           f"{', ...' if len(missing) > 3 else ''}); check the paths")
     files = []
     for path in map(Path, paths):
         if not path.is_dir():
@@ -592,29 +623,39 @@ def _video_files(paths) -> list[str]:
                                "pass video files or a folder that holds some")
         files += map(str, found)
     return files
-def _predict_windows(videos, run_dir, top, as_json, weights, window, stride, out_dir):
+
+
+def _check_out(out: Path, videos: list[str]) -> None:
+    """--out gets one folder per video, named by its file name: two videos of one name, or a file where a
+    folder must go, would fail only after every video was classified."""
+    seen: dict[str, str] = {}
+    for video in videos:
+        stem = Path(video).stem
+        if stem in seen:
+            raise UcfpipeError(f"--out writes each video's results to OUT/<file name>/, and {seen[stem]} and {video} would "
+                               f"both write {out / stem}; predict them in separate runs with different --out folders")
+        seen[stem] = video
+        if (out / stem).exists() and not (out / stem).is_dir():
+            raise UcfpipeError(f"{out / stem} is a file, where --out would write {video}'s results; "
+                               "move it or pick another --out")
+    parent = out
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UcfpipeError(f"--out {out}: {parent} is a file, not a folder; pick another --out")
+
+
+def _predict_windows(videos, run_dir, run, top, as_json, weights, seconds, stride, out_dir):
     import json
 
     from . import windows
     from .predict import Predictor
-    from .stream import run_rate
 
-    if top < 1:
-        raise UcfpipeError(f"--top must be at least 1, got {top}")
-    seconds = None
-    if window not in (None, "auto"):
-        try:
-            seconds = float(window)
-        except ValueError:
-            raise UcfpipeError(f"--window must be a number of seconds or auto, got {window!r}") from None
-        windows.check_window(seconds, stride if stride is not None else seconds)
-    stems = [Path(v).stem for v in videos]
-    if out_dir and len(set(stems)) < len(stems):
-        raise UcfpipeError("--out names each video's folder by its file name, and two videos share one; predict them separately")
+    rate = windows.recorded_rate(run, seconds)  # the run's record, without Keras
+    stride = stride if stride is not None else rate.clip_seconds / 2
+    windows.check_videos(videos, rate, stride)
     predictor = Predictor(run_dir, weights)
-    rate = run_rate(predictor, seconds)
-    predictions = windows.run(videos, predictor, rate, stride if stride is not None else rate.clip_seconds / 2,
-                              progress=sys.stderr.isatty())
+    predictions = windows.run(videos, predictor, rate, stride, progress=sys.stderr.isatty())
     done = [p for p in predictions if p.error is None]
     if out_dir:
         for prediction in done:
