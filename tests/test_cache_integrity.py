@@ -261,6 +261,22 @@ def test_a_replaced_video_is_listed_by_check_and_re_extracted(synth_dataset, tmp
                        **QUIET)["extracted"] == 0
 
 
+def test_check_lists_a_cached_clip_whose_video_was_deleted(synth_dataset, synth_cache, tmp_path):
+    videos = tmp_path / "UCF-101"
+    shutil.copytree(synth_dataset["videos"], videos)  # copy2 keeps sizes and mtimes: the cache's videos, unchanged
+    assert invoke("check", "--features", synth_cache, "--videos", videos).exit_code == 0
+    gone = sorted(videos.glob("*/*.avi"))[5]
+    gone.unlink()
+    gone_id = f"{gone.parent.name}/{gone.stem}"
+
+    result = invoke("check", "--features", synth_cache, "--videos", videos)
+    assert result.exit_code == 3 and "Traceback" not in result.output, result.output
+    assert [line for line in result.output.splitlines() if line.startswith("deleted:")] == [
+        f"deleted: {gone_id}: no video at {gone}"]
+    assert "0 clips changed, 1 videos deleted" in result.output
+    assert f"1 cached clips have no video under {videos} any more (e.g. {gone_id})" in result.output
+
+
 def synth_size(dataset, path: Path) -> int:
     return (Path(dataset["videos"]) / path.parent.name / path.name).stat().st_size
 
