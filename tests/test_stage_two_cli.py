@@ -1,6 +1,7 @@
 """Stage two's commands through click's CliRunner: synth -> extract -> train -> eval -> predict -> report."""
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -10,6 +11,7 @@ from test_train import copy_cache
 from ucfpipe import runs
 from ucfpipe.cli import main
 
+REPO = Path(__file__).resolve().parents[1]
 TRAIN_FLAGS = ["--units", 8, "--epochs", 2, "--batch-size", 8, "--val-groups", 1, "--learning-rate", 3e-3]
 
 
@@ -88,6 +90,59 @@ def test_report_gives_mean_and_std_over_runs(pipeline):
 
 def test_report_of_an_unevaluated_run_is_a_one_line_error(tmp_path):
     assert_one_line_error(invoke("report", tmp_path), "run `ucfpipe eval --run")
+
+
+def evaluated(directory, split, top1, order_blind=None, **recorded):
+    """A run directory holding only an eval's metrics.json: what `report` reads, without training."""
+    directory.mkdir(parents=True)
+    metrics = {"split": split, "top1": top1, "top5": 1.0, "mean_class_accuracy": top1, "num_test_clips": 72,
+               "fingerprint": "f0", "dataset": "ucf101", "backbone": "vgg16", **recorded}
+    if order_blind is not None:
+        metrics["order_blind_top1"] = order_blind
+    (directory / runs.METRICS).write_text(json.dumps(metrics))
+    return directory
+
+
+def test_report_require_margin_passes_when_every_run_beats_order_blind_by_it(tmp_path):
+    dirs = [evaluated(tmp_path / f"split{s}", s, top1, 0.43) for s, top1 in ((1, 0.86), (2, 0.81), (3, 0.85))]
+    result = invoke("report", "--require-margin", 0.2, *dirs)
+    assert result.exit_code == 0, result.output
+    assert f"at least 0.2 (the least: 0.380, {dirs[1]})" in result.stderr
+
+
+def test_report_require_margin_fails_in_one_line_when_a_run_falls_short(tmp_path):
+    dirs = [evaluated(tmp_path / "split1", 1, 0.86, 0.43), evaluated(tmp_path / "split2", 2, 0.50, 0.42)]
+    result = invoke("report", "--require-margin", 0.2, *dirs)
+    assert_one_line_error(result, f"beats the order-blind reference by only 0.080 in {dirs[1]} (top-1 0.500 vs 0.420), "
+                                  "less than --require-margin 0.2", exit_code=3)
+    assert "mean ± std" in result.stdout  # the table is still printed, for the record
+    assert_one_line_error(invoke("report", "--markdown", "--require-margin", 0.2, *dirs), "by only 0.080", exit_code=3)
+
+
+def test_report_require_margin_needs_the_order_blind_reference(tmp_path):
+    run = evaluated(tmp_path / "split1", 1, 0.86)
+    assert_one_line_error(invoke("report", "--require-margin", 0.2, run), "eval --run RUN_DIR --baseline")
+    assert_one_line_error(invoke("report", "--require-margin", 2, run), "give one in [0, 1]")
+
+
+def test_make_demo_checks_the_margin_it_claims():
+    demo = (REPO / "Makefile").read_text().split("\ndemo: ", 1)[1].split("\n\n", 1)[0]
+    assert "report --require-margin" in demo
+
+
+def test_report_refuses_to_average_runs_of_different_datasets(tmp_path):
+    ucf = evaluated(tmp_path / "ucf", 1, 0.8, dataset="ucf101")
+    hmdb = evaluated(tmp_path / "hmdb", 1, 0.5, dataset="hmdb51")
+    assert_one_line_error(invoke("report", ucf, hmdb),
+                          f"the runs are of different datasets (hmdb51: {hmdb}; ucf101: {ucf}); report one dataset's runs")
+
+
+def test_report_says_when_runs_of_different_backbones_are_averaged(tmp_path):
+    dirs = [evaluated(tmp_path / "a", 1, 0.8, backbone="vgg16", fingerprint="f1"),
+            evaluated(tmp_path / "b", 2, 0.7, backbone="resnet50", fingerprint="f2")]
+    result = invoke("report", *dirs)
+    assert result.exit_code == 0, result.output
+    assert "note: the runs used different backbones (resnet50, vgg16): the mean ± std mixes their figures" in result.stderr
 
 
 def test_train_refuses_a_cache_missing_test_clips(pipeline, tmp_path):

@@ -705,12 +705,17 @@ def live(run_dir, source, window, stride, top, as_json, out_path, display, realt
 @main.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
 @click.option("--markdown", "as_markdown", is_flag=True, help="Print a markdown table (figures x splits), as pasted in the README.")
+@click.option("--require-margin", type=float, metavar="M",
+              help="Exit 3 unless every run's LSTM top-1 beats its order-blind top-1 (eval --baseline) by at least M.")
 @user_errors
-def report(run_dirs, as_markdown):
-    """Each evaluated run's split, top-1, top-5 and mean class accuracy, then mean ± std over the runs."""
+def report(run_dirs, as_markdown, require_margin):
+    """Each evaluated run's split, top-1, top-5 and mean class accuracy, then mean ± std over the runs.
+
+    Runs of different datasets are refused; notes (and the --require-margin line) go to stderr."""
     from . import report as stage
 
-    stage.run(run_dirs, log=click.echo, as_markdown=as_markdown)
+    stage.run(run_dirs, log=click.echo, as_markdown=as_markdown, require_margin=require_margin,
+              warn=lambda line: click.echo(line, err=True))
 
 
 @main.command("bench-long")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import datasets, runs
+from . import backbones, datasets, runs
 from .batches import ClipBatches, feature_bytes, load_source
 from .errors import UcfpipeError
 from .features import FeatureStore
@@ -159,6 +159,8 @@ def _metrics(members, is_ensemble, labels, probabilities, split, splits_dir, sto
         "not_evaluated": missing,
         "allow_missing": bool(allow),
         "split": split.number,
+        "dataset": split.dataset,
+        "backbone": store.config.get("backbone", backbones.DEFAULT),  # caches made before backbones existed are VGG16's
         "splits_dir": str(Path(splits_dir).resolve()),
         "features": str(store.directory.resolve()),
         "fingerprint": store.fingerprint,
