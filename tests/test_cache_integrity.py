@@ -59,11 +59,16 @@ def grow(mount_point: Path) -> None:
 
 
 def assert_same_cache(found: Path, expected: Path) -> None:
+    """The same clips, labels and fingerprint, and features within one unit in the last place of the stored
+    float16 (not bit for bit: clips re-extracted in another batch go through the backbone's kernels in
+    another order, and a float32 sum rounded anew can land on the neighbouring float16)."""
     a, b = FeatureStore(found), FeatureStore(expected)
     assert a.video_ids == b.video_ids and a.fingerprint == b.fingerprint
     np.testing.assert_array_equal(a.labels(a.video_ids), b.labels(b.video_ids))
-    np.testing.assert_allclose(a.features(a.video_ids, view=None).astype(np.float32),
-                               b.features(b.video_ids, view=None).astype(np.float32), rtol=2e-3, atol=1e-4)
+    x, y = a.features(a.video_ids, view=None), b.features(b.video_ids, view=None)
+    assert x.dtype == y.dtype
+    ulp = np.spacing(np.maximum(np.abs(x), np.abs(y)).astype(x.dtype)).astype(np.float64)
+    assert np.all(np.abs(x.astype(np.float64) - y.astype(np.float64)) <= ulp)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """Stage two's commands through click's CliRunner: synth -> extract -> train -> eval -> predict -> report."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from conftest import TINY
 from test_train import copy_cache
 from ucfpipe import runs
 from ucfpipe.cli import main
+from ucfpipe.features import MANIFEST
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_FLAGS = ["--units", 8, "--epochs", 2, "--batch-size", 8, "--val-groups", 1, "--learning-rate", 3e-3]
@@ -150,6 +152,39 @@ def test_train_refuses_a_cache_missing_test_clips(pipeline, tmp_path):
     partial = copy_cache(pipeline["features"], tmp_path / "partial", drop={test_clip})
     result = invoke("train", "--features", partial, "--splits", pipeline["splits"], "--out", tmp_path / "run", *TRAIN_FLAGS)
     assert_one_line_error(result, "1 of 12 test clips and 0 of 24 train clips are not in the feature cache")
+
+
+def test_a_train_stopped_by_a_damaged_cache_leaves_no_run_and_reruns_once_the_cache_is_fixed(pipeline, tmp_path):
+    from test_cache_integrity import flip_a_feature_byte
+
+    features = tmp_path / "features"
+    shutil.copytree(pipeline["features"], features)
+    shard = json.loads((features / MANIFEST).read_text())["shards"][0]
+    flip_a_feature_byte(features / shard, row=2)
+    command = ["train", "--features", features, "--splits", pipeline["splits"], "--split", 1, "--out", tmp_path / "run",
+               *TRAIN_FLAGS]
+    assert_one_line_error(invoke(*command), f"{shard} is damaged")
+    assert not (tmp_path / "run").exists()
+
+    shutil.copyfile(pipeline["features"] / shard, features / shard)  # the cache fixed
+    result = invoke(*command)
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "run" / runs.RUN).read_text())["status"] == "finished"
+
+
+def test_a_run_directory_that_never_finished_an_epoch_is_started_over(pipeline, tmp_path):
+    """What a kill -9 before the first epoch's end leaves: the record, settings and clips, no model, no checkpoint."""
+    out = tmp_path / "run"
+    (out / runs.CHECKPOINTS).mkdir(parents=True)
+    for name in (runs.RUN, runs.CONFIG, runs.CLIPS, runs.LOCK):
+        shutil.copyfile(pipeline["run"] / name, out / name)
+    record = json.loads((out / runs.RUN).read_text())
+    (out / runs.RUN).write_text(json.dumps({**record, "status": "running"}))
+    (out / runs.CHECKPOINTS / "last-1.keras").write_bytes(b"half a checkpoint")
+    result = invoke("train", "--features", pipeline["features"], "--splits", pipeline["splits"], "--split", 1,
+                    "--out", out, *TRAIN_FLAGS)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / runs.RUN).read_text())["status"] == "finished" and not (out / runs.CHECKPOINTS).exists()
 
 
 def test_eval_refuses_a_cache_of_other_settings(pipeline, tmp_path):
