@@ -345,17 +345,29 @@ def _check_features(stage, features, videos):
         click.echo(f"changed: {video_id}: {how}")
     if len(report.changed) > 200:
         click.echo(f"... and {len(report.changed) - 200} more changed clips")
+    for video_id, path in sorted(report.deleted.items())[:200]:
+        click.echo(f"deleted: {video_id}: no video at {path}")
+    if len(report.deleted) > 200:
+        click.echo(f"... and {len(report.deleted) - 200} more deleted videos")
     speed = report.hashed_bytes / 1e6 / max(report.seconds, 1e-9)
     how = (f"SHA-256 of {report.hashed_bytes / 1e6:.1f} MB in {report.seconds:.1f} s ({speed:.0f} MB/s)"
            if report.checksummed else f"format {report.format} has no checksums: only read through, "
            "which finds unreadable shards but not changed numbers; extract into a new directory to get checksums")
     click.echo(f"checked {report.shards} shards of {report.clips} clips in {report.directory}: {len(report.damaged)} "
-               f"damaged or missing, {len(report.changed)} clips changed" + ("" if videos else " (pass --videos to look)")
+               f"damaged or missing, {len(report.changed)} clips changed, {len(report.deleted)} videos deleted"
+               + ("" if videos else " (pass --videos to look)")
                + f"; {how}")
-    if not report.whole:
+    if report.damaged or report.changed:
         exc = click.ClickException(
             f"{report.directory} is not whole: rerun the extract command that made it; it moves damaged shards to "
             f"{report.directory}/damaged/ and extracts their clips, and those of changed videos, again")
+        exc.exit_code = 3
+        raise exc
+    if report.deleted:
+        # Extract cannot redo a clip without its video: the cache still holds what the old file gave.
+        exc = click.ClickException(
+            f"{len(report.deleted)} cached clips have no video under {videos} any more (e.g. {min(report.deleted)}); "
+            "restore the videos, or extract the remaining ones into a new cache if they were removed on purpose")
         exc.exit_code = 3
         raise exc
 
@@ -741,12 +753,17 @@ def live(run_dir, source, window, stride, top, as_json, out_path, display, realt
 @main.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
 @click.option("--markdown", "as_markdown", is_flag=True, help="Print a markdown table (figures x splits), as pasted in the README.")
+@click.option("--require-margin", type=float, metavar="M",
+              help="Exit 3 unless every run's LSTM top-1 beats its order-blind top-1 (eval --baseline) by at least M.")
 @user_errors
-def report(run_dirs, as_markdown):
-    """Each evaluated run's split, top-1, top-5 and mean class accuracy, then mean ± std over the runs."""
+def report(run_dirs, as_markdown, require_margin):
+    """Each evaluated run's split, top-1, top-5 and mean class accuracy, then mean ± std over the runs.
+
+    Runs of different datasets are refused; notes (and the --require-margin line) go to stderr."""
     from . import report as stage
 
-    stage.run(run_dirs, log=click.echo, as_markdown=as_markdown)
+    stage.run(run_dirs, log=click.echo, as_markdown=as_markdown, require_margin=require_margin,
+              warn=lambda line: click.echo(line, err=True))
 
 
 @main.command("bench-long")
