@@ -28,6 +28,8 @@ from ucfpipe import datasets
 from ucfpipe.backbones import BACKBONES
 from ucfpipe.cli import main
 from ucfpipe.export import FORMATS, MODEL_NAMES
+from ucfpipe.predict import Predictor
+from ucfpipe.runs import Run
 from ucfpipe.synth import split_blocks
 from ucfpipe.video import read_clip
 
@@ -45,6 +47,9 @@ def invoke(*args, exit_code: int = 0):
 
 
 def classes_of(run_dir: Path) -> list[str]:
+    """The classes of a run, or of an ensemble's first member (members share them)."""
+    if (run_dir / "ensemble.json").is_file():
+        run_dir = run_dir / json.loads((run_dir / "ensemble.json").read_text())["members"][0]
     return list(json.loads((run_dir / "run.json").read_text())["classes"])
 
 
@@ -107,7 +112,8 @@ def exported_probabilities(directory: Path, model_format: str, clips: np.ndarray
     raise AssertionError(f"export format {model_format!r} has no loader in this test: add one")
 
 
-def assert_export_equals_predict(run_dir: Path, out: Path, model_format: str, video: Path) -> None:
+def assert_export_equals_predict(run_dir: Path, out: Path, model_format: str, video: Path, expected=None) -> None:
+    """`expected`: predict's probabilities for `video` when the caller has them already."""
     invoke("export", "--run", run_dir, "--out", out, "--format", model_format)
     record = json.loads((out / "export.json").read_text())
     assert record["classes"] == classes_of(run_dir) and record["model_format"] == model_format
@@ -115,7 +121,8 @@ def assert_export_equals_predict(run_dir: Path, out: Path, model_format: str, vi
     found = exported_probabilities(out, model_format, clip)
     assert found.shape == (1, len(record["classes"]))
     assert_distribution(found[0], f"{model_format} export")
-    np.testing.assert_allclose(found[0], predicted(run_dir, video), atol=TOLERANCE)
+    expected = predicted(run_dir, video) if expected is None else expected
+    np.testing.assert_allclose(found[0], expected, atol=TOLERANCE)
 
 
 # -- shared data ----------------------------------------------------------------------------------------------
@@ -152,9 +159,14 @@ def backbone_run(request, small_dataset, tmp_path_factory) -> dict:
             "splits": small_dataset["splits"]}
 
 
-def test_predict_gives_a_distribution_over_the_run_classes(backbone_run, genuine_clip):
-    probabilities = predicted(backbone_run["run"], genuine_clip)
-    assert_distribution(probabilities, f"{backbone_run['backbone']} predict")
+@pytest.fixture(scope="module")
+def backbone_predicted(backbone_run, genuine_clip) -> np.ndarray:
+    """`predict`'s probabilities for the genuine clip, once per backbone (each predict builds the backbone)."""
+    return predicted(backbone_run["run"], genuine_clip)
+
+
+def test_predict_gives_a_distribution_over_the_run_classes(backbone_run, backbone_predicted):
+    assert_distribution(backbone_predicted, f"{backbone_run['backbone']} predict")
 
 
 def test_predict_window_covers_the_whole_video(backbone_run, genuine_clip):
@@ -189,9 +201,9 @@ def test_live_on_a_file_source_predicts_until_its_end(backbone_run, genuine_clip
 
 
 @pytest.mark.parametrize("model_format", FORMATS)
-def test_export_equals_predict_on_a_genuine_clip(backbone_run, model_format, genuine_clip):
+def test_export_equals_predict_on_a_genuine_clip(backbone_run, backbone_predicted, model_format, genuine_clip):
     out = backbone_run["root"] / f"export-{model_format}"
-    assert_export_equals_predict(backbone_run["run"], out, model_format, genuine_clip)
+    assert_export_equals_predict(backbone_run["run"], out, model_format, genuine_clip, backbone_predicted)
 
 
 def test_eval_with_tta_averages_the_stored_views(backbone_run, small_dataset):
@@ -215,9 +227,13 @@ def test_an_ensemble_averages_its_members(backbone_run, small_dataset, genuine_c
     test_clips = len(datasets.read_split("ucf101", small_dataset["splits"], 1).test)
     metrics = assert_evaluated(out, test_clips=test_clips, classes=small_dataset["classes"])
     assert sorted(metrics["members"]) == members
-    each = [predicted(out / member, genuine_clip) for member in members]
     together = predicted(out, genuine_clip)
     assert_distribution(together, "ensemble predict")
+    # Each member alone on the first member's features (members share one cache, so one backbone serves all).
+    first = Predictor(out / members[0])
+    features = first.featurise(read_clip(genuine_clip, FRAMES, backbone_run["size"]).frames)[None]
+    each = [np.asarray(Run(out / member).load_model().predict_on_batch(features), np.float64)[0] for member in members]
+    assert not np.allclose(each[0], each[1], atol=1e-4), "two seeds gave the same model: the mean would prove nothing"
     np.testing.assert_allclose(together, np.mean(each, axis=0), atol=2e-6)
 
 
