@@ -385,3 +385,24 @@ def test_settings_that_need_no_keras_are_refused_before_it_loads(case, message, 
                           capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 0, done.stderr[-2000:]
     assert re.search(message, done.stdout), done.stdout
+
+
+def test_an_export_its_runtime_cannot_load_or_that_computes_otherwise_is_refused(tiny_run, tmp_path, monkeypatch):
+    """The safety net behind the table's onnx_problem: export loads what it wrote and compares it with the
+    model, so a converter that silently dropped an op cannot hand a user a broken file with exit 0."""
+    def unloadable(path, format):
+        raise RuntimeError("INVALID_GRAPH: No Op registered for StatefulPartitionedCall")
+
+    monkeypatch.setattr(export, "load_exported", unloadable)
+    refused(["--run", str(tiny_run), "--out", str(tmp_path / "a")], tmp_path,
+            message=r"the keras converter wrote a model its runtime cannot load \(RuntimeError: INVALID_GRAPH")
+    monkeypatch.setattr(export, "load_exported", lambda path, format: lambda clips: np.zeros((len(clips), 6)))
+    refused(["--run", str(tiny_run), "--out", str(tmp_path / "b")], tmp_path,
+            message=r"the keras model differs from the run's by up to 0\.\d+ in probability")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_onnx_of_a_backbone_the_converter_cannot_express_is_refused_up_front():
+    with pytest.raises(UcfpipeError, match="--format onnx cannot export a convnext_tiny run: tf2onnx leaves"):
+        export.check_format("onnx", "tensorflow", "float32", "convnext_tiny")
+    export.check_format("keras", "tensorflow", "float32", "convnext_tiny")

@@ -203,6 +203,12 @@ def test_live_on_a_file_source_predicts_until_its_end(backbone_run, genuine_clip
 @pytest.mark.parametrize("model_format", FORMATS)
 def test_export_equals_predict_on_a_genuine_clip(backbone_run, backbone_predicted, model_format, genuine_clip):
     out = backbone_run["root"] / f"export-{model_format}"
+    problem = BACKBONES[backbone_run["backbone"]].onnx_problem if model_format == "onnx" else ""
+    if problem:  # the table says the converter cannot express it: refused up front in one line, nothing written
+        result = invoke("export", "--run", backbone_run["run"], "--out", out, "--format", model_format, exit_code=2)
+        assert problem in result.output and len(result.output.strip().splitlines()) == 1, result.output
+        assert not out.exists()
+        return
     assert_export_equals_predict(backbone_run["run"], out, model_format, genuine_clip, backbone_predicted)
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, runs
+from . import __version__, backbones, runs
 from .atomic import replacing_dir
 from .config import ExtractConfig
 from .errors import UcfpipeError
@@ -38,15 +38,16 @@ RUNTIMES = {"keras": "keras with a backend", "saved_model": "tensorflow", "onnx"
 SPEC = "export.json"
 EXAMPLE = Path(__file__).with_name("deploy_classify.py")  # copied beside every export as classify.py
 # The packages each converter needs, and how to get them (setup.cfg's extra "onnx").
-CONVERTERS = {"onnx": (("tf2onnx", "onnx"), 'pip install "ucfpipe[onnx]"')}
+CONVERTERS = {"onnx": (("tf2onnx", "onnx", "onnxruntime"), 'pip install "ucfpipe[onnx]"')}
 # The rule stage one applies (ucfpipe.video.uniform_frame_indices with offset 0.5), spelled out for callers
 # who do not have ucfpipe.
 SAMPLING_FORMULA = "index_i = min(floor((i + 0.5) * (n / T)), n - 1) for i = 0 .. T-1, n = the frames that decode"
 
 
-def check_format(format: str, backend: str | None, precision: str = "float32") -> None:
+def check_format(format: str, backend: str | None, precision: str = "float32", backbone: str = "vgg16") -> None:
     """Refuse before any work: an unknown format, a TensorFlow-only format on another backend (None: not known
-    yet), a converter that is not installed, ONNX of a backbone computing in another precision than float32."""
+    yet), a converter that is not installed, ONNX of a backbone computing in another precision than float32 or
+    of a backbone the converter cannot express."""
     if format not in FORMATS:
         raise UcfpipeError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
     if format in ("saved_model", "onnx") and backend not in (None, "tensorflow"):
@@ -64,6 +65,9 @@ def check_format(format: str, backend: str | None, precision: str = "float32") -
             f"--format onnx needs a float32 model, but the run's features were computed in {precision} (extract "
             "--precision); export it as keras or saved_model"
         )
+    problem = backbones.get(backbone).onnx_problem
+    if format == "onnx" and problem:
+        raise UcfpipeError(f"--format onnx cannot export a {backbone} run: {problem}; export it as keras or saved_model")
 
 
 def check_out(out: Path) -> None:
@@ -248,6 +252,45 @@ def save_model(model, path: Path, format: str) -> None:
         raise UcfpipeError(f"the {format} converter failed ({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''})") from None
 
 
+def load_exported(path: Path, format: str):
+    """The saved artifact, loaded with its own runtime: a function uint8 clips -> probabilities."""
+    if format == "keras":
+        import keras
+
+        model = keras.saving.load_model(path, safe_mode=True)
+        return lambda clips: np.asarray(model.predict_on_batch(clips))
+    if format == "saved_model":
+        import tensorflow as tf  # TF-only corner: a SavedModel is TensorFlow's format (check_format refused others)
+
+        model = tf.saved_model.load(str(path))
+        return lambda clips: model.serve(clips).numpy()
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return lambda clips: session.run(None, {session.get_inputs()[0].name: clips})[0]
+
+
+def verify(model, path: Path, format: str, tolerance: float = 1e-3) -> None:
+    """Load what was written with its own runtime and compare it with the model on two random clips, so an
+    export that a converter got wrong (an op it cannot express) is refused here, not found by a user later."""
+    clips = np.random.default_rng(0).integers(0, 256, (2, *model.input.shape[1:]), dtype=np.uint8)
+    expected = np.asarray(model.predict_on_batch(clips))
+    try:
+        found = load_exported(path, format)(clips)
+    except Exception as err:  # runtimes fail with many exception types; say which one, in one line
+        detail = " ".join(str(err).split())[:240]
+        raise UcfpipeError(
+            f"the {format} converter wrote a model its runtime cannot load ({type(err).__name__}: {detail}); "
+            "this backbone has operations the converter does not support: export as keras (or saved_model) instead"
+        ) from None
+    difference = float(np.max(np.abs(found - expected)))
+    if not difference <= tolerance:
+        raise UcfpipeError(
+            f"the {format} model differs from the run's by up to {difference:.3g} in probability (allowed {tolerance}); "
+            "export as keras instead"
+        )
+
+
 def run(run_dir: str | Path, out: str | Path, format: str = "keras", weights: str | None = None, log=print) -> dict:
     """Export the run or ensemble at `run_dir` into the new directory `out`; returns export.json's record."""
     from .ensemble import load_run_or_ensemble
@@ -258,17 +301,18 @@ def run(run_dir: str | Path, out: str | Path, format: str = "keras", weights: st
     check_format(format, os.environ.get("KERAS_BACKEND") or None)
     check_out(out)
     recorded = load_run_or_ensemble(run_dir)[0].record["cache"]["extract_config"]
-    check_format(format, None, recorded.get("precision", "float32"))
+    check_format(format, None, recorded.get("precision", "float32"), recorded.get("backbone", "vgg16"))
     if weights not in (None, "imagenet", "none") and not Path(weights).is_file():
         raise UcfpipeError(f"--weights {weights}: no such file; pass the weights file the run's features were extracted with")
 
     import keras
 
-    check_format(format, keras.backend.backend(), recorded.get("precision", "float32"))
+    check_format(format, keras.backend.backend(), recorded.get("precision", "float32"), recorded.get("backbone", "vgg16"))
     model, members, stage_one = build(run_dir, weights)
     record = spec(run_dir, members, stage_one, format, model)
     with replacing_dir(out) as tmp:
         save_model(model, tmp / MODEL_NAMES[format], format)
+        verify(model, tmp / MODEL_NAMES[format], format)
         (tmp / "classes.json").write_text(json.dumps(record["classes"], indent=2) + "\n", encoding="utf-8")
         (tmp / "classes.txt").write_text("".join(f"{name}\n" for name in record["classes"]), encoding="utf-8")
         (tmp / SPEC).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
