@@ -28,7 +28,7 @@ from .comma_list import comma_list  # noqa: E402
 from .config import CHOICES, PRECISIONS, ExtractConfig, FinetuneConfig, TrainConfig, load_config, setting  # noqa: E402
 from .errors import UcfpipeError  # noqa: E402
 
-EXIT_INTERRUPTED = 130  # documented: as a shell reports a process ended by SIGINT
+EXIT_INTERRUPTED = 130  # documented: as a shell reports a process ended by SIGINT (143 for SIGTERM, see interrupts)
 
 
 def user_errors(command):
@@ -85,11 +85,13 @@ class _Main(click.Group):
                 interrupts.ignore()
                 interrupts.forget_escaped()
                 _interrupted("interrupted; rerun the same command to continue").show()
-                sys.exit(EXIT_INTERRUPTED)
+                sys.exit(interrupts.exit_status())
             except click.ClickException as err:
                 if err.exit_code == EXIT_INTERRUPTED:
+                    # Stages say "interrupted" with 130; SIGTERM took the same way and ends with 143.
                     interrupts.ignore()
                     interrupts.forget_escaped()
+                    err.exit_code = interrupts.exit_status()
                 err.show()
                 sys.exit(err.exit_code)
             sys.exit(result if isinstance(result, int) else 0)
