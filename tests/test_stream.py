@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from test_run_reliability import disk_of, fill  # noqa: F401  (a real tmpfs, or a skip saying why)
+from test_run_reliability import disk_of  # noqa: F401  (a real tmpfs, or a skip saying why)
 from test_train import QUIET, tiny_config
 from ucfpipe import live, predict, train, windows
 from ucfpipe.cli import main

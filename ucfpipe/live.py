@@ -419,7 +419,8 @@ def run(featuriser: StreamingFeaturiser, source, rate: Rate, stride: float, top:
             with interrupts.deferred(then_raise=False):
                 out.finish() if completed else out.discard()
         if reader.is_alive():  # its capture is released as it ends; OpenCV torn down mid-read can abort
-            reader.join(timeout=2.0)
+            with interrupts.deferred(then_raise=False):
+                reader.join(timeout=2.0)
     return summary
 
 
