@@ -28,7 +28,7 @@ from .comma_list import comma_list  # noqa: E402
 from .config import CHOICES, PRECISIONS, ExtractConfig, FinetuneConfig, TrainConfig, load_config, setting  # noqa: E402
 from .errors import UcfpipeError  # noqa: E402
 
-EXIT_INTERRUPTED = 130  # documented: as a shell reports a process ended by SIGINT
+EXIT_INTERRUPTED = 130  # documented: as a shell reports a process ended by SIGINT (143 for SIGTERM, see interrupts)
 
 
 def user_errors(command):
@@ -85,11 +85,13 @@ class _Main(click.Group):
                 interrupts.ignore()
                 interrupts.forget_escaped()
                 _interrupted("interrupted; rerun the same command to continue").show()
-                sys.exit(EXIT_INTERRUPTED)
+                sys.exit(interrupts.exit_status())
             except click.ClickException as err:
                 if err.exit_code == EXIT_INTERRUPTED:
+                    # Stages say "interrupted" with 130; SIGTERM took the same way and ends with 143.
                     interrupts.ignore()
                     interrupts.forget_escaped()
+                    err.exit_code = interrupts.exit_status()
                 err.show()
                 sys.exit(err.exit_code)
             sys.exit(result if isinstance(result, int) else 0)
@@ -689,49 +691,55 @@ def _predict_windows(videos, run_dir, run, top, as_json, weights, seconds, strid
         raise UcfpipeError(failed[0].error if len(predictions) == 1 else f"{len(failed)} of {len(predictions)} videos could not be read")
 
 
-LIVE_EXIT = {"end": 0, "quit": 0, "dropped": 4, "stalled": 4, "interrupted": 130}
+LIVE_EXIT = {"end": 0, "quit": 0, "dropped": 4, "stalled": 4}  # interrupted: interrupts.exit_status(), 130 or 143
 
 
 @main.command()
 @click.option("--run", "run_dir", required=True, type=click.Path(), help="Run (or ensemble) directory made by `ucfpipe train`.")
-@click.option("--source", required=True, help="Camera index (0), stream URL (rtsp://, http://...) or video file.")
+@click.option("--source", required=True, help="Camera index (0), stream URL (rtsp://, http://...), video file or file:// URL.")
 @click.option("--window", type=float, help="Seconds the run sees at once (T sampled frames).  [default: the run's typical clip]")
-@click.option("--stride", type=float, help="Seconds between predictions.  [default: half the window]")
+@click.option("--stride", type=float, help="Seconds between predictions, at most the window.  [default: half the window]")
 @click.option("--top", type=int, default=5, show_default=True, help="Classes per prediction.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per prediction and line: time, latency, top.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Also write the video with the top-3 drawn on it (.mp4 or .avi).")
 @click.option("--display", is_flag=True, help="Show the annotated video in a window (needs OpenCV with GUI support); q quits.")
 @click.option("--realtime", is_flag=True, help="Play a file source at its own speed instead of as fast as it decodes.")
-@click.option("--stall", "stall_seconds", type=float, default=10.0, show_default=True, help="Stop when no frame arrives for this many seconds.")
+@click.option("--stall", "stall_seconds", type=float, default=10.0, show_default=True,
+              help="Stop when no frame arrives (or a URL does not answer) for this many seconds, at most 86400.")
 @click.option("--weights", type=click.Path(), help="The VGG16 weights file, if it moved since extraction (its SHA-256 is checked).")
 @user_errors
 def live(run_dir, source, window, stride, top, as_json, out_path, display, realtime, stall_seconds, weights):
     """Classify a camera, stream or file as its frames arrive: the top classes every --stride seconds.
 
-    Exit status 0 at the end of a file source, 2 for bad input (a source that cannot be opened), 4 when a
-    camera or stream drops or stalls, 130 on Ctrl-C; a summary line on stderr in every case."""
+    Exit status 0 at the end of a file source, 2 for bad input (a source that cannot be opened, a full disk
+    under --out), 4 when a camera or stream drops or stalls, 130 on Ctrl-C and 143 on SIGTERM (the recording
+    so far kept whole); a summary line on stderr in every case but bad input."""
     import json
 
     from . import live as stage
+    from . import windows
     from .predict import Predictor
     from .stream import StreamingFeaturiser, run_rate
 
     if top < 1:
         raise UcfpipeError(f"--top must be at least 1, got {top}")
+    stage.check_settings(stride, stall_seconds)
+    if window is not None:
+        windows.check_window(window, stride if stride is not None else window / 2)
     if display:
         stage.check_display()
     writer = stage.AnnotatedWriter(out_path, 0.0) if out_path else None
-    frames = stage.open_source(source, realtime)
+    frames = stage.open_source(source, realtime, stall_seconds)
     try:
         predictor = Predictor(run_dir, weights)
     except KeyboardInterrupt:
         click.echo("live: interrupted before the first frame", err=True)
-        sys.exit(LIVE_EXIT["interrupted"])
+        sys.exit(interrupts.exit_status())
     rate = run_rate(predictor, window)
+    stride = stride if stride is not None else rate.clip_seconds / 2
+    windows.check_window(rate.clip_seconds, stride)  # predict's refusal of a stride longer than the window
     if frames.fps > 0:  # the same refusal as predict --window: fewer frames than T would repeat frames
-        from .windows import layout
-
-        layout(rate, rate.clip_seconds, frames.fps, where=f"{source}: ")
+        windows.layout(rate, rate.clip_seconds, frames.fps, where=f"{source}: ")
     if writer is not None:
         writer.fps = frames.fps if frames.fps > 0 else writer.fps
 
@@ -742,12 +750,14 @@ def live(run_dir, source, window, stride, top, as_json, out_path, display, realt
             classes = "  ".join(f"{name} {p:.3f}" for name, p in prediction.top)
             click.echo(f"{prediction.time:9.2f} s  latency {prediction.latency * 1000:6.0f} ms  {classes}")
 
-    summary = stage.run(StreamingFeaturiser(predictor), frames, rate, stride if stride is not None else rate.clip_seconds / 2,
-                        top=top, emit=emit, out=writer, display=display, stall_seconds=stall_seconds, name=source)
+    summary = stage.run(StreamingFeaturiser(predictor), frames, rate, stride, top=top, emit=emit, out=writer,
+                        display=display, stall_seconds=stall_seconds, name=source)
+    if summary.ended == "interrupted":
+        interrupts.ignore()  # a second signal must not cut the summary short
     click.echo(summary.line(), err=True)
     if writer is not None and summary.frames:
         click.echo(f"wrote {out_path}", err=True)
-    sys.exit(LIVE_EXIT[summary.ended])
+    sys.exit(interrupts.exit_status() if summary.ended == "interrupted" else LIVE_EXIT[summary.ended])
 
 
 @main.command()
