@@ -355,8 +355,8 @@ def test_a_source_shorter_than_the_window_is_one_prediction_over_all_its_frames_
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--stride", "inf"], "--stride must be a positive number of seconds, at most the window, got inf"),
-    (["--stride", "1e300"], "s is longer than --window"),
+    (["--stride", "inf"], "--stride must be a number of seconds above 0 and at most 86400 (one day), got inf"),
+    (["--stride", "1e300"], "--stride must be a number of seconds above 0 and at most 86400 (one day), got 1e+300"),
     (["--window", "1", "--stride", "2"], "--stride 2 s is longer than --window 1 s"),
     (["--stall", "inf"], "--stall must be a number of seconds above 0 and at most 86400"),
     (["--stall", "1e10"], "--stall must be a number of seconds above 0 and at most 86400"),

@@ -16,7 +16,6 @@ frames, sampled the way `predict` samples a clip.
 from __future__ import annotations
 
 import errno
-import math
 import os
 import queue
 import shutil
@@ -30,6 +29,7 @@ from urllib.request import url2pathname
 import numpy as np
 
 from . import interrupts
+from .windows import MAX_SECONDS, check_seconds
 from .atomic import replacing
 from .errors import UcfpipeError
 from .stream import Rate, StreamingFeaturiser, top_classes
@@ -39,7 +39,6 @@ ANNOTATED_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
 # queue.get and OpenCV's timeouts overflow far below inf (threading.TIMEOUT_MAX is about 292 years, and a
 # wait past it raised OverflowError, then the reader thread inside OpenCV aborted the interpreter); a day
 # is longer than any source that still means to send a frame.
-MAX_STALL_SECONDS = 86400.0
 # Free space below which a recording cannot go on, and a recording that does not read back ran out of it.
 LOW_SPACE_BYTES = 1 << 20
 
@@ -47,11 +46,9 @@ LOW_SPACE_BYTES = 1 << 20
 def check_settings(stride: float | None, stall_seconds: float) -> None:
     """What live can refuse before anything loads (the stride against the window once the window is known,
     the same check as predict's: `windows.check_window`)."""
-    if not (0 < stall_seconds <= MAX_STALL_SECONDS):
-        raise UcfpipeError(f"--stall must be a number of seconds above 0 and at most {MAX_STALL_SECONDS:g} (a day), "
-                           f"got {stall_seconds:g}")
-    if stride is not None and not (0 < stride < math.inf):
-        raise UcfpipeError(f"--stride must be a positive number of seconds, at most the window, got {stride:g}")
+    check_seconds(stall_seconds, "--stall", "10")
+    if stride is not None:
+        check_seconds(stride, "--stride", "1")
 
 
 class SourceDropped(Exception):
@@ -108,7 +105,7 @@ class CaptureSource:
         elif "://" in spec:
             # FFmpeg waits 30 s for a server that accepts and never answers, on opening and on each read:
             # bounded by --stall, like a source that stops sending.
-            milliseconds = int(min(stall_seconds, MAX_STALL_SECONDS) * 1000)
+            milliseconds = int(min(stall_seconds, MAX_SECONDS) * 1000)
             started = time.perf_counter()
             self.kind, self.capture = "url", cv2.VideoCapture(spec, cv2.CAP_FFMPEG, [
                 cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, milliseconds, cv2.CAP_PROP_READ_TIMEOUT_MSEC, milliseconds])
