@@ -1,6 +1,11 @@
 """atomic: the one way files are written (temp beside the target, then rename)."""
 
 import errno
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -53,3 +58,31 @@ def test_a_directory_appears_whole_or_not_at_all(tmp_path):
     with atomic.replacing_dir(out) as staging:
         (staging / "a.txt").write_text("a")
     assert [p.name for p in tmp_path.iterdir()] == ["lists"] and (out / "a.txt").read_text() == "a"
+
+
+KILLED_WRITER = """
+import sys, time
+from ucfpipe import atomic
+with atomic.replacing_dir(sys.argv[1]) as staging:
+    (staging / "half.bin").write_bytes(b"x" * 1000)
+    print(staging, flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_staging_directory_left_by_kill_9_is_removed_by_the_next_writer(tmp_path):
+    out = tmp_path / "export"
+    env = {**os.environ, "PYTHONPATH": str(Path(atomic.__file__).parents[1])}
+    writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(out)], stdout=subprocess.PIPE, text=True, env=env)
+    staging = Path(writer.stdout.readline().strip())
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.wait()
+    writer.stdout.close()
+    assert staging.is_dir() and staging.name == f".export.{writer.pid}.tmp"  # what kill -9 leaves
+    running = tmp_path / f".export.{os.getppid()}.tmp"  # a writer that still runs keeps its staging directory
+    running.mkdir()
+    other = tmp_path / f".exports.{writer.pid}.tmp"  # another target's is not this writer's to clear
+    other.mkdir()
+    with atomic.replacing_dir(out) as new:
+        (new / "a.txt").write_text("a")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["export", running.name, other.name])

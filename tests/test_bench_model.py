@@ -1,10 +1,15 @@
 """The model benchmark at a tiny size: every setting timed, and the precision comparison measures a real change."""
 
 import json
+import os
+import subprocess
+import sys
+import time
 
 import pytest
 from click.testing import CliRunner
 
+from conftest import REPO
 from ucfpipe.cli import main
 
 
@@ -53,8 +58,32 @@ def test_bench_model_puts_backbones_side_by_side(tmp_path):
 
 @pytest.mark.parametrize("flags, fragment", [
     (["--backbone", "vgg16,resnet"], "unknown backbone 'resnet'; choose one of: vgg16, resnet50,"),
-    (["--backbone", "inception_v3", "--size", "64"], "size must be at least 75 for inception_v3"),
+    (["--backbone", "inception_v3", "--size", "64"], "--size 64 is below the smallest input of inception_v3 (75)"),
 ])
 def test_bench_model_refuses_bad_backbones_in_one_line(flags, fragment):
     result = CliRunner().invoke(main, ["bench-model", *flags])
     assert result.exit_code == 2 and fragment in result.output and "Traceback" not in result.output
+
+
+REFUSED_WITHOUT_KERAS = """
+import sys
+from click.testing import CliRunner
+from ucfpipe.cli import main
+result = CliRunner().invoke(main, sys.argv[1:])
+print(result.exit_code, result.output.strip())
+assert "keras" not in sys.modules and "tensorflow" not in sys.modules, "Keras loaded before the refusal"
+"""
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    (["--size", "32", "--backbone", "all"], "--size 32 is below the smallest input of inception_v3 (75);"),
+    (["--backbone", "vgg16,resnet"], "unknown backbone 'resnet'"),
+])
+def test_bench_model_refuses_sizes_and_names_before_keras_loads(flags, fragment):
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", REFUSED_WITHOUT_KERAS, "bench-model", *flags], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    code, _, message = done.stdout.strip().partition(" ")
+    assert code == "2" and fragment in message and len(message.splitlines()) == 1, done.stdout
+    assert time.perf_counter() - started < 10  # Keras alone takes 10-30 s to load here

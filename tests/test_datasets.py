@@ -310,3 +310,161 @@ def test_folders_every_stage_end_to_end(own_videos, tmp_path):
     assert metrics["num_test_clips"] == 6 and (run_dir / "metrics.json").is_file()
     [prediction] = predict.run([str(next(own_videos.rglob("*.mov")))], run_dir, top=1)
     assert prediction.error is None and prediction.top[0][0] in ("grow", "shrink", "fade_in")
+
+
+# -- no clip or source on both sides of a split (issue 17, defect 4) -------------------------------------------
+def copy_splits(hmdb_dataset, tmp_path) -> Path:
+    splits = tmp_path / "splits"
+    splits.mkdir()
+    for path in Path(hmdb_dataset["splits"]).iterdir():
+        (splits / path.name).write_text(path.read_text())
+    return splits
+
+
+def test_hmdb51_one_clip_listed_as_test_and_as_train_is_refused_everywhere(hmdb_dataset, tmp_path):
+    """x.avi as test and x.mp4 as train are one clip id, class/x: `splits`, extract and the split train and eval
+    read all refuse it, naming the clip, the file and the fix."""
+    splits = copy_splits(hmdb_dataset, tmp_path)
+    path = splits / f"{CLASSES[0]}_test_split1.txt"
+    test_name = next(line.split()[0] for line in path.read_text().splitlines() if line.split()[1] == "2")
+    with path.open("a") as file:
+        file.write(f"{Path(test_name).stem}.mp4 1 \n")
+    clip_id = f"{CLASSES[0]}/{Path(test_name).stem}"
+    assert_one_line_error(invoke("splits", "--dataset", "hmdb51", "--splits", splits), f"clip {clip_id!r} is on both sides",
+                          f"{path}:", "list it on one side only")
+    out = tmp_path / "features"
+    result = invoke("extract", "--dataset", "hmdb51", "--videos", hmdb_dataset["videos"], "--splits", splits,
+                    "--out", out, "--weights", "none")
+    assert_one_line_error(result, f"clip {clip_id!r} is on both sides")
+    assert not out.exists()
+    with pytest.raises(UcfpipeError, match="is on both sides"):  # what train, eval and finetune call
+        datasets.read_split("hmdb51", splits, 1)
+
+
+def test_hmdb51_a_source_on_both_sides_within_a_class_is_refused(hmdb_dataset, tmp_path):
+    splits = copy_splits(hmdb_dataset, tmp_path)
+    path = splits / f"{CLASSES[2]}_test_split1.txt"
+    lines = path.read_text().splitlines()
+    # Group 1 is tested on in split 1: move one of its two clips of this class to training.
+    index = next(i for i, line in enumerate(lines) if line.startswith("Film_01_") and line.split()[1] == "2")
+    lines[index] = lines[index].split()[0] + " 1 "
+    path.write_text("\n".join(lines) + "\n")
+    result = invoke("splits", "--dataset", "hmdb51", "--splits", splits)
+    assert_one_line_error(result, f"source 'Film_01' of class '{CLASSES[2]}' is on both sides", f"{path}:",
+                          "give all of its clips one id in that file")
+    assert "shared)" not in result.output
+
+
+def test_hmdb51_a_film_may_be_on_either_side_in_different_classes(hmdb_dataset, tmp_path):
+    """The official splits are made class by class: a film that gives clips to two classes may train in one and
+    test in the other, so that is accepted (a source is kept on one side within each class)."""
+    splits = copy_splits(hmdb_dataset, tmp_path)
+    path = splits / f"{CLASSES[2]}_test_split1.txt"
+    path.write_text("".join(line.split()[0] + (" 1 \n" if line.startswith("Film_01_") else f" {line.split()[1]} \n")
+                            for line in path.read_text().splitlines()))
+    split = datasets.read_split("hmdb51", splits, 1)
+    assert "Film_01" in {c.source for c in split.train} & {c.source for c in split.test}
+
+
+# -- your own videos: free names, groups mixed with single clips, subfolders (defects 8, 9, 15) --------------
+ODD_NAMES = {  # class folder -> file names inside it (with subfolders), as phones and downloads name them
+    "dribble": ["practice one.avi", "game (2) #3.mp4", "Übung_ß.avi", "2023 june/court 1.avi"],
+    "jump rope": ["rope #1.avi", "跳绳 练习.mp4", "(outdoor) take.avi", "sub/deeper/last one.avi"],
+}
+
+
+@pytest.fixture(scope="module")
+def odd_videos(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("odd") / "my videos"
+    for class_index, (class_name, names) in enumerate(ODD_NAMES.items()):
+        for clip, name in enumerate(names):
+            (root / class_name / name).parent.mkdir(parents=True, exist_ok=True)
+            write_video(root / class_name / name, class_index * 2, clip, 1)
+    return root
+
+
+def expected_ids() -> set[str]:
+    return {f"{c}/{str(Path(n).with_suffix(''))}" for c, names in ODD_NAMES.items() for n in names}
+
+
+def test_names_with_spaces_parentheses_unicode_and_hash_round_trip_through_every_stage(odd_videos, tmp_path):
+    lists = tmp_path / "lists"
+    made = invoke("splits", "make", "--videos", odd_videos, "--out", lists)
+    assert made.exit_code == 0, made.output
+    assert "2 videos in subfolders of a class folder taken as that class" in made.output
+    assert "2 jump rope\n" in lists.joinpath("classInd.txt").read_text(encoding="utf-8")
+    listed = lists.joinpath("trainlist01.txt").read_text(encoding="utf-8") + lists.joinpath("testlist01.txt").read_text(encoding="utf-8")
+    assert "dribble/practice one.avi" in listed and "jump rope/跳绳 练习.mp4" in listed
+    assert {c.video_id for c in datasets.all_clips("folders", lists)} == expected_ids()
+    # The lists as Windows editors save them (CRLF, a BOM) read the same.
+    crlf = tmp_path / "crlf"
+    crlf.mkdir()
+    for path in lists.iterdir():
+        crlf.joinpath(path.name).write_bytes(b"\xef\xbb\xbf" + path.read_text(encoding="utf-8").replace("\n", "\r\n").encode())
+    assert datasets.all_clips("folders", crlf) == datasets.all_clips("folders", lists)
+    summary = invoke("splits", "--dataset", "folders", "--splits", lists, "--videos", odd_videos)
+    assert summary.exit_code == 0 and "8 of 8 listed clips are under" in summary.output, summary.output
+    out = tmp_path / "features"
+    result = invoke("extract", "--dataset", "folders", "--videos", odd_videos, "--splits", lists, "--out", out, *tiny_flags())
+    assert result.exit_code == 0, result.output
+    store = FeatureStore(out)
+    assert set(store.video_ids) == expected_ids()
+    assert store.labels(["jump rope/sub/deeper/last one", "dribble/game (2) #3"]).tolist() == [1, 0]
+
+
+def test_splits_make_refuses_a_class_name_that_a_list_line_cannot_hold(tmp_path, odd_videos):
+    root = tmp_path / "videos"
+    shutil.copytree(odd_videos, root)
+    (root / "dribble").rename(root / "dribble ")
+    assert_one_line_error(invoke("splits", "make", "--videos", root, "--out", tmp_path / "lists"),
+                          "starts or ends with a space", "rename the folder")
+    assert not (tmp_path / "lists").exists()
+
+
+def test_splits_make_keeps_named_groups_whole_and_splits_the_rest_stratified(tmp_path, synth_dataset):
+    """Some files carry _gNN_, some do not: every named group stays on one side in every fold, the others are
+    single clips, and the output says so."""
+    root = tmp_path / "videos"
+    for class_name in CLASSES[:2]:
+        (root / class_name).mkdir(parents=True)
+        for group in range(1, GROUPS + 1):
+            for clip in (1, 2):
+                os.link(synth_path(synth_dataset, class_name, group, clip), root / class_name / f"take_g{group}_{clip}.avi")
+        for clip in range(1, 7):
+            os.link(synth_path(synth_dataset, class_name, clip, 3), root / class_name / f"phone {clip}.avi")
+    out = tmp_path / "lists"
+    result = invoke("splits", "make", "--videos", root, "--out", out, "--folds", 3)
+    assert result.exit_code == 0, result.output
+    assert "24 videos by their _gNN_ groups (each group on one side); the 12 without a group each a group of its own" in result.output
+    for split in datasets.read_all_splits("folders", out):
+        assert split.holdout == "sources"
+        sides = {}
+        for part in ("train", "test"):
+            for clip in getattr(split, part):
+                if clip.source:
+                    sides.setdefault(clip.source, set()).add(part)
+        assert sides and all(len(parts) == 1 for parts in sides.values()), sides
+        assert {c.source for c in split.test} > {""}  # single clips are tested on too
+        singles = [c for c in split.train + split.test if not c.source]
+        assert len({c.group for c in singles}) == 12 and not {c.group for c in singles} & {int(s[1:]) for s in sides}
+        kept, val, _ = datasets.hold_out(split, list(split.train), 1, seed=0)
+        assert val and not {c.group for c in kept} & {c.group for c in val}
+    summary = invoke("splits", "--dataset", "folders", "--splits", out)
+    assert summary.exit_code == 0 and "single clips" in summary.output and "until each class has" in summary.output
+
+
+def test_splits_summary_says_how_validation_is_taken(own_videos, tmp_path):
+    lists = tmp_path / "lists"
+    assert invoke("splits", "make", "--videos", own_videos, "--out", lists).exit_code == 0
+    result = invoke("splits", "--dataset", "folders", "--splits", lists)
+    assert result.exit_code == 0, result.output
+    assert "holds out stratified" not in result.output
+    assert "`train` validates on --val-groups clips per class, drawn from the seed (no groups are known" in result.output
+
+
+def test_splits_make_videos_pointing_at_a_file_says_it_is_a_file(own_videos, tmp_path):
+    video = next(own_videos.rglob("*.mp4"))
+    assert_one_line_error(invoke("splits", "make", "--videos", video, "--out", tmp_path / "lists"),
+                          f"videos folder {video} is a file, not a folder")
+    assert_one_line_error(invoke("splits", "make", "--videos", tmp_path / "nowhere", "--out", tmp_path / "lists"),
+                          "does not exist")

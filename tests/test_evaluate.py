@@ -67,6 +67,7 @@ def test_eval_writes_metrics_per_class_table_and_confusion_matrix(trained, synth
                 "num_test_clips", "num_not_evaluated", "fingerprint", "split", "config", "most_confused"):
         assert key in saved, key
     assert saved["num_test_clips"] == 36 and saved["num_not_evaluated"] == 0 and saved["split"] == 1
+    assert saved["dataset"] == "ucf101" and saved["backbone"] == "vgg16"  # what `report` groups and notes by
     rows = list(csv.DictReader((trained / runs.PER_CLASS).open()))
     assert [r["class"] for r in rows] == synth_dataset["classes"]
     assert list(rows[0]) == ["class", "accuracy", "precision", "recall", "f1", "support"]
@@ -103,6 +104,17 @@ def test_eval_counts_test_clips_missing_from_the_cache(trained, synth_cache, syn
     metrics = evaluate.run(trained, features=str(partial), allow_missing=True, log=lambda *_: None)
     assert metrics["num_test_clips"] == 31 and metrics["num_not_evaluated"] == 5
     assert sorted(metrics["not_evaluated"]) == sorted(dropped) and metrics["allow_missing"]
+
+
+def test_eval_of_a_cache_holding_none_of_the_test_clips_does_not_offer_to_score_none(trained, synth_cache, synth_dataset, tmp_path):
+    split = read_split(synth_dataset["splits"], 1)
+    partial = copy_cache(synth_cache, tmp_path / "partial", drop={c.video_id for c in split.test})
+    for allow_missing in (False, True):
+        with pytest.raises(UcfpipeError) as refused:
+            evaluate.run(trained, features=str(partial), allow_missing=allow_missing, log=lambda *_: None)
+        message = str(refused.value)
+        assert message.startswith(f"none of the 36 test clips of split 1 is in the feature cache {partial}")
+        assert "--allow-missing" not in message and "0 present" not in message
 
 
 def test_confusion_matrix_of_101_classes_is_drawn_large(tmp_path):

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from conftest import REPO, extract_tiny
 from test_train import QUIET, tiny_config
-from ucfpipe import ensemble, export, predict, train
+from ucfpipe import backbones, ensemble, export, predict, train
 from ucfpipe.cli import main
 from ucfpipe.errors import UcfpipeError
 from ucfpipe.features import FeatureStore
@@ -58,6 +58,8 @@ assert not any(name.split(".")[0] == "ucfpipe" for name in sys.modules)
 # The test extra installs tf2onnx, onnx and onnxruntime; only a missing runtime skips the ONNX test (a missing
 # converter fails it: the install is broken).
 HAS_ONNXRUNTIME = importlib.util.find_spec("onnxruntime") is not None
+FORMATS_HERE = ["keras", "saved_model", pytest.param("onnx", marks=pytest.mark.skipif(
+    not HAS_ONNXRUNTIME, reason="onnxruntime is not installed: pip install 'ucfpipe[onnx]'"))]
 
 
 def clean_python(*args, env=None, **kwargs) -> subprocess.CompletedProcess:
@@ -145,11 +147,12 @@ def test_the_onnx_export_runs_in_onnxruntime_and_equals_two_stage_predict(export
 
 def test_the_features_inside_are_rounded_as_the_cache_stored_them(exported, cut_cache, synth_dataset):
     model = keras.saving.load_model(exported("keras") / "model.keras")
-    features = keras.Model(model.input, model.get_layer("stored_to_float32").output)
+    backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model))  # frames -> stored features
     store = FeatureStore(cut_cache)
     video_ids = store.video_ids[:2]
     clips = np.stack([read_clip(f"{synth_dataset['videos']}/{v}.avi", 8, 32).frames for v in video_ids])
-    found, cached = np.asarray(features.predict(clips, verbose=0)), store.features(video_ids).astype(np.float32)
+    found = np.asarray(backbone.predict(clips.reshape(-1, 32, 32, 3), verbose=0)).reshape(2, 8, -1)
+    cached = store.features(video_ids).astype(np.float32)
     assert found.dtype == np.float32 and np.array_equal(found.astype(np.float16), found)  # float16 numbers
     # Batch shapes may round a rare value to the neighbouring float16; unrounded, almost none would be equal.
     assert np.mean(found == cached) > 0.99
@@ -174,16 +177,25 @@ def test_the_files_beside_the_model_say_how_to_feed_it(exported, tiny_run, genui
     assert not [p for p in directory.parent.iterdir() if p.name.startswith(".")]  # no temporary directory left
 
 
-def test_the_readme_example_is_the_shipped_classify_py_and_works_without_ucfpipe(exported, genuine):
+def test_the_readme_example_is_the_shipped_classify_py(exported):
     shipped = (exported("keras") / "classify.py").read_text()
     readme = (REPO / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
     assert shipped in blocks, "README's 'Deploy it' example must be ucfpipe/deploy_classify.py verbatim"
+    # Importing it runs nothing (no arguments read, no model loaded): its functions can be reused.
+    done = clean_python("-c", WITHOUT_UCFPIPE + "import runpy; names = runpy.run_path(sys.argv[1]); "
+                        "assert callable(names['main']) and 'keras' not in sys.modules", str(exported("keras") / "classify.py"))
+    assert done.returncode == 0 and done.stdout == "", done.stderr[-3000:]
+
+
+@pytest.mark.parametrize("format", FORMATS_HERE)
+def test_the_shipped_classify_py_runs_each_format_without_ucfpipe(format, exported, genuine):
     for number in (4,):
         done = clean_python("-c", WITHOUT_UCFPIPE + "import runpy; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], "
-                            "run_name='__main__')", str(exported("keras") / "classify.py"), str(exported("keras")),
+                            "run_name='__main__')", str(exported(format) / "classify.py"), str(exported(format)),
                             str(genuine["paths"][number]))
         assert done.returncode == 0, done.stderr[-3000:]
+        assert "Traceback" not in done.stderr
         printed = [line.split("\t") for line in done.stdout.splitlines()]
         assert len(printed) == 5
         expected = dict(zip(genuine["classes"], genuine["probabilities"][number]))
@@ -283,3 +295,114 @@ def test_saved_model_on_jax_is_refused_in_one_line(tmp_path):
     assert done.returncode == 2, done.stderr
     assert "Error: --format saved_model needs the TensorFlow backend (this is jax)" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()
+
+
+def test_the_staging_directory_of_a_killed_export_is_removed_by_the_next(tiny_run, tmp_path):
+    killed = subprocess.Popen([sys.executable, "-c", "pass"])
+    killed.wait()  # its pid now names no process, as after a kill -9 (tests/test_atomic.py kills a real writer)
+    stale = tmp_path / f".out.{killed.pid}.tmp"
+    (stale / "model.keras").mkdir(parents=True)
+    export.run(tiny_run, tmp_path / "out", "keras", log=lambda *_: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+# -- every backbone of the table exports its run's own stage one ---------------------------------------------------
+@pytest.fixture(scope="module", params=[("resnet50", "float16", "keras"), ("mobilenet_v3_large", "float32", "onnx")],
+                ids=lambda param: param[0])
+def backbone_export(request, synth_dataset, genuine_videos, tmp_path_factory):
+    """A tiny run of a non-VGG backbone (T = 4, 32x32; float32 storage where random weights' features underflow
+    float16), predict's probabilities on two genuine clips, and its exports (keras, and the param's format)."""
+    name, dtype, format = request.param
+    root = tmp_path_factory.mktemp(name)
+    cache = extract_tiny(synth_dataset, root / "features", backbone=name, frames=4, dtype=dtype)
+    train.run(tiny_config(cache, synth_dataset["splits"], root / "run"), **QUIET)
+    paths = sorted(genuine_videos.rglob("*.avi"))[:2]
+    clips = np.stack([read_clip(path, 4, 32).frames for path in paths])
+    np.save(root / "clips.npy", clips)
+    predictor = predict.Predictor(root / "run")
+    exports = {}
+    for each in dict.fromkeys(("keras", format)):
+        exports[each] = root / each
+        export.run(root / "run", exports[each], each, log=lambda *_: None)
+    return {"name": name, "format": format, "exports": exports, "clips": clips, "clips_file": root / "clips.npy",
+            "probabilities": np.stack([predictor.probabilities(path) for path in paths]),
+            "feature_size": predictor.extractor.output.shape[-1]}
+
+
+def test_a_run_of_another_backbone_exports_its_own_backbone_and_equals_predict(backbone_export):
+    directory = backbone_export["exports"]["keras"]
+    model = keras.saving.load_model(directory / "model.keras")
+    assert all(export.is_builtin(layer) for layer in export.sublayers(model))
+    assert backbone_export["name"] in {layer.name.split("_extractor")[0] for layer in model.layers}
+    np.testing.assert_allclose(model.predict(backbone_export["clips"], verbose=0), backbone_export["probabilities"], atol=1e-3)
+    assert backbone_export["feature_size"] == backbones.get(backbone_export["name"]).feature_size
+
+
+def test_a_run_of_another_backbone_exports_to_the_other_formats_too(backbone_export, tmp_path):
+    format = backbone_export["format"]
+    if format == "onnx" and not HAS_ONNXRUNTIME:
+        pytest.skip("onnxruntime is not installed: pip install 'ucfpipe[onnx]'")
+    path = backbone_export["exports"][format] / export.MODEL_NAMES[format]
+    found = probabilities_without_ucfpipe(format, path, backbone_export, tmp_path)
+    np.testing.assert_allclose(found, backbone_export["probabilities"], atol=1e-3)
+
+
+# -- settings refused before Keras loads ---------------------------------------------------------------------------
+REFUSED_WITHOUT_KERAS = """
+import sys
+from ucfpipe import export
+from ucfpipe.errors import UcfpipeError
+try:
+    export.run(*sys.argv[1:4], weights=sys.argv[4] or None)
+except UcfpipeError as err:
+    print(err)
+assert "keras" not in sys.modules and "tensorflow" not in sys.modules, "Keras loaded before the refusal"
+"""
+
+
+@pytest.mark.parametrize("case, message", [
+    ("not_empty", "exists and is not an empty directory"),
+    ("no_weights", "--weights .*missing.h5: no such file"),
+    ("bfloat16_onnx", "--format onnx needs a float32 model, but the run's features were computed in bfloat16"),
+])
+def test_settings_that_need_no_keras_are_refused_before_it_loads(case, message, tiny_run, tmp_path):
+    import shutil
+
+    run_dir, out, format, weights = tiny_run, tmp_path / "out", "keras", ""
+    if case == "not_empty":
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+    elif case == "no_weights":
+        weights = str(tmp_path / "missing.h5")
+    else:
+        run_dir = tmp_path / "run"
+        shutil.copytree(tiny_run, run_dir)
+        record = json.loads((run_dir / "run.json").read_text())
+        record["cache"]["extract_config"]["precision"] = "bfloat16"
+        (run_dir / "run.json").write_text(json.dumps(record))
+        format = "onnx"
+    done = subprocess.run([sys.executable, "-c", REFUSED_WITHOUT_KERAS, str(run_dir), str(out), format, weights],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert re.search(message, done.stdout), done.stdout
+
+
+def test_an_export_its_runtime_cannot_load_or_that_computes_otherwise_is_refused(tiny_run, tmp_path, monkeypatch):
+    """The safety net behind the table's onnx_problem: export loads what it wrote and compares it with the
+    model, so a converter that silently dropped an op cannot hand a user a broken file with exit 0."""
+    def unloadable(path, format):
+        raise RuntimeError("INVALID_GRAPH: No Op registered for StatefulPartitionedCall")
+
+    monkeypatch.setattr(export, "load_exported", unloadable)
+    refused(["--run", str(tiny_run), "--out", str(tmp_path / "a")], tmp_path,
+            message=r"the keras converter wrote a model its runtime cannot load \(RuntimeError: INVALID_GRAPH")
+    monkeypatch.setattr(export, "load_exported", lambda path, format: lambda clips: np.zeros((len(clips), 6)))
+    refused(["--run", str(tiny_run), "--out", str(tmp_path / "b")], tmp_path,
+            message=r"the keras model differs from the run's by up to 0\.\d+ in probability")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_onnx_of_a_backbone_the_converter_cannot_express_is_refused_up_front():
+    with pytest.raises(UcfpipeError, match="--format onnx cannot export a convnext_tiny run: tf2onnx leaves"):
+        export.check_format("onnx", "tensorflow", "float32", "convnext_tiny")
+    export.check_format("keras", "tensorflow", "float32", "convnext_tiny")

@@ -212,3 +212,39 @@ def test_shard_parts_are_disjoint_complete_and_merge_into_the_full_cache(synth_d
 def test_bad_shard_specs_are_refused(shard):
     with pytest.raises(UcfpipeError, match="shard must be 'i/N'"):
         ExtractConfig(videos="v", splits="s", shard=shard).validate()
+
+
+@pytest.fixture(scope="module")
+def six_clips(tmp_path_factory):
+    from ucfpipe.synth import generate_dataset
+
+    return generate_dataset(tmp_path_factory.mktemp("six"), num_classes=2, num_groups=3, clips_per_group=1, seed=0)
+
+
+def test_features_float16_cannot_hold_are_refused_in_one_line_naming_float32(six_clips, tmp_path):
+    """Random-weight MobileNetV3's features are about 1e-12: float16 stored them all as 0, and train and eval
+    then ran on zeros without a word."""
+    from click.testing import CliRunner
+
+    from ucfpipe.cli import main
+
+    out = tmp_path / "features"
+    command = ["extract", "--videos", six_clips["videos"], "--splits", six_clips["splits"], "--out", out,
+               "--backbone", "mobilenet_v3_large", "--size", 32, "--frames", 4, "--weights", "none", "--no-progress"]
+    result = CliRunner().invoke(main, [str(a) for a in command + ["--dtype", "float16"]])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    [last] = result.stderr.strip().splitlines()
+    assert last.startswith("Error: mobilenet_v3_large (--weights none) gives features float16 cannot hold: 100% of")
+    assert last.endswith("extract with --dtype float32")
+    assert not out.exists()  # nothing half-made: the directory this run made held only its lock
+
+    result = CliRunner().invoke(main, [str(a) for a in command + ["--dtype", "float32"]])
+    assert result.exit_code == 0, result.output
+    features = FeatureStore(out).features(FeatureStore(out).video_ids)
+    assert features.dtype == np.float32 and np.count_nonzero(features) == features.size
+
+
+def test_float16_features_of_normal_size_are_stored(synth_cache):
+    features = FeatureStore(synth_cache).features(FeatureStore(synth_cache).video_ids).astype(np.float32)
+    assert FeatureStore(synth_cache).settings["dtype"] == "float16" and 0 < np.mean(features == 0) < 0.5
+    extract.check_storable([features], ExtractConfig(videos="v", splits="s", out="o", dtype="float16"))

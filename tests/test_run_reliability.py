@@ -68,6 +68,33 @@ def test_ctrl_c_at_any_moment_ends_with_one_line_and_exit_130(stage, delay, synt
         assert (out / runs.RUN).is_file() if "--resume" in lines[0] else not out.exists()
 
 
+@pytest.mark.parametrize("delay", [1.5, 5.0])
+@pytest.mark.parametrize("stage", ["extract", "train"])
+def test_sigterm_takes_the_ctrl_c_way_and_exits_143(stage, delay, synth_dataset, synth_cache, tmp_path):
+    """What `timeout`, `docker stop` and systemd send: the same safe points, line and leftovers as Ctrl-C, and
+    128 + SIGTERM as the status (by default Python would die at once, mid-write, with no line at all)."""
+    out = tmp_path / "out"
+    if stage == "extract":
+        command = CLI + ["extract", "--videos", str(synth_dataset["videos"]), "--splits", str(synth_dataset["splits"]),
+                         "--out", str(out), "--frames", "16", "--size", "64", "--weights", "none", "--batch-size", "8",
+                         "--no-progress"]
+    else:
+        command = train_command(synth_cache, synth_dataset["splits"], out, "--epochs", "1000")
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    time.sleep(delay)
+    process.terminate()
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr[-3000:]  # -15 would be a death by the signal, no handler run
+    assert "Traceback" not in stderr and "Aborted" not in stderr and "Exception ignored" not in stderr, stderr[-3000:]
+    lines = said(stderr)
+    assert len(lines) == 1 and lines[0].startswith("Error: interrupted"), lines
+    assert not leftovers(tmp_path)
+    if stage == "train":
+        assert (out / runs.RUN).is_file() if "--resume" in lines[0] else not out.exists()
+    elif "safely in" in lines[0]:  # the clips it kept are a cache the same command resumes
+        assert (out / "manifest.json").is_file() or any(out.glob("shard-*.h5"))
+
+
 # -- one writer per run directory --------------------------------------------------------------------------------
 def wait_for(condition, process, timeout=120.0):
     deadline = time.time() + timeout

@@ -1,6 +1,8 @@
 """Stage two's commands through click's CliRunner: synth -> extract -> train -> eval -> predict -> report."""
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -9,7 +11,9 @@ from conftest import TINY
 from test_train import copy_cache
 from ucfpipe import runs
 from ucfpipe.cli import main
+from ucfpipe.features import MANIFEST
 
+REPO = Path(__file__).resolve().parents[1]
 TRAIN_FLAGS = ["--units", 8, "--epochs", 2, "--batch-size", 8, "--val-groups", 1, "--learning-rate", 3e-3]
 
 
@@ -90,11 +94,97 @@ def test_report_of_an_unevaluated_run_is_a_one_line_error(tmp_path):
     assert_one_line_error(invoke("report", tmp_path), "run `ucfpipe eval --run")
 
 
+def evaluated(directory, split, top1, order_blind=None, **recorded):
+    """A run directory holding only an eval's metrics.json: what `report` reads, without training."""
+    directory.mkdir(parents=True)
+    metrics = {"split": split, "top1": top1, "top5": 1.0, "mean_class_accuracy": top1, "num_test_clips": 72,
+               "fingerprint": "f0", "dataset": "ucf101", "backbone": "vgg16", **recorded}
+    if order_blind is not None:
+        metrics["order_blind_top1"] = order_blind
+    (directory / runs.METRICS).write_text(json.dumps(metrics))
+    return directory
+
+
+def test_report_require_margin_passes_when_every_run_beats_order_blind_by_it(tmp_path):
+    dirs = [evaluated(tmp_path / f"split{s}", s, top1, 0.43) for s, top1 in ((1, 0.86), (2, 0.81), (3, 0.85))]
+    result = invoke("report", "--require-margin", 0.2, *dirs)
+    assert result.exit_code == 0, result.output
+    assert f"at least 0.2 (the least: 0.380, {dirs[1]})" in result.stderr
+
+
+def test_report_require_margin_fails_in_one_line_when_a_run_falls_short(tmp_path):
+    dirs = [evaluated(tmp_path / "split1", 1, 0.86, 0.43), evaluated(tmp_path / "split2", 2, 0.50, 0.42)]
+    result = invoke("report", "--require-margin", 0.2, *dirs)
+    assert_one_line_error(result, f"beats the order-blind reference by only 0.080 in {dirs[1]} (top-1 0.500 vs 0.420), "
+                                  "less than --require-margin 0.2", exit_code=3)
+    assert "mean ± std" in result.stdout  # the table is still printed, for the record
+    assert_one_line_error(invoke("report", "--markdown", "--require-margin", 0.2, *dirs), "by only 0.080", exit_code=3)
+
+
+def test_report_require_margin_needs_the_order_blind_reference(tmp_path):
+    run = evaluated(tmp_path / "split1", 1, 0.86)
+    assert_one_line_error(invoke("report", "--require-margin", 0.2, run), "eval --run RUN_DIR --baseline")
+    assert_one_line_error(invoke("report", "--require-margin", 2, run), "give one in [0, 1]")
+
+
+def test_make_demo_checks_the_margin_it_claims():
+    demo = (REPO / "Makefile").read_text().split("\ndemo: ", 1)[1].split("\n\n", 1)[0]
+    assert "report --require-margin" in demo
+
+
+def test_report_refuses_to_average_runs_of_different_datasets(tmp_path):
+    ucf = evaluated(tmp_path / "ucf", 1, 0.8, dataset="ucf101")
+    hmdb = evaluated(tmp_path / "hmdb", 1, 0.5, dataset="hmdb51")
+    assert_one_line_error(invoke("report", ucf, hmdb),
+                          f"the runs are of different datasets (hmdb51: {hmdb}; ucf101: {ucf}); report one dataset's runs")
+
+
+def test_report_says_when_runs_of_different_backbones_are_averaged(tmp_path):
+    dirs = [evaluated(tmp_path / "a", 1, 0.8, backbone="vgg16", fingerprint="f1"),
+            evaluated(tmp_path / "b", 2, 0.7, backbone="resnet50", fingerprint="f2")]
+    result = invoke("report", *dirs)
+    assert result.exit_code == 0, result.output
+    assert "note: the runs used different backbones (resnet50, vgg16): the mean ± std mixes their figures" in result.stderr
+
+
 def test_train_refuses_a_cache_missing_test_clips(pipeline, tmp_path):
     test_clip = (pipeline["splits"] / "testlist01.txt").read_text().split()[0][: -len(".avi")]
     partial = copy_cache(pipeline["features"], tmp_path / "partial", drop={test_clip})
     result = invoke("train", "--features", partial, "--splits", pipeline["splits"], "--out", tmp_path / "run", *TRAIN_FLAGS)
     assert_one_line_error(result, "1 of 12 test clips and 0 of 24 train clips are not in the feature cache")
+
+
+def test_a_train_stopped_by_a_damaged_cache_leaves_no_run_and_reruns_once_the_cache_is_fixed(pipeline, tmp_path):
+    from test_cache_integrity import flip_a_feature_byte
+
+    features = tmp_path / "features"
+    shutil.copytree(pipeline["features"], features)
+    shard = json.loads((features / MANIFEST).read_text())["shards"][0]
+    flip_a_feature_byte(features / shard, row=2)
+    command = ["train", "--features", features, "--splits", pipeline["splits"], "--split", 1, "--out", tmp_path / "run",
+               *TRAIN_FLAGS]
+    assert_one_line_error(invoke(*command), f"{shard} is damaged")
+    assert not (tmp_path / "run").exists()
+
+    shutil.copyfile(pipeline["features"] / shard, features / shard)  # the cache fixed
+    result = invoke(*command)
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "run" / runs.RUN).read_text())["status"] == "finished"
+
+
+def test_a_run_directory_that_never_finished_an_epoch_is_started_over(pipeline, tmp_path):
+    """What a kill -9 before the first epoch's end leaves: the record, settings and clips, no model, no checkpoint."""
+    out = tmp_path / "run"
+    (out / runs.CHECKPOINTS).mkdir(parents=True)
+    for name in (runs.RUN, runs.CONFIG, runs.CLIPS, runs.LOCK):
+        shutil.copyfile(pipeline["run"] / name, out / name)
+    record = json.loads((out / runs.RUN).read_text())
+    (out / runs.RUN).write_text(json.dumps({**record, "status": "running"}))
+    (out / runs.CHECKPOINTS / "last-1.keras").write_bytes(b"half a checkpoint")
+    result = invoke("train", "--features", pipeline["features"], "--splits", pipeline["splits"], "--split", 1,
+                    "--out", out, *TRAIN_FLAGS)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / runs.RUN).read_text())["status"] == "finished" and not (out / runs.CHECKPOINTS).exists()
 
 
 def test_eval_refuses_a_cache_of_other_settings(pipeline, tmp_path):

@@ -4,9 +4,11 @@ each sampled frame through the CNN once, segments where the classes change, sour
 import copy
 import csv
 import json
+import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +20,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from test_run_reliability import disk_of  # noqa: F401  (a real tmpfs, or a skip saying why)
 from test_train import QUIET, tiny_config
 from ucfpipe import live, predict, train, windows
 from ucfpipe.cli import main
@@ -272,7 +275,7 @@ def test_a_stalled_source_is_reported_and_stops_with_exit_4(run_dir, monkeypatch
             yield from ((i / FPS, frame) for i, frame in enumerate(frames))
             release.wait(30)  # a camera that stops sending without closing
 
-    monkeypatch.setattr(live, "open_source", lambda spec, realtime=False: Stalling())
+    monkeypatch.setattr(live, "open_source", lambda spec, *settings: Stalling())
     started = time.perf_counter()
     result = CliRunner().invoke(main, ["live", "--run", str(run_dir), "--source", "0", "--stall", "0.5"])
     release.set()
@@ -336,3 +339,150 @@ def test_display_without_gui_support_says_so(run_dir, concatenated, monkeypatch)
     video, _ = concatenated
     result = CliRunner().invoke(main, ["live", "--run", str(run_dir), "--source", str(video), "--display"])
     assert result.exit_code == 2 and "GUI support" in result.stderr
+
+
+# -- live: the edges (issue 17) -------------------------------------------------------------------------------
+def test_a_source_shorter_than_the_window_is_one_prediction_over_all_its_frames_like_predict(run_dir, predictor, rate, tmp_path):
+    frames = clip_frames("RedToBlue")[:round(rate.clip_seconds * FPS) // 2]
+    short = write_video(tmp_path / "short.avi", list(frames))
+    result = CliRunner().invoke(main, ["live", "--run", str(run_dir), "--source", str(short), "--json",
+                                       "--top", str(len(predictor.classes))])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines) == 1 and "1 predictions" in result.stderr and "ended: end" in result.stderr
+    got = {entry["class"]: entry["probability"] for entry in lines[0]["top"]}
+    np.testing.assert_allclose([got[c] for c in predictor.classes], predictor.probabilities(short), atol=1e-5)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--stride", "inf"], "--stride must be a positive number of seconds, at most the window, got inf"),
+    (["--stride", "1e300"], "s is longer than --window"),
+    (["--window", "1", "--stride", "2"], "--stride 2 s is longer than --window 1 s"),
+    (["--stall", "inf"], "--stall must be a number of seconds above 0 and at most 86400"),
+    (["--stall", "1e10"], "--stall must be a number of seconds above 0 and at most 86400"),
+    (["--stall", "0"], "--stall must be"),
+])
+def test_live_refuses_out_of_range_strides_and_stalls_in_one_line(run_dir, concatenated, tmp_path, flags, message):
+    video, _ = concatenated
+    result = CliRunner().invoke(main, ["live", "--run", str(run_dir), "--source", str(video),
+                                       "--out", str(tmp_path / "annotated.mp4"), *flags])
+    assert result.exit_code == 2 and message in result.stderr, result.output
+    assert len(result.stderr.strip().splitlines()) == 1 and not list(tmp_path.iterdir())
+
+
+def test_stall_and_stride_are_refused_before_anything_loads(tmp_path):
+    for flags in (["--stall", "inf"], ["--stride", "inf"]):
+        result = CliRunner().invoke(main, ["live", "--run", str(tmp_path / "no-run"), "--source", "0", *flags])
+        assert result.exit_code == 2 and f"{flags[0]} must be" in result.stderr, result.output
+
+
+def test_a_url_that_accepts_and_never_answers_gives_up_after_stall_seconds(tmp_path):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    held = []
+    stop = threading.Event()
+
+    def accept_and_say_nothing():
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept_and_say_nothing, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/stream.mp4"
+        started = time.perf_counter()
+        result = CliRunner().invoke(main, ["live", "--run", str(tmp_path / "run"), "--source", url, "--stall", "1"])
+        took = time.perf_counter() - started
+    finally:
+        stop.set()
+        thread.join(5)
+        for connection in held:
+            connection.close()
+        server.close()
+    assert held, "the server was never reached"
+    assert took < 8, took  # FFmpeg's own limit is 30 s
+    assert result.exit_code == 2 and "cannot open the url source" in result.stderr, result.output
+    assert "no answer within --stall 1 s" in result.stderr
+
+
+def test_a_file_url_plays_to_its_end_and_exits_0(run_dir, tmp_path):
+    video = write_video(tmp_path / "a clip.avi", list(clip_frames("FadingIn")))
+    result = CliRunner().invoke(main, ["live", "--run", str(run_dir), "--source", video.as_uri(), "--json"])
+    assert result.exit_code == 0, result.output
+    assert "ended: end" in result.stderr and f"live: {len(clip_frames('FadingIn'))} frames" in result.stderr
+
+
+@pytest.mark.parametrize("kind", ["directory", "empty"])
+def test_a_directory_or_empty_source_says_what_it_is(tmp_path, kind):
+    source = str(tmp_path) if kind == "directory" else ""
+    result = CliRunner().invoke(main, ["live", "--run", str(tmp_path / "run"), "--source", source])
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.output
+    assert "file not found" not in result.stderr
+    assert (f"--source {tmp_path} is a directory" if kind == "directory" else "--source is empty") in result.stderr
+
+
+def noise_video(path, count=120, size=(320, 240)):
+    """Frames that compress badly (about 20 KB each as mp4v), to fill a small disk quickly."""
+    rng = np.random.default_rng(0)
+    return write_video(path, [rng.integers(0, 256, size[::-1] + (3,), dtype=np.uint8) for _ in range(count)])
+
+
+def test_a_full_disk_under_live_out_is_one_line_exit_2_and_no_file_then_a_rerun_writes_it_whole(run_dir, tmp_path, disk_of):
+    video = noise_video(tmp_path / "noise.avi")
+    small = disk_of("2m")
+    annotated = small / "annotated.mp4"
+    result = CliRunner().invoke(main, ["live", "--run", str(run_dir), "--source", str(video), "--out", str(annotated)])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "the disk is full" in lines[0] and str(annotated) in lines[0], lines
+    assert not list(small.iterdir())  # neither a broken recording under the name nor a temporary
+    roomy = disk_of("64m")
+    result = CliRunner().invoke(main, ["live", "--run", str(run_dir), "--source", str(video), "--out", str(roomy / "annotated.mp4")])
+    assert result.exit_code == 0 and f"wrote {roomy / 'annotated.mp4'}" in result.stderr, result.output
+    assert len(decoded_frames(roomy / "annotated.mp4")) == 120 and [p.name for p in roomy.iterdir()] == ["annotated.mp4"]
+
+
+def test_a_recording_the_disk_cut_short_is_caught_when_it_is_checked(tmp_path, disk_of, monkeypatch):
+    """OpenCV's writer reports nothing: without the check after release, the broken file took the name."""
+    monkeypatch.setattr(live.AnnotatedWriter, "SPACE_CHECK_SECONDS", float("inf"), raising=False)  # only the final check
+    small = disk_of("2m")
+    writer = live.AnnotatedWriter(small / "annotated.mp4", FPS)
+    rng = np.random.default_rng(0)
+    for _ in range(120):
+        writer.write(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8), [("FadingIn", 0.9)])
+    with pytest.raises(UcfpipeError, match="the disk is full"):
+        writer.finish()
+    assert not list(small.iterdir())
+
+
+@pytest.mark.parametrize("when", ["loading", "first prediction", "a second later"])
+def test_sigterm_keeps_the_recording_whole_prints_the_summary_and_exits_143(run_dir, concatenated, tmp_path, when):
+    video, _ = concatenated
+    annotated = tmp_path / "annotated.mp4"
+    command = [sys.executable, "-m", "ucfpipe.cli", "live", "--run", str(run_dir), "--source", str(video), "--realtime",
+               "--json", "--out", str(annotated)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    try:
+        if when == "loading":
+            time.sleep(1.0)
+        else:
+            assert json.loads(process.stdout.readline())["time"] > 0  # running: a prediction came
+            time.sleep(0 if when == "first prediction" else 1.0)
+        process.terminate()
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 143, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    if when != "loading":
+        assert "ended: interrupted (SIGTERM)" in stderr and f"wrote {annotated}" in stderr
+        held = decoded_frames(annotated)
+        assert 0 < len(held) < len(decoded_frames(video))
+        assert int(cv2.VideoCapture(str(annotated)).get(cv2.CAP_PROP_FRAME_COUNT)) == len(held)
+    assert [p.name for p in tmp_path.iterdir()] in ([], ["annotated.mp4"])  # no hidden temporary

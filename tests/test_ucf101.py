@@ -64,7 +64,9 @@ def _write_splits(root: Path, train: str, test: str = "A/v_A_g01_c01.avi\r\n", c
         ("A/v_B_g02_c01.avi 1\r\n", "does not belong to folder 'A'"),
         ("A/clip.avi 1\r\n", "not of the form v_ClassName_gGG_cCC.avi"),
         ("A/v_A_g02_c01.avi 1\r\nA/v_A_g02_c01.avi 1\r\n", "trainlist01.txt:2: A/v_A_g02_c01.avi is listed twice"),
-        ("A/v_A_g01_c02.avi 1\r\n", "train and test share groups [1]"),
+        ("A/v_A_g01_c02.avi 1\r\n", "group g01 is on both sides, train A/v_A_g01_c02.avi ("),
+        ("A/v_A_g01_c01.avi 1\r\n", "clip 'A/v_A_g01_c01' is on both sides, train A/v_A_g01_c01.avi ("),
+        ("A/v_A_g02_c01.avi 1 \r\nA/v_A_g02_c02.avi\r\n", "trainlist01.txt:2: expected '<Class>/<file>.avi <label>'"),
     ],
 )
 def test_malformed_lists_name_file_line_and_fix(tmp_path, train, message):
@@ -94,3 +96,32 @@ def test_missing_on_disk_lists_absent_clips(tmp_path, official_splits, genuine_v
     assert len(missing) == len(clips) - 6
     with pytest.raises(UcfpipeError, match="does not exist"):
         ucf101.missing_on_disk(clips, tmp_path / "nowhere")
+
+
+def test_a_shared_group_names_both_list_lines_and_the_fix(tmp_path):
+    splits = _write_splits(tmp_path / "splits", "A/v_A_g02_c01.avi 1\r\nA/v_A_g01_c02.avi 1\r\n")
+    with pytest.raises(UcfpipeError) as caught:
+        ucf101.read_split(splits, 1)
+    assert f"{splits / 'trainlist01.txt'}:2" in str(caught.value) and f"{splits / 'testlist01.txt'}:1" in str(caught.value)
+    assert "move all of that group's clips into one of the two lists" in str(caught.value)
+
+
+def test_a_test_line_with_a_label_is_refused(tmp_path):
+    splits = _write_splits(tmp_path / "splits", "A/v_A_g02_c01.avi 1\r\n", test="A/v_A_g01_c01.avi 1\r\n")
+    with pytest.raises(UcfpipeError, match=r"testlist01.txt:1: expected .*a test line has no label"):
+        ucf101.read_split(splits, 1)
+
+
+def test_class_names_with_spaces_in_classind(tmp_path):
+    splits = _write_splits(tmp_path / "s", "A/v_A_g02_c01.avi 1\r\n", classind="1 A\r\n2 jump rope\r\n")
+    assert ucf101.read_classes(splits) == ("A", "jump rope")
+
+
+def test_official_lists_parse_as_before(official_splits):
+    """The last-space rule changes nothing for names without spaces: every official line's name is its first
+    field, and a clip's id is that name without extension (the ids every existing cache holds)."""
+    for number in (1, 2, 3):
+        split = ucf101.read_split(official_splits, number)
+        lines = (official_splits / f"trainlist0{number}.txt").read_bytes().decode().split("\r\n")
+        names = [line.split()[0] for line in lines if line.strip()]
+        assert [c.relative_path for c in split.train] == names

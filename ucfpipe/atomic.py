@@ -15,6 +15,7 @@ import errno
 import gc
 import json
 import os
+import re
 import shutil
 import sys
 import traceback
@@ -148,14 +149,45 @@ def write_json(path: str | Path, data, *, tell_size: bool = False) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n", tell_size=tell_size)
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process `pid` runs on this machine (one of another user counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clear_stale_dirs(out: Path) -> list[Path]:
+    """Remove the staging directories `.NAME.PID.tmp` beside `out` whose writer no longer runs (a kill -9 or a
+    power cut leaves them, and nothing else would ever remove them); a running writer's is left alone."""
+    pattern = re.compile(rf"\.{re.escape(out.name)}\.(\d+)\.tmp")
+    removed = []
+    try:
+        candidates = list(out.parent.iterdir())
+    except OSError:
+        return removed
+    for path in candidates:
+        found = pattern.fullmatch(path.name)
+        if found and int(found[1]) != os.getpid() and not pid_alive(int(found[1])) and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
 @contextmanager
 def replacing_dir(out: str | Path, staging: str | Path | None = None):
     """Yield a new, empty staging directory beside `out` (by default `.NAME.PID.tmp`); when the block ends
     normally it takes the name `out`, which must be absent or an empty directory. On any failure the staging
-    directory is removed and `out` is as it was."""
+    directory is removed and `out` is as it was. Staging directories of writers that were killed are removed
+    first."""
     out = Path(out)
-    staging = Path(staging) if staging is not None else out.with_name(f".{out.name}.{os.getpid()}.tmp")
     out.parent.mkdir(parents=True, exist_ok=True)
+    if staging is None:
+        clear_stale_dirs(out)
+    staging = Path(staging) if staging is not None else out.with_name(f".{out.name}.{os.getpid()}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
     try:
         staging.mkdir()

@@ -194,6 +194,16 @@ def preprocess_layer(spec: Backbone) -> Preprocess:
     return Preprocess(spec.preprocessing, dtype="float32", name=f"{spec.name}_preprocess")
 
 
+def as_stored(extractor: keras.Model, dtype: str) -> keras.Model:
+    """`extractor` with its features rounded to the cache's storage `dtype` and back to float32: the numbers the
+    classifier was trained on. Keras layers, so that an exported model rounds exactly as predict does."""
+    if dtype == "float32":
+        return extractor
+    x = keras.layers.Activation("linear", dtype=dtype, name=f"as_stored_{dtype}")(extractor.output)
+    x = keras.layers.Activation("linear", dtype="float32", name="stored_to_float32")(x)
+    return keras.Model(extractor.input, x, name=extractor.name)
+
+
 def build_extractor_for(config) -> keras.Model:
     """The extractor an ExtractConfig (or any record with its stage-one fields) describes; a record from before
     backbones were selectable is VGG16's."""

@@ -35,6 +35,9 @@ class Backbone:
     finetune_from: str  # `ucfpipe finetune` trains this layer and every later one: the last stage
     imagenet_top1: float  # ImageNet top-1 accuracy of the full model, as the keras.applications docs list it
     params_millions: float  # parameters of the full model (with its ImageNet classifier), same source
+    # Why tf2onnx cannot convert it ("" = it can): export refuses --format onnx with this reason up front, where
+    # the converter would write a model that onnxruntime cannot load (export also loads what it wrote, to be sure).
+    onnx_problem: str = ""
 
 
 BACKBONES: dict[str, Backbone] = {
@@ -54,7 +57,8 @@ BACKBONES: dict[str, Backbone] = {
                  "weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5", "expanded_conv_14_expand", 0.756, 5.4),
         Backbone("convnext_tiny", "ConvNeXtTiny", "convnext", "none", OUTPUT,
                  r"convnext_tiny_stage_\d_block_\d+_identity", "avg", 224, 32, 768, "convnext_tiny_notop.h5",
-                 "convnext_tiny_downsampling_block_2", 0.813, 28.6),
+                 "convnext_tiny_downsampling_block_2", 0.813, 28.6,
+                 onnx_problem="tf2onnx leaves its exact GELU (Erfc) and its depthwise convolutions unconverted"),
     )
 }
 DEFAULT = "vgg16"

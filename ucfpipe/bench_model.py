@@ -18,11 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import keras
 import numpy as np
 
 from . import backbones as table
-from .backbone import build_extractor
 from .errors import UcfpipeError
 
 
@@ -66,15 +64,28 @@ def _time(model, batch: np.ndarray, min_seconds: float) -> float:
     return calls * len(batch) / (time.perf_counter() - start)
 
 
+def check_sizes(backbones, size: int | None) -> dict[str, int]:
+    """Each backbone's frame size (`size`, or None: its native size), every one too small for its backbone named
+    in one line; the table alone, no Keras."""
+    sizes = {b: size or table.get(b).native_size for b in backbones}
+    small = [b for b in backbones if sizes[b] < table.get(b).min_size]
+    if small:
+        least = ", ".join(f"{b} ({table.get(b).min_size})" for b in small)
+        raise UcfpipeError(f"--size {size} is below the smallest input of {least}; pass a larger --size, or leave it "
+                           "out for each backbone's native size, or leave those backbones out")
+    return sizes
+
+
 def run(batch_sizes=(32, 64), precisions=("float32", "bfloat16"), size: int | None = 224, weights: str = "none",
         videos: str | None = None, effect_frames: int = 64, rounds: int = 3, min_seconds: float = 2.0,
         work_dir: str | None = None, log=print, backbones=(table.DEFAULT,)) -> dict:
     """Each backbone at its default layer and pooling, at `size` (None: each backbone's native size)."""
     if "float32" not in precisions:
         precisions = ("float32", *precisions)  # the reference of the precision comparison
-    sizes = {b: size or table.get(b).native_size for b in backbones}
-    for backbone in backbones:
-        table.check_size(backbone, sizes[backbone])
+    sizes = check_sizes(backbones, size)
+    import keras  # only now: a wrong setting above is refused in a moment, not after Keras has loaded
+
+    from .backbone import build_extractor
     # First: a wrong --videos fails before any model is built.
     frames = {s: sample_frames(videos, effect_frames, s, work_dir) for s in sorted(set(sizes.values()))}
     # Same weights at every precision: seed 0.

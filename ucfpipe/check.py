@@ -110,12 +110,13 @@ class CacheReport:
     clips: int
     damaged: dict[str, str] = field(default_factory=dict)  # shard -> what is wrong ("missing" included)
     changed: dict[str, str] = field(default_factory=dict)  # video_id -> how its video changed
+    deleted: dict[str, str] = field(default_factory=dict)  # video_id -> the path its video had
     hashed_bytes: int = 0
     seconds: float = 0.0
 
     @property
     def whole(self) -> bool:
-        return not self.damaged and not self.changed
+        return not self.damaged and not self.changed and not self.deleted
 
     @property
     def checksummed(self) -> bool:
@@ -125,7 +126,7 @@ class CacheReport:
 def check_features(directory: str | Path, videos: str | Path | None = None) -> CacheReport:
     """Verify every shard the manifest lists: its size and SHA-256 against the manifest (a format-1 cache,
     made before checksums, can only be read through). With `videos`, also compare each clip's recorded size,
-    mtime and content fingerprint with the file there now."""
+    mtime and content fingerprint with the file there now, and list clips whose video is no longer there."""
     directory = Path(directory)
     if not (directory / MANIFEST).is_file():
         FeatureStore(directory)  # raises the one-line error: no cache there, or an unfinished one
@@ -146,8 +147,11 @@ def check_features(directory: str | Path, videos: str | Path | None = None) -> C
         report.hashed_bytes += path.stat().st_size
         if videos is not None:
             for video_id, source in clip_sources(path):
-                how = source.change(Path(videos)) if source else None
-                if how:
+                if source is None:
+                    continue
+                if not (Path(videos) / source.path).exists():
+                    report.deleted[video_id] = str(Path(videos) / source.path)
+                elif how := source.change(Path(videos)):
                     report.changed[video_id] = how
     report.seconds = time.monotonic() - started
     return report

@@ -28,7 +28,7 @@ from .comma_list import comma_list  # noqa: E402
 from .config import CHOICES, PRECISIONS, ExtractConfig, FinetuneConfig, TrainConfig, load_config, setting  # noqa: E402
 from .errors import UcfpipeError  # noqa: E402
 
-EXIT_INTERRUPTED = 130  # documented: as a shell reports a process ended by SIGINT
+EXIT_INTERRUPTED = 130  # documented: as a shell reports a process ended by SIGINT (143 for SIGTERM, see interrupts)
 
 
 def user_errors(command):
@@ -85,11 +85,13 @@ class _Main(click.Group):
                 interrupts.ignore()
                 interrupts.forget_escaped()
                 _interrupted("interrupted; rerun the same command to continue").show()
-                sys.exit(EXIT_INTERRUPTED)
+                sys.exit(interrupts.exit_status())
             except click.ClickException as err:
                 if err.exit_code == EXIT_INTERRUPTED:
+                    # Stages say "interrupted" with 130; SIGTERM took the same way and ends with 143.
                     interrupts.ignore()
                     interrupts.forget_escaped()
+                    err.exit_code = interrupts.exit_status()
                 err.show()
                 sys.exit(err.exit_code)
             sys.exit(result if isinstance(result, int) else 0)
@@ -194,17 +196,17 @@ def splits(ctx, splits_dir, videos_dir, dataset):
         return
     if splits_dir is None:
         raise UcfpipeError("--splits is required: the folder of the dataset's split files (or run `ucfpipe splits make`)")
+    # Reading a split refuses one whose train and test share a clip or group: what is printed never leaks.
     all_splits = datasets.read_all_splits(dataset, splits_dir)
-    kind = "sources" if all_splits[0].holdout == "sources" else "groups"
+    kind = datasets.group_word(all_splits[0])
     click.echo(f"{'split':<6}{'train':>7}{'test':>7}{'classes':>9}  train {kind} / test {kind}")
     for split in all_splits:
-        shared = split.groups("train") & split.groups("test")
         click.echo(f"{split.number:<6}{len(split.train):>7}{len(split.test):>7}{len(split.classes):>9}  "
                    f"{datasets.describe_groups(split, 'train')} / {datasets.describe_groups(split, 'test')}  "
-                   + (f"({len(shared)} shared)" if shared else "(no group shared)" if split.holdout != "stratified" else ""))
+                   + ("(no group shared)" if split.holdout != "stratified" else "(no clip shared)"))
     clips = datasets.all_clips(dataset, splits_dir)
-    click.echo(f"{len(clips)} distinct clips in {len(all_splits[0].classes)} classes; validation holds out "
-               f"{all_splits[0].holdout} ({dataset})")
+    click.echo(f"{len(clips)} distinct clips in {len(all_splits[0].classes)} classes ({dataset}); `train` validates on "
+               f"{datasets.describe_holdout(all_splits[0])}")
     if videos_dir is not None:
         missing = datasets.missing_on_disk(clips, videos_dir)
         click.echo(f"{len(clips) - len(missing)} of {len(clips)} listed clips are under {videos_dir}; {len(missing)} missing")
@@ -224,15 +226,22 @@ def splits(ctx, splits_dir, videos_dir, dataset):
 def splits_make(videos_dir, out, folds, test_fraction, seed):
     """Write split lists in UCF-101's format for a folder of your own videos (then use --dataset folders).
 
-    Whole groups go to one side when every file name carries one (`_gNN_`, as UCF-101's); otherwise
-    each class is split stratified. Classes with too few videos are refused and nothing is written."""
+    A file whose name carries a group (`_gNN_`, as UCF-101's) goes to one side with its whole group; files
+    without one are each their own group, split stratified by class. Videos in subfolders of a class folder
+    belong to that class. Names may hold spaces. Classes with too few videos are refused and nothing is written."""
     from .datasets import folders
 
     plan = folders.make_lists(videos_dir, out, folds, test_fraction, seed)
     for number, (train, test) in enumerate(plan["folds"], 1):
         click.echo(f"fold {number}: {len(train)} train, {len(test)} test clips")
-    click.echo(f"wrote {out}: {len(plan['classes'])} classes, {len(plan['folds'])} fold(s), "
-               f"{'by groups' if plan['mode'] == 'groups' else 'stratified by class (no groups in the file names)'}; "
+    how = {"groups": f"by groups: each _gNN_ group of the {plan['grouped']} videos on one side",
+           "stratified": f"stratified by class: no file name has a _gNN_ group, so each of the {plan['single']} "
+                         "videos is a group of its own",
+           "mixed": f"{plan['grouped']} videos by their _gNN_ groups (each group on one side); the {plan['single']} "
+                    "without a group each a group of its own, stratified by class"}[plan["mode"]]
+    nested = (f"; {plan['nested']} video{'s' if plan['nested'] != 1 else ''} in subfolders of a class folder "
+              "taken as that class (clip ids keep the subfolder)" if plan["nested"] else "")
+    click.echo(f"wrote {out}: {len(plan['classes'])} classes, {len(plan['folds'])} fold(s), {how}{nested}; "
                f"use --dataset folders --splits {out} --videos {videos_dir}")
 
 
@@ -338,17 +347,29 @@ def _check_features(stage, features, videos):
         click.echo(f"changed: {video_id}: {how}")
     if len(report.changed) > 200:
         click.echo(f"... and {len(report.changed) - 200} more changed clips")
+    for video_id, path in sorted(report.deleted.items())[:200]:
+        click.echo(f"deleted: {video_id}: no video at {path}")
+    if len(report.deleted) > 200:
+        click.echo(f"... and {len(report.deleted) - 200} more deleted videos")
     speed = report.hashed_bytes / 1e6 / max(report.seconds, 1e-9)
     how = (f"SHA-256 of {report.hashed_bytes / 1e6:.1f} MB in {report.seconds:.1f} s ({speed:.0f} MB/s)"
            if report.checksummed else f"format {report.format} has no checksums: only read through, "
            "which finds unreadable shards but not changed numbers; extract into a new directory to get checksums")
     click.echo(f"checked {report.shards} shards of {report.clips} clips in {report.directory}: {len(report.damaged)} "
-               f"damaged or missing, {len(report.changed)} clips changed" + ("" if videos else " (pass --videos to look)")
+               f"damaged or missing, {len(report.changed)} clips changed, {len(report.deleted)} videos deleted"
+               + ("" if videos else " (pass --videos to look)")
                + f"; {how}")
-    if not report.whole:
+    if report.damaged or report.changed:
         exc = click.ClickException(
             f"{report.directory} is not whole: rerun the extract command that made it; it moves damaged shards to "
             f"{report.directory}/damaged/ and extracts their clips, and those of changed videos, again")
+        exc.exit_code = 3
+        raise exc
+    if report.deleted:
+        # Extract cannot redo a clip without its video: the cache still holds what the old file gave.
+        exc = click.ClickException(
+            f"{len(report.deleted)} cached clips have no video under {videos} any more (e.g. {min(report.deleted)}); "
+            "restore the videos, or extract the remaining ones into a new cache if they were removed on purpose")
         exc.exit_code = 3
         raise exc
 
@@ -546,12 +567,37 @@ def predict(videos, run_dir, top, as_json, weights, window, stride, out_dir):
     Exit status 2 when a file cannot be read; with several files, the others are still classified."""
     import json
 
+    from . import ensemble, windows
     from . import predict as stage
 
+    # Every setting that needs no model is checked before Keras loads (10-30 s): a typo is refused at once.
+    if top < 1:
+        raise UcfpipeError(f"--top must be at least 1, got {top}")
+    windowed = window is not None or stride is not None or out_dir is not None
+    seconds = None
+    if window not in (None, "auto"):
+        try:
+            seconds = float(window)
+        except ValueError:
+            raise UcfpipeError(f"--window must be a number of seconds or auto, got {window!r}") from None
+        windows.check_seconds(seconds, "--window", "auto")
+    if stride is not None and seconds is not None:
+        windows.check_window(seconds, stride)
+    elif stride is not None:
+        windows.check_seconds(stride, "--stride", "1")  # against the run's window once its record is read
     videos = _video_files(videos)
-    if window is not None or stride is not None or out_dir is not None:
-        return _predict_windows(videos, run_dir, top, as_json, weights, window, stride, out_dir)
-    predictions = stage.run(videos, run_dir, top=top, weights=weights)
+    if out_dir is not None:
+        _check_out(Path(out_dir), videos)
+    members = ensemble.load_run_or_ensemble(run_dir)
+    try:
+        if windowed:
+            return _predict_windows(videos, run_dir, members[0], top, as_json, weights, seconds, stride, out_dir)
+        predictions = stage.run(videos, run_dir, top=top, weights=weights)
+    except KeyboardInterrupt:
+        # Predict keeps nothing between runs: "rerun to continue" (extract's, train's) would promise a resume.
+        written = "; the --out folders written so far are whole" if out_dir is not None else ""
+        raise _interrupted("interrupted; a rerun of the same command classifies every video again from the start"
+                           f"{written}") from None
     failed = [p for p in predictions if p.error is not None]
     if len(predictions) == 1 and failed:
         raise UcfpipeError(failed[0].error)
@@ -571,9 +617,15 @@ def predict(videos, run_dir, top, as_json, weights, window, stride, out_dir):
 
 
 def _video_files(paths) -> list[str]:
-    """Files as given; a directory stands for every video under it (by extension, recursively, sorted)."""
+    """Files as given; a directory stands for every video under it (by extension, recursively, sorted). A path
+    that does not exist is a typo, refused before anything loads; a file that cannot be decoded is reported
+    per file once the model is there."""
     from .video import VIDEO_EXTENSIONS
 
+    missing = [str(path) for path in paths if not os.path.lexists(path)]
+    if missing:
+        raise UcfpipeError(f"{len(missing)} of {len(paths)} videos do not exist ({', '.join(missing[:3])}"
+                           f"{', ...' if len(missing) > 3 else ''}); check the paths")
     files = []
     for path in map(Path, paths):
         if not path.is_dir():
@@ -585,29 +637,39 @@ def _video_files(paths) -> list[str]:
                                "pass video files or a folder that holds some")
         files += map(str, found)
     return files
-def _predict_windows(videos, run_dir, top, as_json, weights, window, stride, out_dir):
+
+
+def _check_out(out: Path, videos: list[str]) -> None:
+    """--out gets one folder per video, named by its file name: two videos of one name, or a file where a
+    folder must go, would fail only after every video was classified."""
+    seen: dict[str, str] = {}
+    for video in videos:
+        stem = Path(video).stem
+        if stem in seen:
+            raise UcfpipeError(f"--out writes each video's results to OUT/<file name>/, and {seen[stem]} and {video} would "
+                               f"both write {out / stem}; predict them in separate runs with different --out folders")
+        seen[stem] = video
+        if (out / stem).exists() and not (out / stem).is_dir():
+            raise UcfpipeError(f"{out / stem} is a file, where --out would write {video}'s results; "
+                               "move it or pick another --out")
+    parent = out
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UcfpipeError(f"--out {out}: {parent} is a file, not a folder; pick another --out")
+
+
+def _predict_windows(videos, run_dir, run, top, as_json, weights, seconds, stride, out_dir):
     import json
 
     from . import windows
     from .predict import Predictor
-    from .stream import run_rate
 
-    if top < 1:
-        raise UcfpipeError(f"--top must be at least 1, got {top}")
-    seconds = None
-    if window not in (None, "auto"):
-        try:
-            seconds = float(window)
-        except ValueError:
-            raise UcfpipeError(f"--window must be a number of seconds or auto, got {window!r}") from None
-        windows.check_window(seconds, stride if stride is not None else seconds)
-    stems = [Path(v).stem for v in videos]
-    if out_dir and len(set(stems)) < len(stems):
-        raise UcfpipeError("--out names each video's folder by its file name, and two videos share one; predict them separately")
+    rate = windows.recorded_rate(run, seconds)  # the run's record, without Keras
+    stride = stride if stride is not None else rate.clip_seconds / 2
+    windows.check_videos(videos, rate, stride)
     predictor = Predictor(run_dir, weights)
-    rate = run_rate(predictor, seconds)
-    predictions = windows.run(videos, predictor, rate, stride if stride is not None else rate.clip_seconds / 2,
-                              progress=sys.stderr.isatty())
+    predictions = windows.run(videos, predictor, rate, stride, progress=sys.stderr.isatty())
     done = [p for p in predictions if p.error is None]
     if out_dir:
         for prediction in done:
@@ -629,49 +691,55 @@ def _predict_windows(videos, run_dir, top, as_json, weights, window, stride, out
         raise UcfpipeError(failed[0].error if len(predictions) == 1 else f"{len(failed)} of {len(predictions)} videos could not be read")
 
 
-LIVE_EXIT = {"end": 0, "quit": 0, "dropped": 4, "stalled": 4, "interrupted": 130}
+LIVE_EXIT = {"end": 0, "quit": 0, "dropped": 4, "stalled": 4}  # interrupted: interrupts.exit_status(), 130 or 143
 
 
 @main.command()
 @click.option("--run", "run_dir", required=True, type=click.Path(), help="Run (or ensemble) directory made by `ucfpipe train`.")
-@click.option("--source", required=True, help="Camera index (0), stream URL (rtsp://, http://...) or video file.")
+@click.option("--source", required=True, help="Camera index (0), stream URL (rtsp://, http://...), video file or file:// URL.")
 @click.option("--window", type=float, help="Seconds the run sees at once (T sampled frames).  [default: the run's typical clip]")
-@click.option("--stride", type=float, help="Seconds between predictions.  [default: half the window]")
+@click.option("--stride", type=float, help="Seconds between predictions, at most the window.  [default: half the window]")
 @click.option("--top", type=int, default=5, show_default=True, help="Classes per prediction.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per prediction and line: time, latency, top.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Also write the video with the top-3 drawn on it (.mp4 or .avi).")
 @click.option("--display", is_flag=True, help="Show the annotated video in a window (needs OpenCV with GUI support); q quits.")
 @click.option("--realtime", is_flag=True, help="Play a file source at its own speed instead of as fast as it decodes.")
-@click.option("--stall", "stall_seconds", type=float, default=10.0, show_default=True, help="Stop when no frame arrives for this many seconds.")
+@click.option("--stall", "stall_seconds", type=float, default=10.0, show_default=True,
+              help="Stop when no frame arrives (or a URL does not answer) for this many seconds, at most 86400.")
 @click.option("--weights", type=click.Path(), help="The VGG16 weights file, if it moved since extraction (its SHA-256 is checked).")
 @user_errors
 def live(run_dir, source, window, stride, top, as_json, out_path, display, realtime, stall_seconds, weights):
     """Classify a camera, stream or file as its frames arrive: the top classes every --stride seconds.
 
-    Exit status 0 at the end of a file source, 2 for bad input (a source that cannot be opened), 4 when a
-    camera or stream drops or stalls, 130 on Ctrl-C; a summary line on stderr in every case."""
+    Exit status 0 at the end of a file source, 2 for bad input (a source that cannot be opened, a full disk
+    under --out), 4 when a camera or stream drops or stalls, 130 on Ctrl-C and 143 on SIGTERM (the recording
+    so far kept whole); a summary line on stderr in every case but bad input."""
     import json
 
     from . import live as stage
+    from . import windows
     from .predict import Predictor
     from .stream import StreamingFeaturiser, run_rate
 
     if top < 1:
         raise UcfpipeError(f"--top must be at least 1, got {top}")
+    stage.check_settings(stride, stall_seconds)
+    if window is not None:
+        windows.check_window(window, stride if stride is not None else window / 2)
     if display:
         stage.check_display()
     writer = stage.AnnotatedWriter(out_path, 0.0) if out_path else None
-    frames = stage.open_source(source, realtime)
+    frames = stage.open_source(source, realtime, stall_seconds)
     try:
         predictor = Predictor(run_dir, weights)
     except KeyboardInterrupt:
         click.echo("live: interrupted before the first frame", err=True)
-        sys.exit(LIVE_EXIT["interrupted"])
+        sys.exit(interrupts.exit_status())
     rate = run_rate(predictor, window)
+    stride = stride if stride is not None else rate.clip_seconds / 2
+    windows.check_window(rate.clip_seconds, stride)  # predict's refusal of a stride longer than the window
     if frames.fps > 0:  # the same refusal as predict --window: fewer frames than T would repeat frames
-        from .windows import layout
-
-        layout(rate, rate.clip_seconds, frames.fps, where=f"{source}: ")
+        windows.layout(rate, rate.clip_seconds, frames.fps, where=f"{source}: ")
     if writer is not None:
         writer.fps = frames.fps if frames.fps > 0 else writer.fps
 
@@ -682,23 +750,30 @@ def live(run_dir, source, window, stride, top, as_json, out_path, display, realt
             classes = "  ".join(f"{name} {p:.3f}" for name, p in prediction.top)
             click.echo(f"{prediction.time:9.2f} s  latency {prediction.latency * 1000:6.0f} ms  {classes}")
 
-    summary = stage.run(StreamingFeaturiser(predictor), frames, rate, stride if stride is not None else rate.clip_seconds / 2,
-                        top=top, emit=emit, out=writer, display=display, stall_seconds=stall_seconds, name=source)
+    summary = stage.run(StreamingFeaturiser(predictor), frames, rate, stride, top=top, emit=emit, out=writer,
+                        display=display, stall_seconds=stall_seconds, name=source)
+    if summary.ended == "interrupted":
+        interrupts.ignore()  # a second signal must not cut the summary short
     click.echo(summary.line(), err=True)
     if writer is not None and summary.frames:
         click.echo(f"wrote {out_path}", err=True)
-    sys.exit(LIVE_EXIT[summary.ended])
+    sys.exit(interrupts.exit_status() if summary.ended == "interrupted" else LIVE_EXIT[summary.ended])
 
 
 @main.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
 @click.option("--markdown", "as_markdown", is_flag=True, help="Print a markdown table (figures x splits), as pasted in the README.")
+@click.option("--require-margin", type=float, metavar="M",
+              help="Exit 3 unless every run's LSTM top-1 beats its order-blind top-1 (eval --baseline) by at least M.")
 @user_errors
-def report(run_dirs, as_markdown):
-    """Each evaluated run's split, top-1, top-5 and mean class accuracy, then mean ± std over the runs."""
+def report(run_dirs, as_markdown, require_margin):
+    """Each evaluated run's split, top-1, top-5 and mean class accuracy, then mean ± std over the runs.
+
+    Runs of different datasets are refused; notes (and the --require-margin line) go to stderr."""
     from . import report as stage
 
-    stage.run(run_dirs, log=click.echo, as_markdown=as_markdown)
+    stage.run(run_dirs, log=click.echo, as_markdown=as_markdown, require_margin=require_margin,
+              warn=lambda line: click.echo(line, err=True))
 
 
 @main.command("bench-long")

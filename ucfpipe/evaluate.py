@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import datasets, runs
+from . import backbones, datasets, runs
 from .batches import ClipBatches, feature_bytes, load_source
 from .errors import UcfpipeError
 from .features import FeatureStore
@@ -20,6 +20,11 @@ from .features import FeatureStore
 
 def _test_clips(split: datasets.Split, store: FeatureStore, allow_missing: bool):
     missing = [c.video_id for c in split.test if c.video_id not in store]
+    if split.test and len(missing) == len(split.test):  # --allow-missing would score nothing: not worth suggesting
+        raise UcfpipeError(
+            f"none of the {len(split.test)} test clips of split {split.number} is in the feature cache {store.directory} "
+            f"(e.g. {missing[0]}); extract them into it, or pass --features with the cache that holds them"
+        )
     if missing and not allow_missing:
         raise UcfpipeError(
             f"{len(missing)} of {len(split.test)} test clips of split {split.number} are not in the feature cache "
@@ -28,7 +33,7 @@ def _test_clips(split: datasets.Split, store: FeatureStore, allow_missing: bool)
         )
     clips = [c for c in split.test if c.video_id in store]
     if not clips:
-        raise UcfpipeError(f"none of the {len(split.test)} test clips of split {split.number} is in {store.directory}")
+        raise UcfpipeError(f"split {split.number} lists no test clips; check its test list in the splits folder")
     return clips, missing
 
 
@@ -159,6 +164,8 @@ def _metrics(members, is_ensemble, labels, probabilities, split, splits_dir, sto
         "not_evaluated": missing,
         "allow_missing": bool(allow),
         "split": split.number,
+        "dataset": split.dataset,
+        "backbone": store.config.get("backbone", backbones.DEFAULT),  # caches made before backbones existed are VGG16's
         "splits_dir": str(Path(splits_dir).resolve()),
         "features": str(store.directory.resolve()),
         "fingerprint": store.fingerprint,

@@ -3,8 +3,10 @@ probabilities out, so a user ships one artifact instead of the two-stage plumbin
 
     frames (N, T, S, S, 3) uint8 RGB
       -> reshape to (N*T, S, S, 3): every frame of every clip through the CNN in one batch
-      -> the run's stage-one backbone, its preprocessing inside (ucfpipe's own layers swapped for built-ins)
-      -> reshape to (N, T, *F), rounded to the cache's storage dtype and back (what training saw)
+      -> the run's stage one as predict rebuilds it (predict.rebuild_stage_one): its backbone, its
+         preprocessing inside (ucfpipe's own layers swapped for built-ins), the features rounded to the
+         cache's storage dtype and back (what training saw)
+      -> reshape to (N, T, *F)
       -> the run's sequence model (normalisation inside); an ensemble averages its members
       -> (N, classes) probabilities
 
@@ -17,13 +19,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from . import __version__, runs
+from . import __version__, backbones, runs
 from .atomic import replacing_dir
 from .config import ExtractConfig
 from .errors import UcfpipeError
@@ -31,21 +34,23 @@ from .errors import UcfpipeError
 FORMAT = "ucfpipe-export/1"
 FORMATS = ("keras", "saved_model", "onnx")
 MODEL_NAMES = {"keras": "model.keras", "saved_model": "saved_model", "onnx": "model.onnx"}
+RUNTIMES = {"keras": "keras with a backend", "saved_model": "tensorflow", "onnx": "onnxruntime"}  # what loads each
 SPEC = "export.json"
 EXAMPLE = Path(__file__).with_name("deploy_classify.py")  # copied beside every export as classify.py
 # The packages each converter needs, and how to get them (setup.cfg's extra "onnx").
-CONVERTERS = {"onnx": (("tf2onnx", "onnx"), 'pip install "ucfpipe[onnx]"')}
+CONVERTERS = {"onnx": (("tf2onnx", "onnx", "onnxruntime"), 'pip install "ucfpipe[onnx]"')}
 # The rule stage one applies (ucfpipe.video.uniform_frame_indices with offset 0.5), spelled out for callers
 # who do not have ucfpipe.
 SAMPLING_FORMULA = "index_i = min(floor((i + 0.5) * (n / T)), n - 1) for i = 0 .. T-1, n = the frames that decode"
 
 
-def check_format(format: str, backend: str, precision: str = "float32") -> None:
-    """Refuse before any work: an unknown format, a TensorFlow-only format on another backend, a converter
-    that is not installed, ONNX of a backbone computing in another precision than float32."""
+def check_format(format: str, backend: str | None, precision: str = "float32", backbone: str = "vgg16") -> None:
+    """Refuse before any work: an unknown format, a TensorFlow-only format on another backend (None: not known
+    yet), a converter that is not installed, ONNX of a backbone computing in another precision than float32 or
+    of a backbone the converter cannot express."""
     if format not in FORMATS:
         raise UcfpipeError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
-    if format in ("saved_model", "onnx") and backend != "tensorflow":
+    if format in ("saved_model", "onnx") and backend not in (None, "tensorflow"):
         # Keras writes SavedModels through TensorFlow, and ONNX (via tf2onnx) is only tested on TensorFlow here.
         raise UcfpipeError(
             f"--format {format} needs the TensorFlow backend (this is {backend}); rerun with KERAS_BACKEND=tensorflow"
@@ -60,19 +65,14 @@ def check_format(format: str, backend: str, precision: str = "float32") -> None:
             f"--format onnx needs a float32 model, but the run's features were computed in {precision} (extract "
             "--precision); export it as keras or saved_model"
         )
+    problem = backbones.get(backbone).onnx_problem
+    if format == "onnx" and problem:
+        raise UcfpipeError(f"--format onnx cannot export a {backbone} run: {problem}; export it as keras or saved_model")
 
 
 def check_out(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UcfpipeError(f"--out {out} exists and is not an empty directory; choose a new directory (export never overwrites)")
-
-
-def backbone_for(stage_one: ExtractConfig):
-    """The run's per-frame feature extractor, uint8 RGB frames -> features: the one place export builds it."""
-    from .backbone import build_extractor
-
-    c = stage_one
-    return build_extractor(c.weights, c.layer, c.pooling, c.size, c.precision, c.seed)
 
 
 def is_builtin(layer) -> bool:
@@ -130,18 +130,15 @@ def portable(model):
     return keras.models.clone_model(model, clone_function=swap, recursive=True)
 
 
-def end_to_end(backbone, classifiers, frames: int, size: int, storage_dtype: str):
-    """uint8 RGB (N, frames, size, size, 3) -> (N, classes) probabilities, the mean over `classifiers`."""
+def end_to_end(backbone, classifiers, frames: int, size: int):
+    """uint8 RGB (N, frames, size, size, 3) -> (N, classes) probabilities, the mean over `classifiers`; `backbone`
+    gives the features as the cache stored them (`predict.rebuild_stage_one`)."""
     import keras
     from keras import ops
 
     clips = keras.Input((frames, size, size, 3), dtype="uint8", name="frames")
     features = backbone(ops.reshape(clips, (-1, size, size, 3)))
     x = ops.reshape(features, (-1, frames, *features.shape[1:]))
-    if storage_dtype != "float32":
-        # The classifier was trained on features stored as `storage_dtype`: round them the same way.
-        x = keras.layers.Activation("linear", dtype=storage_dtype, name=f"as_stored_{storage_dtype}")(x)
-        x = keras.layers.Activation("linear", dtype="float32", name="stored_to_float32")(x)
     outputs = [classifier(x) for classifier in classifiers]
     if len(outputs) > 1:
         outputs = [keras.layers.Average(name="ensemble_mean")(outputs)]
@@ -150,20 +147,19 @@ def end_to_end(backbone, classifiers, frames: int, size: int, storage_dtype: str
 
 def build(run_dir: str | Path, weights: str | None = None):
     """(the end-to-end model, the members, the stage-one config) of the run or ensemble at `run_dir`."""
-    from .predict import stage_one_config
-
     from .ensemble import load_run_or_ensemble
+    from .predict import rebuild_stage_one
 
     members = load_run_or_ensemble(Path(run_dir))
-    stage_one = stage_one_config(members[0], weights)
+    rebuilt = rebuild_stage_one(members[0], weights)
+    stage_one = rebuilt.config
     classifiers = []
     for number, member in enumerate(members, 1):
         classifier = member.load_model()
         if len(members) > 1:
             classifier.name = f"member_{number}_{classifier.name}"  # nested models need distinct names
         classifiers.append(classifier)
-    backbone = portable(backbone_for(stage_one))
-    model = end_to_end(backbone, classifiers, stage_one.frames, stage_one.size, stage_one.dtype)
+    model = end_to_end(portable(rebuilt.model), classifiers, stage_one.frames, stage_one.size)
     return model, members, stage_one
 
 
@@ -221,8 +217,7 @@ Feed it exactly what the model was trained on, per clip:
 {loaders[record['model_format']]}
 ```
 
-`classify.py` does all of it for the .keras format: `python classify.py . VIDEO` (needs keras, a backend,
-opencv-python and numpy). Made from run {record['run']} (cache fingerprint {record['fingerprint']}) by ucfpipe
+`classify.py` does all of it: `python classify.py . VIDEO` (needs opencv-python, numpy and {RUNTIMES[record['model_format']]}). Made from run {record['run']} (cache fingerprint {record['fingerprint']}) by ucfpipe
 {record['versions']['ucfpipe']} with Keras {record['versions']['keras']}.
 """
 
@@ -257,18 +252,67 @@ def save_model(model, path: Path, format: str) -> None:
         raise UcfpipeError(f"the {format} converter failed ({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''})") from None
 
 
+def load_exported(path: Path, format: str):
+    """The saved artifact, loaded with its own runtime: a function uint8 clips -> probabilities."""
+    if format == "keras":
+        import keras
+
+        model = keras.saving.load_model(path, safe_mode=True)
+        return lambda clips: np.asarray(model.predict_on_batch(clips))
+    if format == "saved_model":
+        import tensorflow as tf  # TF-only corner: a SavedModel is TensorFlow's format (check_format refused others)
+
+        model = tf.saved_model.load(str(path))
+        return lambda clips: model.serve(clips).numpy()
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return lambda clips: session.run(None, {session.get_inputs()[0].name: clips})[0]
+
+
+def verify(model, path: Path, format: str, tolerance: float = 1e-3) -> None:
+    """Load what was written with its own runtime and compare it with the model on two random clips, so an
+    export that a converter got wrong (an op it cannot express) is refused here, not found by a user later."""
+    clips = np.random.default_rng(0).integers(0, 256, (2, *model.input.shape[1:]), dtype=np.uint8)
+    expected = np.asarray(model.predict_on_batch(clips))
+    try:
+        found = load_exported(path, format)(clips)
+    except Exception as err:  # runtimes fail with many exception types; say which one, in one line
+        detail = " ".join(str(err).split())[:240]
+        raise UcfpipeError(
+            f"the {format} converter wrote a model its runtime cannot load ({type(err).__name__}: {detail}); "
+            "this backbone has operations the converter does not support: export as keras (or saved_model) instead"
+        ) from None
+    difference = float(np.max(np.abs(found - expected)))
+    if not difference <= tolerance:
+        raise UcfpipeError(
+            f"the {format} model differs from the run's by up to {difference:.3g} in probability (allowed {tolerance}); "
+            "export as keras instead"
+        )
+
+
 def run(run_dir: str | Path, out: str | Path, format: str = "keras", weights: str | None = None, log=print) -> dict:
     """Export the run or ensemble at `run_dir` into the new directory `out`; returns export.json's record."""
-    import keras
+    from .ensemble import load_run_or_ensemble
 
     run_dir, out = Path(run_dir), Path(out)
-    check_format(format, keras.backend.backend())
+    # Everything that can be refused without Keras is refused before it loads (which takes seconds to a minute).
+    # KERAS_BACKEND is what Keras will use when set; else Keras' own config decides, checked once it has loaded.
+    check_format(format, os.environ.get("KERAS_BACKEND") or None)
     check_out(out)
+    recorded = load_run_or_ensemble(run_dir)[0].record["cache"]["extract_config"]
+    check_format(format, None, recorded.get("precision", "float32"), recorded.get("backbone", "vgg16"))
+    if weights not in (None, "imagenet", "none") and not Path(weights).is_file():
+        raise UcfpipeError(f"--weights {weights}: no such file; pass the weights file the run's features were extracted with")
+
+    import keras
+
+    check_format(format, keras.backend.backend(), recorded.get("precision", "float32"), recorded.get("backbone", "vgg16"))
     model, members, stage_one = build(run_dir, weights)
-    check_format(format, keras.backend.backend(), stage_one.precision)
     record = spec(run_dir, members, stage_one, format, model)
     with replacing_dir(out) as tmp:
         save_model(model, tmp / MODEL_NAMES[format], format)
+        verify(model, tmp / MODEL_NAMES[format], format)
         (tmp / "classes.json").write_text(json.dumps(record["classes"], indent=2) + "\n", encoding="utf-8")
         (tmp / "classes.txt").write_text("".join(f"{name}\n" for name in record["classes"]), encoding="utf-8")
         (tmp / SPEC).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

@@ -8,8 +8,10 @@ finished clips go to the shard writer. The cache is resumable: a rerun extracts 
 from __future__ import annotations
 
 import queue
+import shutil
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import numpy as np
 from . import datasets, interrupts
 from .config import ExtractConfig, fingerprint, to_dict
 from .errors import UcfpipeError
-from .features import FORMAT, MANIFEST, ClipFeatures, Source, open_for_writing, write_manifest
+from .features import FORMAT, LOCK, MANIFEST, ClipFeatures, Source, open_for_writing, write_manifest
 from .video import RESIZE_METHOD, SAMPLING_METHOD, VideoError, read_views
 
 EXIT_CLIPS_FAILED = 3  # documented: extraction finished, but some clips could not be read
@@ -238,7 +240,8 @@ def run(config: ExtractConfig, progress: bool = True, log=print, model=None) -> 
     cache_fingerprint = fingerprint(settings)
     out = Path(config.out)
     started = time.time()
-    with open_for_writing(out, cache_fingerprint, settings, config.shard_clips, config.shard_seconds, log) as writer:
+    with _removed_unless_written(out), \
+            open_for_writing(out, cache_fingerprint, settings, config.shard_clips, config.shard_seconds, log) as writer:
         changed = writer.drop_changed(Path(config.videos))
         for video_id, how in list(changed.items())[:10]:
             log(f"  changed since extraction: {video_id}: {how}")
@@ -265,6 +268,19 @@ def run(config: ExtractConfig, progress: bool = True, log=print, model=None) -> 
     return summary
 
 
+@contextmanager
+def _removed_unless_written(out: Path):
+    """An --out this run made, refused before any clip was written (a weights file, features float16 cannot
+    hold), is removed again: a directory holding only the lock is no cache, and reads as one to the eye."""
+    created = not out.exists()
+    try:
+        yield
+    except BaseException:
+        if created and out.is_dir() and {p.name for p in out.iterdir()} <= {LOCK}:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
 def featurise(todo: list[datasets.Clip], config: ExtractConfig, writer, model=None, progress: bool = True) -> tuple[dict, float]:
     """Decode `todo` in threads, run the backbone on batches spanning clips, hand finished clips to `writer`.
     Returns ({video_id: why it could not be read}, frames/s through the model). Ctrl-C keeps finished clips."""
@@ -285,6 +301,8 @@ def featurise(todo: list[datasets.Clip], config: ExtractConfig, writer, model=No
     model_start = time.time()
 
     def store(finished: list[_Pending]) -> None:
+        if finished:
+            check_storable([p.outputs for p in finished], config)
         for pending in finished:
             # The model saw the views' frames one after another: (V*T, ...) -> (V, T, ...).
             features = pending.outputs.reshape(pending.frame_indices.shape + pending.outputs.shape[1:])
@@ -324,6 +342,32 @@ def featurise(todo: list[datasets.Clip], config: ExtractConfig, writer, model=No
         bar.close()
     writer.flush()
     return failed, batcher.frames_done / max(time.time() - model_start, 1e-9)
+
+
+# Refused when more than this share of a batch's nonzero features falls below the storage dtype's smallest
+# normal number. Random-weight MobileNetV3 and EfficientNet put all of theirs there (about 1e-12 and 1e-7);
+# VGG16, ResNet50 and ConvNeXt well under 1 %.
+UNDERFLOW_SHARE = 0.5
+
+
+def check_storable(outputs: list[np.ndarray], config: ExtractConfig) -> None:
+    """Refuse features the storage dtype cannot hold: below float16's smallest normal number (6.1e-05) a
+    value keeps few digits or becomes 0, and a cache of zeros would train and evaluate without a word.
+    Refusing, rather than storing float32 behind the user's back, keeps --dtype what the cache says it is."""
+    smallest = np.finfo(np.dtype(config.dtype)).tiny
+    if smallest <= np.finfo(np.float32).tiny:
+        return  # float32 holds whatever the model computed
+    values = np.abs(np.concatenate([o.ravel() for o in outputs]).astype(np.float32))
+    nonzero = values[values > 0]
+    below = int(np.count_nonzero(nonzero < smallest))
+    if nonzero.size and below > UNDERFLOW_SHARE * nonzero.size:
+        zeros = int(np.count_nonzero(values.astype(config.dtype) == 0))
+        raise UcfpipeError(
+            f"{config.backbone} (--weights {config.weights}) gives features {config.dtype} cannot hold: "
+            f"{below / nonzero.size:.0%} of a batch's nonzero numbers are below its smallest normal number "
+            f"{smallest:.1e} (median {np.median(nonzero):.1e}), {zeros / values.size:.0%} would be stored as 0; "
+            "extract with --dtype float32"
+        )
 
 
 def _write_manifest(out: Path, config: ExtractConfig, settings: dict, cache_fingerprint: str, writer,

@@ -1,6 +1,10 @@
 """Classify video files with a trained run: decode and sample exactly as stage one did for the run's cache,
-VGG16 exactly as it was (rebuilt from the recorded settings, checked against the recorded fingerprint),
+its backbone exactly as it was (rebuilt from the recorded settings, checked against the recorded fingerprint),
 then the run's best model.
+
+`rebuild_stage_one` is the one way a run's stage one is rebuilt (backbone, layer, pooling, size, weights,
+precision and the storage dtype's rounding): predict, predict --window, live, bench-long (through `Predictor`)
+and export all use it.
 """
 
 from __future__ import annotations
@@ -74,20 +78,39 @@ def _weights_file(run: runs.Run, recorded: str, sha256: str) -> str:
     )
 
 
+@dataclass
+class StageOne:
+    """A run's stage one, rebuilt."""
+
+    config: ExtractConfig  # the recorded settings, verified to reproduce the cache's fingerprint here
+    model: object  # keras.Model: uint8 RGB frames (n, size, size, 3) -> features as the cache stored them, float32
+
+
+def rebuild_stage_one(run: runs.Run, weights: str | None = None) -> StageOne:
+    """The run's stage one exactly as it made the run's cache: the run's backbone (VGG16 for runs from before
+    backbones were selectable) cut at its layer, pooled, at its size, weights and precision, its features
+    rounded to the storage dtype. The caller's Python and NumPy random streams are left as they were."""
+    from .backbone import as_stored, build_extractor_for, global_random_state_kept
+
+    config = stage_one_config(run, weights)
+    with global_random_state_kept():  # Keras draws layer seeds from Python's `random` while building
+        return StageOne(config, as_stored(build_extractor_for(config), config.dtype))
+
+
 class Predictor:
-    """VGG16 of the run's stage one plus the run's classifier; `predict(path)` classifies one file. An
-    ensemble directory (ucfpipe.ensemble) gives the mean of its members' probabilities; its members must
-    share one feature cache fingerprint, so that one VGG16 serves them all."""
+    """The run's stage one plus the run's classifier; `predict(path)` classifies one file. An ensemble
+    directory (ucfpipe.ensemble) gives the mean of its members' probabilities; its members must share one
+    feature cache fingerprint, so that one backbone serves them all."""
 
     def __init__(self, run_dir: str | Path, weights: str | None = None):
         from . import ensemble
-        from .backbone import build_extractor_for, global_random_state_kept
+        from .backbone import global_random_state_kept
 
         self.members = ensemble.load_run_or_ensemble(run_dir)
         self.run = self.members[0]
-        self.stage_one = stage_one_config(self.run, weights)
-        with global_random_state_kept():  # Keras draws layer seeds from Python's `random` while building
-            self.extractor = build_extractor_for(self.stage_one)  # the run's backbone (VGG16 for older runs)
+        stage_one = rebuild_stage_one(self.run, weights)
+        self.stage_one, self.extractor = stage_one.config, stage_one.model
+        with global_random_state_kept():
             self.classifiers = [member.load_model() for member in self.members]
         self.classifier = self.classifiers[0]
         self.classes = self.run.classes
@@ -97,10 +120,8 @@ class Predictor:
         return self.classify(self.featurise(clip.frames)[None])[0]
 
     def featurise(self, frames: np.ndarray) -> np.ndarray:
-        """uint8 RGB frames (n, size, size, 3) -> their features (n, ...) as float32."""
-        features = np.asarray(self.extractor.predict_on_batch(frames))
-        # Round to the cache's storage dtype: the classifier was trained on exactly those numbers.
-        return features.astype(self.stage_one.dtype).astype(np.float32)
+        """uint8 RGB frames (n, size, size, 3) -> their features (n, ...) as the cache stored them, as float32."""
+        return np.asarray(self.extractor.predict_on_batch(frames), np.float32)
 
     def classify(self, sequences: np.ndarray) -> np.ndarray:
         """Feature sequences (n, T, ...) -> class probabilities (n, classes): the members' mean."""

@@ -188,12 +188,25 @@ def write_history(directory: Path, history: list[dict]) -> None:
 
 
 # -- the run directory --------------------------------------------------------------------------------------
-def _check_new_run_dir(out: Path) -> None:
+def _never_trained(out: Path) -> bool:
+    """A run directory whose run finished no epoch (stopped by a damaged cache, a kill -9, a crash before
+    its first checkpoint): it holds no model and nothing to resume, so it is not a run."""
+    return ((out / runs.RUN).is_file() and not (out / runs.MODEL).exists()
+            and not (out / runs.CHECKPOINTS / runs.STATE).exists())
+
+
+def _check_new_run_dir(out: Path, clear: bool = False) -> None:
+    """Refuse an --out that holds anything but a run that never trained; with `clear` (under the run's lock),
+    remove such a run's files so the same command starts it over."""
     if (out / runs.RUN).exists():
-        raise UcfpipeError(
-            f"{out} already holds a training run; continue an unfinished one with `ucfpipe train --resume --out {out}`, "
-            "or choose another --out"
-        )
+        if not _never_trained(out):
+            raise UcfpipeError(
+                f"{out} already holds a training run; continue an unfinished one with `ucfpipe train --resume --out {out}`, "
+                "or choose another --out"
+            )
+        if not clear:
+            return
+        _remove_unstarted(out, created=False)
     if out.exists() and (not out.is_dir() or any(p.name != runs.LOCK for p in out.iterdir())):
         raise UcfpipeError(f"--out {out} exists and is not an empty directory; choose a new run directory")
 
@@ -280,24 +293,28 @@ def run(config: TrainConfig, resume: bool = False, log=print, verbose: int = 2) 
         raise UcfpipeError(f"cannot create the run directory {out}: {err.strerror}; choose a writable --out") from None
     with runs.lock_run(out):
         if not resume:
-            _check_new_run_dir(out)  # another train may have started here since the first check
+            # Another train may have started here since the first check; a run that never trained is cleared.
+            _check_new_run_dir(out, clear=True)
         try:
             return _run_locked(config, out, store, split, plan, resume, log, verbose)
         except BaseException:
-            if not resume and not (out / runs.RUN).is_file():
+            if not resume and (not (out / runs.RUN).is_file() or _never_trained(out)):
                 _remove_unstarted(out, created)
             raise
 
 
 def _remove_unstarted(out: Path, created: bool) -> None:
-    """A new run stopped before its record was written: leave no half-made run directory (a rerun of the same
+    """A new run stopped before it finished an epoch: leave no half-made run directory (a rerun of the same
     command would refuse it), only what was there before."""
     if created:
         shutil.rmtree(out, ignore_errors=True)
         return
-    for name in (runs.CLIPS, runs.CONFIG):
+    # run.json goes last: should this be cut short, what is left is still a run that never trained, which
+    # the next `train --out` here clears.
+    shutil.rmtree(out / runs.CHECKPOINTS, ignore_errors=True)
+    for name in (runs.CLIPS, runs.CONFIG, runs.HISTORY, runs.CURVES, runs.RUN):
         (out / name).unlink(missing_ok=True)
-    for name in (runs.CLIPS, runs.CONFIG, runs.RUN):
+    for name in (runs.CLIPS, runs.CONFIG, runs.RUN, runs.HISTORY, runs.CURVES):
         for tmp in out.glob(atomic.temp_glob(name)):
             tmp.unlink(missing_ok=True)
 
@@ -313,12 +330,12 @@ def _run_locked(config: TrainConfig, out: Path, store: FeatureStore, split: data
         record, state = _open_run(out, config, store, split, plan, in_memory, resume, where_to)
         return _fit(config, out, store, split, plan, views, loaded_bytes, in_memory, where_to, record, state, log, verbose)
     except KeyboardInterrupt:
-        if not (out / runs.RUN).is_file():
-            raise  # the run never started: `run` removes what there is, the same command starts it again
+        if not (out / runs.RUN).is_file() or (not resume and _never_trained(out)):
+            raise  # the run never finished an epoch: `run` removes what there is, the same command starts it again
         done = runs.read_json(out / runs.CHECKPOINTS / runs.STATE)["epoch"] if (out / runs.CHECKPOINTS / runs.STATE).is_file() else 0
         raise TrainingInterrupted(f"interrupted after epoch {done}; continue with {resume_hint}") from None
     except runs.DiskFull as err:
-        if not (out / runs.RUN).is_file():
+        if not (out / runs.RUN).is_file() or (not resume and _never_trained(out)):
             raise
         # The last checkpoint is whole (its state is written last), so the run goes on from there.
         raise runs.DiskFull(f"{str(err).removesuffix('; ' + atomic.RERUN)}; free space and continue with {resume_hint}") from None

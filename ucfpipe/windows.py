@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UcfpipeError
-from .stream import Rate, StreamingFeaturiser, top_classes, top_dicts
+from .stream import Rate, StreamingFeaturiser, run_rate, top_classes, top_dicts
 from .video import VideoError, open_video, uniform_frame_indices
 
 
@@ -112,9 +112,22 @@ class Layout:
         return any(self._sampled[index - self.first_frame(k)] for k in range(first, last + 1))
 
 
+MAX_SECONDS = 24 * 3600.0  # a window, stride or stall of over a day is a typo (1e300) or inf, never a clip's span
+
+
+def check_seconds(value: float, flag: str, example: str = "2") -> float:
+    """`value` if it is a finite number of seconds in (0, MAX_SECONDS]; else one line naming `flag`. Larger values
+    end in OverflowError when laid out in frames. Public so that every option in seconds (live's too) says it
+    the same way."""
+    if not (math.isfinite(value) and 0 < value <= MAX_SECONDS):
+        raise UcfpipeError(f"{flag} must be a number of seconds above 0 and at most {MAX_SECONDS:g} (one day), "
+                           f"got {value:g}; pass e.g. {flag} {example}")
+    return float(value)
+
+
 def check_window(window: float, stride: float) -> None:
-    if not (window > 0 and stride > 0):
-        raise UcfpipeError(f"--window and --stride must be positive numbers of seconds, got {window} and {stride}")
+    check_seconds(window, "--window", "auto")
+    check_seconds(stride, "--stride", f"{window / 2:g}")
     if stride > window:
         raise UcfpipeError(f"--stride {stride:g} s is longer than --window {window:g} s: the gaps would go unseen; "
                            "use a stride of at most the window")
@@ -201,17 +214,34 @@ def predict_video(featuriser: StreamingFeaturiser, path: str | Path, rate: Rate,
     return prediction
 
 
-def run(videos, predictor, rate: Rate, stride: float, progress: bool = False) -> list[WindowedPrediction]:
-    """Every video's windows; an unreadable file is a per-file error, a window too short for any file's frame
-    rate stops everything before the first is decoded."""
+def recorded_rate(run, window: float | None = None) -> Rate:
+    """The run's rate from its record alone, before Keras loads: T of its stage one over `window` seconds, by
+    default its typical clip (`stream.run_rate`, which reads only `predictor.run` and `.stage_one.frames`)."""
+    from types import SimpleNamespace
+
+    from .config import ExtractConfig
+
+    frames = run.record["cache"]["extract_config"].get("frames", ExtractConfig.frames)
+    return run_rate(SimpleNamespace(run=run, stage_one=SimpleNamespace(frames=int(frames))), window)
+
+
+def check_videos(videos, rate: Rate, stride: float) -> None:
+    """The window and stride against the run's rate and every readable video's frame rate, with OpenCV only:
+    a window too short for any file stops everything before Keras loads or the first frame is decoded."""
     check_window(rate.clip_seconds, stride)
     for video in videos:
         try:
             fps, _ = video_fps(video)
         except VideoError:
-            continue  # reported per file below
+            continue  # reported per file when its windows are made
         if fps > 0:
             layout(rate, stride, fps, where=f"{video}: ")
+
+
+def run(videos, predictor, rate: Rate, stride: float, progress: bool = False) -> list[WindowedPrediction]:
+    """Every video's windows; an unreadable file is a per-file error, a window too short for any file's frame
+    rate stops everything before the first is decoded."""
+    check_videos(videos, rate, stride)
     featuriser = StreamingFeaturiser(predictor)
     out = []
     for video in videos:

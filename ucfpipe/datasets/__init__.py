@@ -54,13 +54,33 @@ def all_clips(name: str, splits_dir: str | Path) -> tuple[Clip, ...]:
     return tuple(clips[video_id] for video_id in sorted(clips))
 
 
+def group_word(split: Split) -> str:
+    """What a split's families are called: HMDB51's source films, everyone else's groups."""
+    return "sources" if split.dataset == "hmdb51" else "groups"
+
+
 def describe_groups(split: Split, part: str) -> str:
     """What holds `part`'s clips together, for `ucfpipe splits`: group ranges, a count of sources, or nothing."""
     if split.holdout == "groups":
         return _ranges(sorted(split.groups(part)))
     if split.holdout == "sources":
-        return f"{len(split.sources(part) - {''})} sources"
+        named = len(split.sources(part) - {''})
+        text = f"{named} {group_word(split) if named != 1 else group_word(split)[:-1]}"
+        single = sum(not c.source for c in getattr(split, part))
+        return text + (f" + {single} single clips" if single and split.dataset == "folders" else "")
     return "no groups"
+
+
+def describe_holdout(split: Split) -> str:
+    """How `train` takes validation clips out of this split's training list, in words (`--val-groups N`)."""
+    if split.holdout == "groups":
+        return "--val-groups whole groups (gNN) of the training list, drawn from the seed"
+    if split.holdout == "sources":
+        if split.dataset == "hmdb51":
+            return "whole source films, until each class has about --val-groups validation clips"
+        return ("whole gNN groups and single clips (files without a gNN), until each class has about --val-groups "
+                "validation clips")
+    return "--val-groups clips per class, drawn from the seed (no groups are known: each clip stands alone)"
 
 
 def _ranges(numbers: list[int]) -> str:

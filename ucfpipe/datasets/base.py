@@ -15,7 +15,8 @@ from ..errors import UcfpipeError
 
 # How validation is held out of a training list, so that near-duplicates never straddle train and validation:
 # - "groups": whole numbered groups (UCF-101's gGG: one group = same actors and scene), `val_groups` groups;
-# - "sources": whole source videos (HMDB51 cuts several clips from one film), about `val_groups` clips per class;
+# - "sources": whole source videos (HMDB51 cuts several clips from one film) or whole groups of any size (a folders
+#   dataset mixing `gNN` groups with single clips), until each class has about `val_groups` validation clips;
 # - "stratified": no family is known, so `val_groups` clips per class, drawn at random from the seed.
 HOLDOUTS = ("groups", "sources", "stratified")
 
@@ -51,6 +52,11 @@ class Split:
     dataset: str = "ucf101"
     unused: tuple[Clip, ...] = ()  # listed but in neither part (HMDB51's id 0)
 
+    def __post_init__(self):
+        # Every dataset builds its splits here, and so do train, eval and finetune (through the dataset entry):
+        # checking in the constructor means no split that tests on a trained clip can exist at all.
+        refuse_leaks(self)
+
     def groups(self, part: str) -> set[int]:
         return {clip.group for clip in getattr(self, part)}
 
@@ -63,6 +69,56 @@ class Split:
             if any(c.video_id == video_id for c in getattr(self, part)):
                 return part
         return None
+
+
+def _where(clip: Clip) -> str:
+    return f"{clip.relative_path} ({clip.listed_at})" if clip.listed_at else clip.relative_path
+
+
+def refuse_leaks(split: Split) -> None:
+    """Refuse a split whose test part holds a clip, or a near-duplicate of a clip, that its training part holds:
+    the same clip id (a clip is its path without extension, so `x.avi` and `x.mp4` of one class are one clip),
+    or the same group (UCF-101's and folders' gNN, across all classes as the official lists keep them) or source
+    (HMDB51's film, within one class: a film gives clips to several classes, and the official splits keep it on
+    one side per class, not across classes)."""
+    test_ids = {c.video_id: c for c in split.test}
+    for part in ("train", "test"):
+        seen: dict[str, Clip] = {}
+        for clip in getattr(split, part):
+            if clip.video_id in seen:
+                raise UcfpipeError(
+                    f"split {split.number}: {_where(seen[clip.video_id])} and {_where(clip)} are one clip "
+                    f"{clip.video_id!r} (a clip is its path without extension); list one of them only, or rename one"
+                )
+            seen[clip.video_id] = clip
+    for clip in split.train:
+        if clip.video_id in test_ids:
+            raise UcfpipeError(
+                f"split {split.number}: clip {clip.video_id!r} is on both sides, train {_where(clip)} and test "
+                f"{_where(test_ids[clip.video_id])} (a clip is its path without extension); list it on one side only, "
+                "or rename one of the two files"
+            )
+    if split.holdout == "stratified":
+        return  # each clip is its own group: the clip check above is the whole check
+    per_class = split.dataset == "hmdb51"
+
+    def key(clip):
+        return (clip.label, clip.group) if per_class else clip.group
+
+    test_groups = {key(c): c for c in split.test}
+    for clip in split.train:
+        if key(clip) in test_groups:
+            other = test_groups[key(clip)]
+            if per_class:
+                what = f"source {clip.source!r} of class {clip.class_name!r}"
+                fix = "give all of its clips one id in that file (all 1 or all 2)"
+            else:
+                what = f"group {clip.source or clip.group}"
+                fix = "move all of that group's clips into one of the two lists"
+            raise UcfpipeError(
+                f"split {split.number}: {what} is on both sides, train {_where(clip)} and test {_where(other)}; "
+                f"its clips are near-duplicates (same people and scene), so {fix}"
+            )
 
 
 def read_lines(path: Path, what: str, fix: str) -> list[tuple[int, str]]:
@@ -151,8 +207,17 @@ def hold_out(split: Split, clips: list[Clip], count: int, seed: int) -> tuple[li
 
 def missing_on_disk(clips, videos_dir: str | Path) -> list[Clip]:
     """Listed clips with no file under the videos root (a partial download is a normal case)."""
-    videos_dir = Path(videos_dir)
-    if not videos_dir.is_dir():
-        raise UcfpipeError(f"videos folder {videos_dir} does not exist: point --videos at the dataset's video root")
+    videos_dir = require_folder(videos_dir, "videos", "point --videos at the dataset's video root")
     present = {str(p.relative_to(videos_dir)).replace("\\", "/") for p in videos_dir.glob("*/*")}
-    return [clip for clip in clips if clip.relative_path not in present]
+    # One listing covers the usual <class>/<file> layout at once; a clip in a class's subfolder is looked up alone.
+    return [clip for clip in clips if clip.relative_path not in present
+            and not (clip.relative_path.count("/") > 1 and (videos_dir / clip.relative_path).is_file())]
+
+
+def require_folder(path: str | Path, what: str, fix: str) -> Path:
+    """`path` when it is a folder; else one line saying whether it is missing or a file."""
+    path = Path(path)
+    if not path.is_dir():
+        state = "is a file, not a folder" if path.exists() else "does not exist"
+        raise UcfpipeError(f"{what} folder {path} {state}: {fix}")
+    return path
