@@ -19,7 +19,7 @@ SPLIT_NUMBERS ?= 1 2 3
 # The offline demo: a synthetic dataset, random VGG16 weights, small frames.
 DEMO ?= demo
 
-.PHONY: setup demo demo-backbones compare test check extract train eval report bench bench-model bench-train bench-long clean-demo
+.PHONY: setup demo demo-backbones compare test check extract train eval report bench bench-model bench-train bench-long clean-demo docs
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -121,3 +121,13 @@ compare: setup
 
 clean-demo:
 	rm -rf $(DEMO)
+
+# The documentation site (README.md is the front door; docs/ the rest): MkDocs with the Material theme, into site/.
+# --strict fails on any warning: a link to a missing page or anchor, a page missing from mkdocs.yml's nav.
+# Needs only the docs extra, not the backend: `make docs` on a fresh clone does not install TensorFlow.
+docs: $(VENV)/.docs-installed
+	$(VENV)/bin/mkdocs build --strict -d site
+$(VENV)/.docs-installed: setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e ".[docs]"
+	touch $@
