@@ -19,7 +19,7 @@ SPLIT_NUMBERS ?= 1 2 3
 # The offline demo: a synthetic dataset, random VGG16 weights, small frames.
 DEMO ?= demo
 
-.PHONY: setup demo demo-backbones compare test check extract train eval report bench bench-model bench-train bench-long clean-demo docs
+.PHONY: setup demo demo-backbones compare test test-fast check extract train eval report bench bench-model bench-train bench-long clean-demo docs
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -28,8 +28,13 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e ".[$(BACKEND),test]"
 	touch $@
 
+# The whole suite (about 10 minutes on 2 cores alone), and the fast loop without the tests marked slow
+# (subprocesses, real tmpfs disks, exports, every backbone): about a minute or two.
 test: setup
 	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
 
 check: setup
 	$(UCFPIPE) check --videos $(VIDEOS) --splits $(SPLITS)
@@ -51,23 +56,23 @@ report: setup
 # Side-by-side extraction benchmark (flags: see `ucfpipe bench-extract --help`) and the training-epoch benchmark.
 BENCH_FLAGS ?= --clips 16,32 --frames 16 --size 64
 bench: setup
-	$(UCFPIPE) bench-extract $(BENCH_FLAGS)
+	$(UCFPIPE) bench extract $(BENCH_FLAGS)
 
 # VGG16 alone by precision and batch size, and each precision's effect on the features (frames of VIDEOS if
 # they are there). On a GPU: make bench-model BENCH_MODEL_FLAGS="--batch-sizes 64,128,256,512 --precisions float32,bfloat16,float16"
 BENCH_MODEL_FLAGS ?= --size 224 --batch-sizes 16,32 --precisions float32,bfloat16
 bench-model: setup
-	$(UCFPIPE) bench-model $(BENCH_MODEL_FLAGS) $(if $(wildcard $(VIDEOS)),--videos $(VIDEOS))
+	$(UCFPIPE) bench model $(BENCH_MODEL_FLAGS) $(if $(wildcard $(VIDEOS)),--videos $(VIDEOS))
 
 bench-train: setup
-	$(UCFPIPE) bench-train --config stages/train.toml
+	$(UCFPIPE) bench train --config stages/train.toml
 
 # Windowed prediction on generated 1, 10 and 30-minute videos (64x64, 25 fps, kept in bench-long/), each in its
 # own process: frames/s and peak RSS. Predicts with BENCH_LONG_RUN, the demo's split-1 run unless given.
 BENCH_LONG_RUN ?= $(DEMO)/runs/split1
 bench-long: setup
 	test -f $(BENCH_LONG_RUN)/model.keras || $(MAKE) demo
-	$(UCFPIPE) bench-long --run $(BENCH_LONG_RUN)
+	$(UCFPIPE) bench long --run $(BENCH_LONG_RUN)
 
 # The offline demo: synthetic classes that differ only in temporal order, random VGG16 weights, 64x64 frames,
 # all three splits, and an order-blind baseline beside the LSTM. Settings are recorded in each run directory.

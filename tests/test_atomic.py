@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ucfpipe import atomic
-from ucfpipe.errors import UcfpipeError
+from ucfpipe.core import files as atomic
+from ucfpipe.core.errors import UcfpipeError
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
@@ -62,7 +62,7 @@ def test_a_directory_appears_whole_or_not_at_all(tmp_path):
 
 KILLED_WRITER = """
 import sys, time
-from ucfpipe import atomic
+from ucfpipe.core import files as atomic
 with atomic.replacing_dir(sys.argv[1]) as staging:
     (staging / "half.bin").write_bytes(b"x" * 1000)
     print(staging, flush=True)
@@ -70,6 +70,7 @@ with atomic.replacing_dir(sys.argv[1]) as staging:
 """
 
 
+@pytest.mark.slow
 def test_a_staging_directory_left_by_kill_9_is_removed_by_the_next_writer(tmp_path):
     out = tmp_path / "export"
     env = {**os.environ, "PYTHONPATH": str(Path(atomic.__file__).parents[1])}

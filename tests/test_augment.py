@@ -7,12 +7,13 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import extract_tiny
-from test_train import QUIET, tiny_config, weights_of, without_timings
-from ucfpipe import evaluate, runs, train
-from ucfpipe.batches import ClipBatches, InMemory, load_source, temporal_indices
-from ucfpipe.errors import UcfpipeError
-from ucfpipe.features import FeatureStore
+from helpers import QUIET, extract_tiny, tiny_config, weights_of, without_timings
+from ucfpipe.stage_two import evaluate
+from ucfpipe.stage_two import runs
+from ucfpipe.stage_two import train
+from ucfpipe.stage_two.batches import ClipBatches, InMemory, load_source, temporal_indices
+from ucfpipe.core.errors import UcfpipeError
+from ucfpipe.cache.store import FeatureStore
 
 
 @pytest.fixture(scope="module")

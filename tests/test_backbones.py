@@ -8,13 +8,17 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import extract_tiny
-from test_cli_stage_one import assert_one_line_error, invoke, tiny_flags
-from test_train import QUIET, tiny_config
-from ucfpipe import backbones, evaluate, extract, predict, train
+from helpers import QUIET, assert_one_line_error, extract_tiny, invoke, tiny_config, tiny_flags
+from ucfpipe.models import backbones
+from ucfpipe.stage_two import evaluate
+from ucfpipe.stage_one import extract
+from ucfpipe.serving import predictor as predict
+from ucfpipe.stage_two import train
 from ucfpipe.config import ExtractConfig, fingerprint, to_dict
-from ucfpipe.errors import UcfpipeError
-from ucfpipe.features import FeatureStore
+from ucfpipe.core.errors import UcfpipeError
+from ucfpipe.cache.store import FeatureStore
+
+pytestmark = pytest.mark.slow  # subprocesses, exports or every backbone: `make test`, not `make test-fast`
 
 FRAMES = 2
 
@@ -128,7 +132,7 @@ def test_bad_backbone_choices_are_one_line_errors_before_any_work(synth_dataset,
 def test_a_layer_other_than_the_default_is_built():
     config = ExtractConfig(videos="v", splits="s", backbone="resnet50", layer="conv4_block6_out", size=32, weights="none").validate()
     assert config.layer == "conv4_block6_out"
-    from ucfpipe.backbone import build_extractor_for
+    from ucfpipe.models.extractor import build_extractor_for
 
     assert build_extractor_for(config).output.shape == (None, 1024)  # ResNet50's stage 4 has 1024 channels
 

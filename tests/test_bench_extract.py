@@ -1,6 +1,10 @@
 """The extraction benchmark runs at a tiny size so it cannot rot; it asserts correctness, never speed."""
 
-from ucfpipe import bench_extract
+import pytest
+
+from ucfpipe.bench import extract as bench_extract
+
+pytestmark = pytest.mark.slow  # subprocesses, exports or every backbone: `make test`, not `make test-fast`
 
 
 def test_benchmark_paths_compute_the_same_features(tmp_path):

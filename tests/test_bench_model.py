@@ -9,7 +9,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from conftest import REPO
+from helpers import REPO
 from ucfpipe.cli import main
 
 
@@ -79,6 +79,7 @@ assert "keras" not in sys.modules and "tensorflow" not in sys.modules, "Keras lo
     (["--size", "32", "--backbone", "all"], "--size 32 is below the smallest input of inception_v3 (75);"),
     (["--backbone", "vgg16,resnet"], "unknown backbone 'resnet'"),
 ])
+@pytest.mark.slow
 def test_bench_model_refuses_sizes_and_names_before_keras_loads(flags, fragment):
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", REFUSED_WITHOUT_KERAS, "bench-model", *flags], capture_output=True,

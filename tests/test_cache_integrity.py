@@ -17,13 +17,16 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import REPO, TINY, extract_tiny
-from ucfpipe import extract, features
+from helpers import REPO, TINY, extract_tiny, flip_a_feature_byte
+from ucfpipe.stage_one import extract
+from ucfpipe.cache import format as cache_format
+from ucfpipe.cache import writer
 from ucfpipe.cli import main
 from ucfpipe.config import ExtractConfig
-from ucfpipe.errors import UcfpipeError
-from ucfpipe.features import MANIFEST, FeatureStore
-from ucfpipe.merge import merge
+from ucfpipe.core.errors import UcfpipeError
+from ucfpipe.cache.format import MANIFEST
+from ucfpipe.cache.store import FeatureStore
+from ucfpipe.stage_one.merge import merge
 
 # pooling "none" keeps the 1x1x512 map of 32x32 frames: shards of ~0.6 MB, so a 3 MB disk fills mid-run.
 BIG = {**TINY, "pooling": "none", "shard_clips": 16}
@@ -79,6 +82,7 @@ def clean_big(synth_dataset, tmp_path_factory):
 
 
 # -- full disks -------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_full_disk_during_extract_is_one_line_and_a_rerun_ends_with_the_clean_cache(synth_dataset, clean_big, small_disk, tmp_path, monkeypatch):
     if small_disk is None:
         pytest.skip("mount refused here: see test_injected_enospc_when_no_tmpfs_can_be_mounted")
@@ -99,7 +103,7 @@ def test_full_disk_during_extract_is_one_line_and_a_rerun_ends_with_the_clean_ca
     written = sorted(out.glob("shard-*.h5"))
     assert 0 < len(written) < 108 // 16  # the disk filled mid-run, after some shards
     for shard in written:  # whatever took a shard's name is whole: every checksum reads
-        assert features.verify_shard(shard) is None
+        assert cache_format.verify_shard(shard) is None
         with h5py.File(shard) as handle:
             stored = np.abs(handle["features"][()].astype(np.float32))
             assert stored.sum(axis=tuple(range(1, stored.ndim))).min() > 0  # no clip of zeros
@@ -113,7 +117,7 @@ def test_full_disk_during_extract_is_one_line_and_a_rerun_ends_with_the_clean_ca
 def test_injected_enospc_when_no_tmpfs_can_be_mounted(synth_dataset, clean_big, tmp_path, monkeypatch):
     """The same guarantee, in process, with ENOSPC raised by the shard's write; this one runs everywhere."""
     out = tmp_path / "features"
-    real, written = features._write_file, []
+    real, written = writer._write_file, []
 
     def full_after_two(path, data):
         if len(written) == 2:
@@ -121,11 +125,11 @@ def test_injected_enospc_when_no_tmpfs_can_be_mounted(synth_dataset, clean_big, 
         written.append(path)
         real(path, data)
 
-    monkeypatch.setattr(features, "_write_file", full_after_two)
+    monkeypatch.setattr(writer, "_write_file", full_after_two)
     with pytest.raises(UcfpipeError, match=r"no space left on the device of .*shard-00002\.h5 \(it needs about"):
         extract.run(config(synth_dataset, out), **QUIET)
     assert sorted(p.name for p in out.glob("shard-*")) == ["shard-00000.h5", "shard-00001.h5"]
-    monkeypatch.setattr(features, "_write_file", real)
+    monkeypatch.setattr(writer, "_write_file", real)
     assert extract.run(config(synth_dataset, out), **QUIET)["extracted"] == 108 - 32
     assert_same_cache(out, clean_big)
 
@@ -168,16 +172,6 @@ def test_merge_onto_a_full_disk_leaves_nothing_then_succeeds(synth_dataset, clea
     assert_same_cache(out, clean_big)
 
 
-# -- damaged shards ---------------------------------------------------------------------------------------
-def flip_a_feature_byte(shard: Path, row: int) -> None:
-    """Flip one byte in the middle of clip `row`'s stored features (not in the file's header)."""
-    with h5py.File(shard) as handle:
-        chunk = handle["features"].id.get_chunk_info(row)
-    with shard.open("r+b") as handle:
-        handle.seek(chunk.byte_offset + chunk.size // 2)
-        byte = handle.read(1)[0]
-        handle.seek(-1, os.SEEK_CUR)
-        handle.write(bytes([byte ^ 0x10]))
 
 
 def test_a_flipped_byte_is_refused_by_readers_found_by_check_and_re_extracted(synth_dataset, synth_cache, tmp_path):
@@ -228,7 +222,7 @@ def test_a_format_1_cache_is_still_read_and_check_says_it_has_no_checksums(synth
     manifest = json.loads((out / MANIFEST).read_text())
     del manifest["checksums"]
     manifest["format"] = "ucfpipe-features/1"
-    features.write_json_atomic(out / MANIFEST, manifest)
+    writer.write_json_atomic(out / MANIFEST, manifest)
     assert len(FeatureStore(out)) == len(FeatureStore(synth_cache))
     result = invoke("check", "--features", out)
     assert result.exit_code == 0 and "format ucfpipe-features/1 has no checksums" in result.output
@@ -292,8 +286,8 @@ def test_an_interrupted_rewrite_is_finished_by_the_next_run(synth_dataset, synth
     out = tmp_path / "features"
     shutil.copytree(synth_cache, out)
     name = json.loads((out / MANIFEST).read_text())["shards"][0]
-    clips = features.read_shard(out / name)
-    features.write_shard(out / "shard-00099.h5", clips[1:], FeatureStore(out).fingerprint,
+    clips = cache_format.read_shard(out / name)
+    writer.write_shard(out / "shard-00099.h5", clips[1:], FeatureStore(out).fingerprint,
                          FeatureStore(out).settings, replaces=name)
     summary = extract.run(ExtractConfig(videos=str(synth_dataset["videos"]), splits=str(synth_dataset["splits"]),
                                         out=str(out), **TINY), **QUIET)

@@ -3,26 +3,15 @@
 import shutil
 
 import pytest
-from click.testing import CliRunner
 
-from conftest import TINY
-from ucfpipe.cli import main
-from ucfpipe.features import FeatureStore
+from helpers import assert_one_line_error, invoke, tiny_flags
+from ucfpipe.cache.store import FeatureStore
 
 
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
-def tiny_flags():
-    return [f for key, value in TINY.items() for f in (f"--{key.replace('_', '-')}", value)]
 
 
-def assert_one_line_error(result, fragment: str, exit_code: int = 2):
-    assert result.exit_code == exit_code, result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("Error: ")]
-    assert len(errors) == 1 and fragment in errors[0], result.output
-    assert "Traceback" not in result.output
 
 
 def test_splits_reports_official_counts(official_splits, genuine_videos):

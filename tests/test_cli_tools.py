@@ -4,9 +4,9 @@ import shutil
 
 from click.testing import CliRunner
 
-from conftest import TINY
+from helpers import TINY
 from ucfpipe.cli import main
-from ucfpipe.features import FeatureStore
+from ucfpipe.cache.store import FeatureStore
 
 
 def invoke(*args):

@@ -2,8 +2,8 @@
 
 import pytest
 
-from ucfpipe.comma_list import comma_list
-from ucfpipe.errors import UcfpipeError
+from ucfpipe.core.comma_list import comma_list
+from ucfpipe.core.errors import UcfpipeError
 
 
 def test_values_are_converted_and_blanks_skipped():

@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from ucfpipe import distribute
-from ucfpipe.batches import ClipBatches, InMemory
+from ucfpipe.models import distribute
+from ucfpipe.stage_two.batches import ClipBatches, InMemory
 from ucfpipe.cli import main
 from ucfpipe.config import TrainConfig
-from ucfpipe.errors import UcfpipeError
+from ucfpipe.core.errors import UcfpipeError
+
+pytestmark = pytest.mark.slow  # subprocesses, exports or every backbone: `make test`, not `make test-fast`
 
 # Trains the tiny cache twice on JAX, on one device and data parallel over 4 simulated CPU devices, then
 # evaluates both in the same process (the distribution must not leak out of training). 54 training clips in
@@ -21,9 +23,9 @@ from ucfpipe.errors import UcfpipeError
 SCRIPT = """
 import json, sys
 import keras, numpy as np
-from ucfpipe import evaluate, runs, train
+from ucfpipe.stage_two import evaluate, runs, train
 from ucfpipe.config import TrainConfig
-from ucfpipe.features import FeatureStore
+from ucfpipe import FeatureStore
 
 cache, splits, out = sys.argv[1:4]
 common = dict(features=cache, splits=splits, split=1, units=16, epochs=3, batch_size=8, val_groups=1,
@@ -55,7 +57,7 @@ train.RunKeeper.on_epoch_end = original
 train.run(train.resume_config(f"{out}/resumed", {"distribute": "none"}), resume=True, log=lambda *_: None, verbose=0)
 report["resumed"] = runs.load_model(f"{out}/resumed/model.keras").predict(features, verbose=0).tolist()
 
-from ucfpipe import bench_train
+from ucfpipe.bench import train as bench_train
 timing = bench_train.run(TrainConfig(features="-", splits="-", out="-", distribute="data", batch_size=8, units=8),
                          clips=30, frames=4, dim=8, num_classes=3, epochs=2, log=lambda *_: None)
 report["bench_steps"] = timing["steps_per_epoch"]

@@ -11,12 +11,16 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from test_train import QUIET, tiny_config
-from ucfpipe import ensemble, evaluate, predict, runs
+from helpers import QUIET, tiny_config
+from ucfpipe.stage_two import ensemble
+from ucfpipe.stage_two import evaluate
+from ucfpipe.serving import predictor as predict
+from ucfpipe.stage_two import runs
 from ucfpipe.cli import main
-from ucfpipe.comma_list import comma_list
-from ucfpipe.errors import UcfpipeError
-from ucfpipe.features import FeatureStore, write_json_atomic
+from ucfpipe.core.comma_list import comma_list
+from ucfpipe.core.errors import UcfpipeError
+from ucfpipe.cache.store import FeatureStore
+from ucfpipe.cache.writer import write_json_atomic
 
 
 @pytest.fixture(scope="module")

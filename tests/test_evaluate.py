@@ -6,11 +6,13 @@ import json
 import numpy as np
 import pytest
 
-from test_train import QUIET, copy_cache, tiny_config
-from ucfpipe import evaluate, runs, train
-from ucfpipe.errors import UcfpipeError
-from ucfpipe.metrics import classification_metrics
-from ucfpipe.ucf101 import read_split
+from helpers import QUIET, copy_cache, tiny_config
+from ucfpipe.stage_two import evaluate
+from ucfpipe.stage_two import runs
+from ucfpipe.stage_two import train
+from ucfpipe.core.errors import UcfpipeError
+from ucfpipe.stage_two.metrics import classification_metrics
+from ucfpipe.datasets.ucf101 import read_split
 
 CLASSES = ["a", "b", "c", "d", "e", "f", "g"]
 
@@ -120,7 +122,7 @@ def test_eval_of_a_cache_holding_none_of_the_test_clips_does_not_offer_to_score_
 def test_confusion_matrix_of_101_classes_is_drawn_large(tmp_path):
     from PIL import Image
 
-    from ucfpipe.plots import plot_confusion
+    from ucfpipe.stage_two.plots import plot_confusion
 
     matrix = np.random.default_rng(0).integers(0, 5, size=(101, 101))
     plot_confusion(matrix, [f"Class{i:03d}" for i in range(101)], tmp_path / "c.png")

@@ -13,13 +13,18 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import REPO, extract_tiny
-from test_train import QUIET, tiny_config
-from ucfpipe import backbones, ensemble, export, predict, train
+from helpers import QUIET, REPO, extract_tiny, tiny_config
+from ucfpipe.models import backbones
+from ucfpipe.stage_two import ensemble
+from ucfpipe.serving import export
+from ucfpipe.serving import predictor as predict
+from ucfpipe.stage_two import train
 from ucfpipe.cli import main
-from ucfpipe.errors import UcfpipeError
-from ucfpipe.features import FeatureStore
-from ucfpipe.video import read_clip
+from ucfpipe.core.errors import UcfpipeError
+from ucfpipe.cache.store import FeatureStore
+from ucfpipe.video.decode import read_clip
+
+pytestmark = pytest.mark.slow  # subprocesses, exports or every backbone: `make test`, not `make test-fast`
 
 # Run first in every clean subprocess: ucfpipe cannot be imported there (isolated mode drops PYTHONPATH; the
 # finder also refuses an installed or editable ucfpipe), so whatever loads must load with Keras alone.
@@ -181,7 +186,7 @@ def test_the_readme_example_is_the_shipped_classify_py(exported):
     shipped = (exported("keras") / "classify.py").read_text()
     readme = (REPO / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
-    assert shipped in blocks, "README's 'Deploy it' example must be ucfpipe/deploy_classify.py verbatim"
+    assert shipped in blocks, "README's 'Deploy it' example must be ucfpipe/serving/templates/classify.py verbatim"
     # Importing it runs nothing (no arguments read, no model loaded): its functions can be reused.
     done = clean_python("-c", WITHOUT_UCFPIPE + "import runpy; names = runpy.run_path(sys.argv[1]); "
                         "assert callable(names['main']) and 'keras' not in sys.modules", str(exported("keras") / "classify.py"))
@@ -216,7 +221,7 @@ def test_an_ensemble_exports_as_one_model_averaging_its_members(cut_cache, synth
 
 
 def test_ucfpipe_layers_become_built_in_layers_with_the_same_numbers():
-    from ucfpipe.backbone import Preprocess
+    from ucfpipe.models.extractor import Preprocess
 
     frames = keras.Input((4, 4, 3), dtype="uint8")
     model = keras.Model(frames, Preprocess("caffe", dtype="float32")(frames))
@@ -350,8 +355,8 @@ def test_a_run_of_another_backbone_exports_to_the_other_formats_too(backbone_exp
 # -- settings refused before Keras loads ---------------------------------------------------------------------------
 REFUSED_WITHOUT_KERAS = """
 import sys
-from ucfpipe import export
-from ucfpipe.errors import UcfpipeError
+from ucfpipe.serving import export
+from ucfpipe.core.errors import UcfpipeError
 try:
     export.run(*sys.argv[1:4], weights=sys.argv[4] or None)
 except UcfpipeError as err:

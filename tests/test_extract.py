@@ -9,11 +9,12 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import TINY
-from ucfpipe import extract
+from helpers import TINY
+from ucfpipe.stage_one import extract
 from ucfpipe.config import ExtractConfig
-from ucfpipe.errors import UcfpipeError
-from ucfpipe.features import FeatureStore, open_for_writing
+from ucfpipe.core.errors import UcfpipeError
+from ucfpipe.cache.store import FeatureStore
+from ucfpipe.cache.writer import open_for_writing
 
 QUIET = {"progress": False, "log": lambda *_: None}
 
@@ -154,7 +155,7 @@ def test_second_writer_is_refused_while_the_first_holds_the_lock(tmp_path):
     thread.start()
     try:
         assert ready.wait(10)
-        with pytest.raises(UcfpipeError, match="another ucfpipe extract is writing"):
+        with pytest.raises(UcfpipeError, match=r"the feature cache .* is in use by pid \d+"):
             with open_for_writing(tmp_path, "abc", {"dtype": "float16"}):
                 pass
     finally:
@@ -184,7 +185,7 @@ def test_unreadable_clip_is_recorded_and_the_rest_extracted(synth_dataset, tmp_p
 
 
 def test_shard_parts_are_disjoint_complete_and_merge_into_the_full_cache(synth_dataset, synth_cache, tmp_path):
-    from ucfpipe.merge import merge
+    from ucfpipe.stage_one.merge import merge
 
     parts = []
     for index in range(3):
@@ -216,7 +217,7 @@ def test_bad_shard_specs_are_refused(shard):
 
 @pytest.fixture(scope="module")
 def six_clips(tmp_path_factory):
-    from ucfpipe.synth import generate_dataset
+    from ucfpipe.datasets.synth import generate_dataset
 
     return generate_dataset(tmp_path_factory.mktemp("six"), num_classes=2, num_groups=3, clips_per_group=1, seed=0)
 

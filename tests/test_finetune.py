@@ -3,10 +3,12 @@
 import numpy as np
 import pytest
 
-from ucfpipe import finetune
-from ucfpipe.backbone import build_extractor
+from ucfpipe.stage_one import finetune
+from ucfpipe.models.extractor import build_extractor
 from ucfpipe.config import FinetuneConfig
-from ucfpipe.errors import UcfpipeError
+from ucfpipe.core.errors import UcfpipeError
+
+pytestmark = pytest.mark.slow  # subprocesses, exports or every backbone: `make test`, not `make test-fast`
 
 
 def test_finetune_writes_loadable_weights_whose_features_differ(synth_dataset, tmp_path):

@@ -25,13 +25,15 @@ import pytest
 from click.testing import CliRunner
 
 from ucfpipe import datasets
-from ucfpipe.backbones import BACKBONES
+from ucfpipe.models.backbones import BACKBONES
 from ucfpipe.cli import main
-from ucfpipe.export import FORMATS, MODEL_NAMES
-from ucfpipe.predict import Predictor
-from ucfpipe.runs import Run
-from ucfpipe.synth import split_blocks
-from ucfpipe.video import read_clip
+from ucfpipe.serving.export import FORMATS, MODEL_NAMES
+from ucfpipe.serving.predictor import Predictor
+from ucfpipe.stage_two.runs import Run
+from ucfpipe.datasets.synth import split_blocks
+from ucfpipe.video.decode import read_clip
+
+pytestmark = pytest.mark.slow  # subprocesses, exports or every backbone: `make test`, not `make test-fast`
 
 FRAMES = 4
 NUM_CLASSES, NUM_GROUPS, CLIPS_PER_GROUP = 4, 3, 2  # 24 clips; split 1 tests on group 1 (8 clips)
@@ -129,7 +131,7 @@ def assert_export_equals_predict(run_dir: Path, out: Path, model_format: str, vi
 @pytest.fixture(scope="module")
 def small_dataset(tmp_path_factory) -> dict:
     """4 classes x 3 groups x 2 clips in UCF-101's layout, small frames: 24 clips, cheap for every backbone."""
-    from ucfpipe.synth import generate_dataset
+    from ucfpipe.datasets.synth import generate_dataset
 
     return generate_dataset(tmp_path_factory.mktemp("matrix") / "synth", num_classes=NUM_CLASSES, num_groups=NUM_GROUPS,
                             clips_per_group=CLIPS_PER_GROUP, frame_size=(80, 60), min_frames=12, max_frames=20, seed=0)

@@ -3,12 +3,13 @@
 import numpy as np
 import pytest
 
-from test_train import QUIET, tiny_config
-from ucfpipe import predict, train
+from helpers import QUIET, tiny_config
+from ucfpipe.serving import predictor as predict
+from ucfpipe.stage_two import train
 from ucfpipe.config import ExtractConfig, fingerprint, to_dict
-from ucfpipe.errors import UcfpipeError
-from ucfpipe.extract import feature_settings
-from ucfpipe.features import FeatureStore
+from ucfpipe.core.errors import UcfpipeError
+from ucfpipe.stage_one.extract import feature_settings
+from ucfpipe.cache.store import FeatureStore
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,10 @@ import types
 
 import pytest
 
-from ucfpipe import interrupts, quiet
+from ucfpipe.core import interrupts
+from ucfpipe.core import quiet
+
+pytestmark = pytest.mark.slow  # subprocesses, exports or every backbone: `make test`, not `make test-fast`
 
 STARTUP = (
     "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"

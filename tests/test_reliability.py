@@ -11,9 +11,9 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import TINY
-from ucfpipe import check
-from ucfpipe.features import FeatureStore
+from helpers import TINY
+from ucfpipe.stage_one import check
+from ucfpipe.cache.store import FeatureStore
 
 
 def extract_command(dataset, out):
@@ -37,6 +37,7 @@ def start_and_kill(command, out, config, shards_before_kill: int, timeout: float
     return finished
 
 
+@pytest.mark.slow
 def test_kill_9_at_several_points_then_rerun_equals_a_clean_run(synth_dataset, synth_cache, tmp_path):
     out = tmp_path / "features"
     config = tmp_path / "extract.toml"

@@ -16,13 +16,18 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import extract_tiny
-from test_train import QUIET, tiny_config
-from ucfpipe import evaluate, extract, finetune, runs, train
+from helpers import QUIET, extract_tiny, tiny_config
+from ucfpipe.stage_two import evaluate
+from ucfpipe.stage_one import extract
+from ucfpipe.stage_one import finetune
+from ucfpipe.stage_two import runs
+from ucfpipe.stage_two import train
 from ucfpipe.cli import main
 from ucfpipe.config import FinetuneConfig
-from ucfpipe.errors import UcfpipeError
-from ucfpipe.features import FeatureStore
+from ucfpipe.core.errors import UcfpipeError
+from ucfpipe.cache.store import FeatureStore
+
+pytestmark = pytest.mark.slow  # subprocesses, exports or every backbone: `make test`, not `make test-fast`
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 CLI = [sys.executable, "-m", "ucfpipe.cli"]
@@ -139,30 +144,8 @@ def test_two_finetunes_writing_one_file_are_refused(synth_dataset, tmp_path):
     assert not out.exists()
 
 
-# -- a full disk -------------------------------------------------------------------------------------------------
-@pytest.fixture
-def disk_of(tmp_path):
-    """`disk_of(size)`: a real file system of that size (tmpfs; the tests run as root, as CI does). Where
-    mounting is refused the full-disk tests are skipped rather than faked."""
-    mounted = []
-
-    def mount(size: str) -> Path:
-        point = tmp_path / f"disk{len(mounted)}"
-        point.mkdir()
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)], capture_output=True, text=True)
-        if done.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}); the full-disk tests need root")
-        mounted.append(point)
-        return point
-
-    yield mount
-    for point in mounted:
-        subprocess.run(["umount", "-l", str(point)], check=False)
 
 
-@pytest.fixture
-def small_disk(disk_of):
-    return disk_of("4m")
 
 
 def fill(disk: Path) -> Path:
@@ -263,7 +246,7 @@ class Recording:
 
 @pytest.mark.parametrize("batch_size, expected", [(100000, [176]), (128, [128, 64]), (64, [64, 64, 64]), (50, [50, 50, 50, 32])])
 def test_batches_never_exceed_the_work_and_pad_the_last_to_a_power_of_two(batch_size, expected):
-    from ucfpipe.backbone import build_extractor
+    from ucfpipe.models.extractor import build_extractor
 
     model = Recording(build_extractor("none", size=32))
     frames = np.random.default_rng(0).integers(0, 256, (22, 8, 32, 32, 3), dtype=np.uint8)  # 176 frames
@@ -321,7 +304,7 @@ def test_predict_on_a_folder_classifies_every_video_under_it(synth_dataset, fini
 
 
 def test_a_run_on_a_relative_weights_file_predicts_from_anywhere(synth_dataset, tmp_path, monkeypatch):
-    from ucfpipe.backbone import load_application
+    from ucfpipe.models.extractor import load_application
 
     monkeypatch.chdir(tmp_path)
     load_application("vgg16", "none", 32, 7).save_weights("vgg.weights.h5")  # a seeded random VGG16, relative to the cwd
@@ -354,8 +337,8 @@ def test_eval_tta_on_a_cache_without_views_warns_it_equals_the_plain_evaluation(
 
 
 def test_building_an_extractor_or_predictor_leaves_global_random_state_alone(finished_run):
-    from ucfpipe.backbone import build_extractor
-    from ucfpipe.predict import Predictor
+    from ucfpipe.models.extractor import build_extractor
+    from ucfpipe.serving.predictor import Predictor
 
     for build in (lambda: build_extractor("none", size=32, seed=3), lambda: Predictor(finished_run)):
         random.seed(123)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ucfpipe import cli
+from ucfpipe.commands import options
 from ucfpipe.cli import main
 from ucfpipe.config import CHOICES, ExtractConfig, FinetuneConfig, TrainConfig, load_config, setting
 
@@ -33,9 +33,9 @@ LOCATIONS = {"videos": "VIDEOS", "splits": "SPLITS"}
 REQUIRED = {ExtractConfig: ("videos", "splits"), TrainConfig: ("splits", "out"), FinetuneConfig: ("videos", "splits")}
 
 
-def help_entries(command: str) -> dict[str, str]:
-    """`ucfpipe COMMAND --help`, one whitespace-normalised text per option, by setting name."""
-    result = CliRunner().invoke(main, [command, "--help"], terminal_width=1000, max_content_width=1000)
+def help_entries(*command: str) -> dict[str, str]:
+    """`ucfpipe COMMAND [SUBCOMMAND] --help`, one whitespace-normalised text per option, by setting name."""
+    result = CliRunner().invoke(main, [*command, "--help"], terminal_width=1000, max_content_width=1000)
     assert result.exit_code == 0, result.output
     options = result.output.split("\nOptions:\n", 1)[1]
     entries = {}
@@ -114,7 +114,7 @@ def test_every_choice_of_a_setting_is_configs_tuple(command):
 
 
 def test_bench_precision_choices_are_configs():
-    assert help_entries("bench")["precision"].startswith(f"--precision [{'|'.join(CHOICES['precision'])}]")
+    assert help_entries("bench", "extract")["precision"].startswith(f"--precision [{'|'.join(CHOICES['precision'])}]")
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -148,8 +148,8 @@ def test_the_help_follows_an_edited_dataclass(monkeypatch):
     monkeypatch.setitem(CHOICES, "monitor", ("val_loss", "val_top5"))
 
     @click.command()
-    @cli.setting_option(TrainConfig, "learning_rate", help="Adam.")
-    @cli.setting_option(TrainConfig, "monitor", help="Picks.")
+    @options.setting_option(TrainConfig, "learning_rate", help="Adam.")
+    @options.setting_option(TrainConfig, "monitor", help="Picks.")
     def command(**flags):
         click.echo(repr(flags))
 

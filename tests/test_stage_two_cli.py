@@ -7,11 +7,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conftest import TINY
-from test_train import copy_cache
-from ucfpipe import runs
+from helpers import TINY, copy_cache
+from ucfpipe.stage_two import runs
 from ucfpipe.cli import main
-from ucfpipe.features import MANIFEST
+from ucfpipe.cache.format import MANIFEST
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_FLAGS = ["--units", 8, "--epochs", 2, "--batch-size", 8, "--val-groups", 1, "--learning-rate", 3e-3]
@@ -155,7 +154,7 @@ def test_train_refuses_a_cache_missing_test_clips(pipeline, tmp_path):
 
 
 def test_a_train_stopped_by_a_damaged_cache_leaves_no_run_and_reruns_once_the_cache_is_fixed(pipeline, tmp_path):
-    from test_cache_integrity import flip_a_feature_byte
+    from helpers import flip_a_feature_byte
 
     features = tmp_path / "features"
     shutil.copytree(pipeline["features"], features)

@@ -20,15 +20,17 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from test_run_reliability import disk_of  # noqa: F401  (a real tmpfs, or a skip saying why)
-from test_train import QUIET, tiny_config
-from ucfpipe import live, predict, train, windows
+from helpers import QUIET, tiny_config
+from ucfpipe.serving import live
+from ucfpipe.serving import predictor as predict
+from ucfpipe.stage_two import train
+from ucfpipe.serving import windows
 from ucfpipe.cli import main
-from ucfpipe.errors import UcfpipeError
-from ucfpipe.features import FeatureStore
-from ucfpipe.stream import StreamingFeaturiser, run_rate
-from ucfpipe.synth import DEFAULT_CLASSES, render_clip, video_fourcc
-from ucfpipe.video import resize_rgb
+from ucfpipe.core.errors import UcfpipeError
+from ucfpipe.cache.store import FeatureStore
+from ucfpipe.serving.featuriser import StreamingFeaturiser, run_rate
+from ucfpipe.datasets.synth import DEFAULT_CLASSES, render_clip, video_fourcc
+from ucfpipe.video.decode import resize_rgb
 
 FPS = 25.0
 # Classes the tiny model tells apart reliably, two time-reversed pairs among them: FadingIn/FadingOut and
@@ -302,6 +304,7 @@ def test_a_dropped_source_and_ctrl_c_end_with_a_summary(predictor, rate):
     assert summary.ended == "interrupted" and summary.predictions == 1 and "Ctrl-C" in summary.line()
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_a_live_run_with_a_summary_and_exit_130(run_dir, concatenated, tmp_path):
     video, _ = concatenated
     annotated = tmp_path / "annotated.avi"
@@ -461,6 +464,7 @@ def test_a_recording_the_disk_cut_short_is_caught_when_it_is_checked(tmp_path, d
 
 
 @pytest.mark.parametrize("when", ["loading", "first prediction", "a second later"])
+@pytest.mark.slow
 def test_sigterm_keeps_the_recording_whole_prints_the_summary_and_exits_143(run_dir, concatenated, tmp_path, when):
     video, _ = concatenated
     annotated = tmp_path / "annotated.mp4"

@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from ucfpipe import synth
-from ucfpipe.errors import UcfpipeError
-from ucfpipe.synth import DEFAULT_CLASSES, clip_num_frames, generate_dataset, render_clip, split_blocks
+from ucfpipe.datasets import synth
+from ucfpipe.core.errors import UcfpipeError
+from ucfpipe.datasets.synth import DEFAULT_CLASSES, clip_num_frames, generate_dataset, render_clip, split_blocks
 
 PARAMS = dict(num_classes=6, num_groups=6, clips_per_group=3, min_frames=24, max_frames=64, seed=0)
 LINE = re.compile(r"^(?P<folder>[A-Za-z]+)/v_(?P<name>[A-Za-z]+)_g(?P<group>\d\d)_c(?P<clip>\d\d)\.avi$")

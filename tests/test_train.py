@@ -4,45 +4,23 @@ import csv
 import json
 import shutil
 
-import h5py
 import keras
 import numpy as np
 import pytest
 
-from ucfpipe import runs, train
-from ucfpipe.config import TrainConfig, fingerprint
-from ucfpipe.errors import UcfpipeError
-from ucfpipe.features import MANIFEST, FeatureStore, file_sha256, write_json_atomic
-from ucfpipe.ucf101 import hold_out_groups, read_split
-
-TINY_TRAIN = {"units": 16, "epochs": 3, "batch_size": 8, "val_groups": 1, "learning_rate": 3e-3, "dropout": 0.2,
-              "label_smoothing": 0.0, "patience": 10}
-QUIET = {"log": lambda *_: None, "verbose": 0}
-
-
-def tiny_config(cache, splits, out, **changes) -> TrainConfig:
-    return TrainConfig(features=str(cache), splits=str(splits), out=str(out), **{"split": 1, **TINY_TRAIN, **changes})
+from helpers import QUIET, copy_cache, tiny_config, weights_of, without_timings
+from ucfpipe.stage_two import runs
+from ucfpipe.stage_two import train
+from ucfpipe.core.errors import UcfpipeError
+from ucfpipe.cache.store import FeatureStore
+from ucfpipe.cache.writer import write_json_atomic
+from ucfpipe.datasets.base import hold_out_groups
+from ucfpipe.datasets.ucf101 import read_split
 
 
-def copy_cache(source, destination, drop=(), settings_change=None):
-    """A copy of a cache without the clips in `drop` and, with `settings_change`, under other settings (so
-    another fingerprint): the situations a user meets, made without running VGG16 again."""
-    destination.mkdir(parents=True)
-    manifest = json.loads((source / MANIFEST).read_text())
-    settings = {**manifest["settings"], **(settings_change or {})}
-    manifest.update(settings=settings, fingerprint=fingerprint(settings))
-    for name in manifest["shards"]:
-        with h5py.File(source / name) as old, h5py.File(destination / name, "w") as new:
-            ids = old["video_id"].asstr()[()]
-            keep = np.array([video_id not in drop for video_id in ids])
-            for key in ("video_id", "label", "group", "num_frames", "fps", "frame_indices", "features"):
-                new.create_dataset(key, data=old[key][()][keep])
-            new.attrs.update({**old.attrs, "fingerprint": manifest["fingerprint"], "settings": json.dumps(settings)})
-        # New bytes, so new checksums: the copy must verify like a cache extract wrote.
-        manifest["checksums"][name] = {**manifest["checksums"][name], "sha256": file_sha256(destination / name),
-                                       "bytes": (destination / name).stat().st_size, "clips": int(keep.sum())}
-    write_json_atomic(destination / MANIFEST, manifest)
-    return destination
+
+
+
 
 
 @pytest.fixture(scope="module")
@@ -52,12 +30,8 @@ def reference_run(synth_cache, synth_dataset, tmp_path_factory):
     return out, summary
 
 
-def without_timings(history):
-    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
 
 
-def weights_of(run_dir):
-    return keras.saving.load_model(run_dir / runs.MODEL, safe_mode=True, compile=False).get_weights()
 
 
 # -- validation groups ---------------------------------------------------------------------------------------

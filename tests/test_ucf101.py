@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from ucfpipe import ucf101
-from ucfpipe.errors import UcfpipeError
+from ucfpipe.datasets import ucf101
+from ucfpipe.datasets.base import missing_on_disk
+from ucfpipe.core.errors import UcfpipeError
 
 OFFICIAL_COUNTS = {1: (9537, 3783), 2: (9586, 3734), 3: (9624, 3696)}
 OFFICIAL_TEST_GROUPS = {1: set(range(1, 8)), 2: set(range(8, 15)), 3: set(range(15, 22))}
@@ -92,10 +93,10 @@ def test_lf_line_ends_and_bom_are_accepted(tmp_path):
 
 def test_missing_on_disk_lists_absent_clips(tmp_path, official_splits, genuine_videos):
     clips = ucf101.all_clips(official_splits)
-    missing = ucf101.missing_on_disk(clips, genuine_videos)
+    missing = missing_on_disk(clips, genuine_videos)
     assert len(missing) == len(clips) - 6
     with pytest.raises(UcfpipeError, match="does not exist"):
-        ucf101.missing_on_disk(clips, tmp_path / "nowhere")
+        missing_on_disk(clips, tmp_path / "nowhere")
 
 
 def test_a_shared_group_names_both_list_lines_and_the_fix(tmp_path):

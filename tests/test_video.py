@@ -4,8 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from ucfpipe.errors import UcfpipeError
-from ucfpipe.video import VideoError, read_clip, uniform_frame_indices
+from ucfpipe.core.errors import UcfpipeError
+from ucfpipe.video.decode import VideoError, read_clip, uniform_frame_indices
 
 
 def test_indices_cover_the_whole_clip_uniformly():

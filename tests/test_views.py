@@ -4,13 +4,13 @@ import cv2
 import numpy as np
 import pytest
 
-from ucfpipe import extract
-from ucfpipe.backbone import build_extractor
+from ucfpipe.stage_one import extract
+from ucfpipe.models.extractor import build_extractor
 from ucfpipe.config import ExtractConfig
-from ucfpipe.errors import UcfpipeError
-from ucfpipe.features import FeatureStore
-from ucfpipe.video import uniform_frame_indices
-from ucfpipe.views import PRESETS, crop_size, parse_views
+from ucfpipe.core.errors import UcfpipeError
+from ucfpipe.cache.store import FeatureStore
+from ucfpipe.video.decode import uniform_frame_indices
+from ucfpipe.video.views import PRESETS, crop_size, parse_views
 
 SIZE, FRAMES = 48, 5
 

@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conftest import REPO
-from test_train import QUIET, tiny_config
-from ucfpipe import predict, train, windows
+from helpers import QUIET, REPO, tiny_config
+from ucfpipe.serving import predictor as predict
+from ucfpipe.stage_two import train
+from ucfpipe.serving import windows
 from ucfpipe.cli import main
-from ucfpipe.errors import UcfpipeError
-from ucfpipe.stream import Rate
+from ucfpipe.core.errors import UcfpipeError
+from ucfpipe.serving.featuriser import Rate
 
 # Runs each argument list through the CLI in a fresh interpreter and reports, after each, whether a Keras backend
 # was imported: the proof that a refusal came before the 10-30 s of loading it.

@@ -14,10 +14,10 @@ import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from . import backbones
-from .datasets import NAMES as DATASETS
-from .errors import UcfpipeError
-from .ucf101 import SPLITS
+from ucfpipe.models import backbones
+from ucfpipe.datasets import NAMES as DATASETS
+from ucfpipe.core.errors import UcfpipeError
+from ucfpipe.datasets.ucf101 import SPLITS
 
 POOLINGS = ("avg", "max", "none")
 STORAGE_DTYPES = ("float16", "float32")
@@ -50,7 +50,7 @@ class ExtractConfig:
     out: str = "features/ucf101"  # the feature cache directory
     frames: int = 40  # T: frames sampled uniformly over the whole clip
     size: int = 224  # frames are resized to size x size (224: most backbones' native size, InceptionV3's is 299)
-    backbone: str = backbones.DEFAULT  # the image model: a name in ucfpipe.backbones.BACKBONES
+    backbone: str = backbones.DEFAULT  # the image model: a name in ucfpipe.models.backbones.BACKBONES
     weights: str = "imagenet"  # "imagenet", "none" (random init, seeded) or a path to the backbone's weights file
     layer: str = ""  # the backbone's layer whose output is stored; "" is the backbone's default (VGG16: block5_conv3)
     pooling: str = "avg"  # "avg"/"max" store one vector per frame; "none" keeps the spatial map
@@ -63,10 +63,10 @@ class ExtractConfig:
     allow_missing: bool = False  # extract what is on disk when listed clips are missing
     seed: int = 0  # seeds the random backbone weights of `weights = "none"`
     shard: str = ""  # "i/N": only the i-th (0-based) of N disjoint parts of the clip list, for job arrays
-    views: str = "center"  # views stored per clip: names and presets of ucfpipe.views, e.g. "flip,crops,time"
+    views: str = "center"  # views stored per clip: names and presets of ucfpipe.video.views, e.g. "flip,crops,time"
 
     def view_names(self) -> tuple[str, ...]:
-        from .views import parse_views
+        from ucfpipe.video.views import parse_views
 
         return parse_views(self.views)
 
@@ -90,7 +90,7 @@ class ExtractConfig:
         default_layer = backbones.get(self.backbone).default_layer
         self.layer = self.layer or default_layer
         if self.layer != default_layer:
-            from .backbone import check_layer  # loads Keras: only for a layer other than the default
+            from ucfpipe.models.extractor import check_layer
 
             check_layer(self.backbone, self.layer)
         _check_choice(self, "pooling", "dtype", "precision")

@@ -11,13 +11,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UcfpipeError
+from ucfpipe.core.errors import UcfpipeError
 
 # How validation is held out of a training list, so that near-duplicates never straddle train and validation:
 # - "groups": whole numbered groups (UCF-101's gGG: one group = same actors and scene), `val_groups` groups;
 # - "sources": whole source videos (HMDB51 cuts several clips from one film) or whole groups of any size (a folders
 #   dataset mixing `gNN` groups with single clips), until each class has about `val_groups` validation clips;
 # - "stratified": no family is known, so `val_groups` clips per class, drawn at random from the seed.
+# Files any stage treats as videos (a folder dataset, `predict DIR`): what OpenCV's FFmpeg reads everywhere.
+VIDEO_EXTENSIONS = (".avi", ".mp4", ".mov", ".mkv", ".webm")
 HOLDOUTS = ("groups", "sources", "stratified")
 
 

@@ -21,11 +21,10 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from ..atomic import replacing_dir
-from ..errors import UcfpipeError
-from ..video import VIDEO_EXTENSIONS as EXTENSIONS
-from . import ucf101
-from .base import Clip, Split, number_groups, require_folder
+from ucfpipe.core.files import replacing_dir
+from ucfpipe.core.errors import UcfpipeError
+from ucfpipe.datasets import ucf101
+from ucfpipe.datasets.base import VIDEO_EXTENSIONS as EXTENSIONS, Clip, Split, number_groups, require_folder
 
 LAYOUT = "--videos ROOT (<class>/<name>.<avi|mp4|mov|mkv|webm>), --splits the folder `ucfpipe splits make` wrote"
 GROUP_PATTERN = re.compile(r"(?:^|_)g(\d+)(?:_|$)", re.IGNORECASE)

@@ -17,9 +17,9 @@ from __future__ import annotations
 import re
 from pathlib import Path, PurePosixPath
 
-from ..errors import UcfpipeError
-from . import ucf101
-from .base import Clip, Split, number_groups, read_lines
+from ucfpipe.core.errors import UcfpipeError
+from ucfpipe.datasets import ucf101
+from ucfpipe.datasets.base import Clip, Split, number_groups, read_lines
 
 LAYOUT = "--videos hmdb51/ (<class>/<video>.avi), --splits testTrainMulti_7030_splits/ (<class>_test_split<N>.txt)"
 PARTS = {"1": "train", "2": "test", "0": "unused"}

@@ -14,8 +14,8 @@ from __future__ import annotations
 import re
 from pathlib import Path, PurePosixPath
 
-from ..errors import UcfpipeError
-from .base import Clip, Split, read_lines
+from ucfpipe.core.errors import UcfpipeError
+from ucfpipe.datasets.base import Clip, Split, read_lines
 
 LAYOUT = "--videos UCF-101/ (<Class>/v_<Class>_gGG_cCC.avi), --splits ucfTrainTestlist/ (classInd.txt, trainlist0N.txt, testlist0N.txt)"
 SPLITS = (1, 2, 3)

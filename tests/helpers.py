@@ -1,0 +1,105 @@
+"""Helpers the tests share (plain functions and constants; fixtures live in conftest.py). No test file imports
+another: what two files need is here."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+from click.testing import CliRunner
+
+from ucfpipe.cache.format import MANIFEST, file_sha256
+from ucfpipe.cache.writer import write_json_atomic
+from ucfpipe.cli import main
+from ucfpipe.config import TrainConfig, fingerprint
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_UCF101 = REPO.parent / "shared" / "ucf101"
+# Sizes are tiny on purpose (32x32 frames, T=8, random weights): the suite must stay fast on 2 cores.
+TINY = {"frames": 8, "size": 32, "weights": "none", "batch_size": 64, "workers": 2, "seed": 0}
+
+
+def extract_tiny(dataset: dict, out: Path, **changes) -> Path:
+    """`dataset` through stage one at the TINY settings (plus `changes`) into `out`; every clip must extract."""
+    from ucfpipe.stage_one import extract
+    from ucfpipe.config import ExtractConfig
+
+    config = ExtractConfig(videos=str(dataset["videos"]), splits=str(dataset["splits"]), out=str(out), **{**TINY, **changes})
+    summary = extract.run(config, progress=False, log=lambda *_: None)
+    assert not summary["failed"], summary["failed"]
+    return out
+
+
+# -- stage two on a tiny cache -----------------------------------------------------------------------------------
+QUIET = {"log": lambda *_: None, "verbose": 0}
+TINY_TRAIN = {"units": 16, "epochs": 3, "batch_size": 8, "val_groups": 1, "learning_rate": 3e-3, "dropout": 0.2,
+              "label_smoothing": 0.0, "patience": 10}
+
+
+def tiny_config(cache, splits, out, **changes) -> TrainConfig:
+    return TrainConfig(features=str(cache), splits=str(splits), out=str(out), **{"split": 1, **TINY_TRAIN, **changes})
+
+
+def copy_cache(source, destination, drop=(), settings_change=None):
+    """A copy of a cache without the clips in `drop` and, with `settings_change`, under other settings (so
+    another fingerprint): the situations a user meets, made without running VGG16 again."""
+    destination.mkdir(parents=True)
+    manifest = json.loads((source / MANIFEST).read_text())
+    settings = {**manifest["settings"], **(settings_change or {})}
+    manifest.update(settings=settings, fingerprint=fingerprint(settings))
+    for name in manifest["shards"]:
+        with h5py.File(source / name) as old, h5py.File(destination / name, "w") as new:
+            ids = old["video_id"].asstr()[()]
+            keep = np.array([video_id not in drop for video_id in ids])
+            for key in ("video_id", "label", "group", "num_frames", "fps", "frame_indices", "features"):
+                new.create_dataset(key, data=old[key][()][keep])
+            new.attrs.update({**old.attrs, "fingerprint": manifest["fingerprint"], "settings": json.dumps(settings)})
+        # New bytes, so new checksums: the copy must verify like a cache extract wrote.
+        manifest["checksums"][name] = {**manifest["checksums"][name], "sha256": file_sha256(destination / name),
+                                       "bytes": (destination / name).stat().st_size, "clips": int(keep.sum())}
+    write_json_atomic(destination / MANIFEST, manifest)
+    return destination
+
+
+def without_timings(history):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+
+def weights_of(run_dir):
+    import keras
+
+    from ucfpipe.stage_two import runs
+
+    return keras.saving.load_model(run_dir / runs.MODEL, safe_mode=True, compile=False).get_weights()
+
+
+# -- damaged shards ---------------------------------------------------------------------------------------
+def flip_a_feature_byte(shard: Path, row: int) -> None:
+    """Flip one byte in the middle of clip `row`'s stored features (not in the file's header)."""
+    with h5py.File(shard) as handle:
+        chunk = handle["features"].id.get_chunk_info(row)
+    with shard.open("r+b") as handle:
+        handle.seek(chunk.byte_offset + chunk.size // 2)
+        byte = handle.read(1)[0]
+        handle.seek(-1, os.SEEK_CUR)
+        handle.write(bytes([byte ^ 0x10]))
+
+
+# -- the command line ---------------------------------------------------------------------------------------------
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def tiny_flags():
+    return [f for key, value in TINY.items() for f in (f"--{key.replace('_', '-')}", value)]
+
+
+def assert_one_line_error(result, fragment: str, exit_code: int = 2):
+    assert result.exit_code == exit_code, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and fragment in errors[0], result.output
+    assert "Traceback" not in result.output
+

@@ -1,0 +1,206 @@
+"""`ucfpipe bench`: stage one's throughput measured side by side, on the same generated clips, in one run.
+
+Each measurement runs in its own process so its peak memory (RSS) is its own:
+- `model`: VGG16 alone on uint8 batches of the extraction's shape: the ceiling for end to end;
+- `extract`: ucfpipe's whole stage one (decode + resize + VGG16 + HDF5 write);
+- `naive`: the way common tutorials do it: decode every frame of a clip into memory, pick T, preprocess
+  in NumPy, `model.predict` per clip, one .npy file per clip;
+- `decode`: decoding and resizing alone, ucfpipe's way (threads, only the sampled frames converted).
+All model timings start after one warm-up batch, so graph compilation is not counted against anybody.
+The naive peer's features are compared with ucfpipe's: both must compute the same thing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+MODES = ("model", "extract", "naive", "decode")
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak resident memory. On Linux, VmHWM of its own address space: getrusage's ru_maxrss
+    survives exec, so a child started by a parent that holds TensorFlow (1 GiB) would report at least the
+    parent's size whatever it used itself."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform != "darwin" else 2**20)
+
+
+def bench_dataset(root: Path, num_clips: int) -> dict:
+    """`num_clips` (a multiple of 8) clips of UCF-101's frame size, in UCF-101's layout."""
+    from ucfpipe.datasets.synth import generate_dataset
+
+    return generate_dataset(root, num_classes=2, num_groups=4, clips_per_group=math.ceil(num_clips / 8),
+                            frame_size=(320, 240), min_frames=60, max_frames=200, seed=0)
+
+
+def _warm_model(args: dict):
+    from ucfpipe.models.extractor import build_extractor
+
+    model = build_extractor(args["weights"], "block5_conv3", "avg", args["size"], args["precision"], 0)
+    model.predict_on_batch(np.zeros((args["batch_size"], args["size"], args["size"], 3), np.uint8))
+    return model
+
+
+def _clip_paths(videos: str) -> list[Path]:
+    return sorted(Path(videos).glob("*/*.avi"))
+
+
+def measure(mode: str, args: dict) -> dict:
+    """One measurement, in this process. Returns frames/s and what was done."""
+    from ucfpipe.video.decode import read_clip
+
+    videos, splits, frames, size = args["videos"], args["splits"], args["frames"], args["size"]
+    paths = _clip_paths(videos)
+    if mode == "decode":
+        from concurrent.futures import ThreadPoolExecutor
+
+        start = time.perf_counter()
+        with ThreadPoolExecutor(args["workers"]) as pool:
+            decoded = sum(c.num_frames for c in pool.map(lambda p: read_clip(p, frames, size), paths))
+        seconds = time.perf_counter() - start
+        return {"frames": frames * len(paths), "decoded_frames": decoded, "seconds": seconds}
+    model = _warm_model(args)
+    if mode == "model":
+        total = frames * len(paths)
+        batch = np.random.default_rng(0).integers(0, 256, (args["batch_size"], size, size, 3), dtype=np.uint8)
+        start = time.perf_counter()
+        for _ in range(math.ceil(total / args["batch_size"])):
+            np.asarray(model.predict_on_batch(batch))
+        return {"frames": total, "seconds": time.perf_counter() - start}
+    if mode == "extract":
+        from ucfpipe.stage_one import extract
+        from ucfpipe.config import ExtractConfig
+
+        config = ExtractConfig(videos=videos, splits=splits, out=args["out"], frames=frames, size=size,
+                               weights=args["weights"], precision=args["precision"], batch_size=args["batch_size"],
+                               workers=args["workers"], shard_clips=64)
+        start = time.perf_counter()
+        summary = extract.run(config, progress=False, log=lambda *_: None, model=model)
+        return {"frames": frames * summary["extracted"], "seconds": time.perf_counter() - start}
+    if mode == "naive":
+        start = time.perf_counter()
+        _naive_extract(paths, videos, args["out"], frames, size, args["weights"], args["precision"])
+        return {"frames": frames * len(paths), "seconds": time.perf_counter() - start}
+    raise ValueError(f"unknown mode {mode!r}")
+
+
+def _naive_extract(paths, videos, out, frames, size, weights, precision) -> None:
+    """The tutorial way, kept deliberately plain: every frame into memory, preprocessing in NumPy outside
+    the model, `model.predict` on one clip at a time, a .npy per clip."""
+    import cv2
+    import keras
+
+    from ucfpipe.models.extractor import build_extractor
+    from ucfpipe.video.decode import uniform_frame_indices
+
+    # Same weights as ucfpipe's model, without its in-model preprocessing: take its VGG16 part.
+    full = build_extractor(weights, "block5_conv3", "avg", size, precision, 0)
+    conv = full.get_layer("vgg16_block5_conv3")
+    inputs = keras.Input((size, size, 3))
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(conv(inputs)))
+    out = Path(out)
+    for path in paths:
+        capture = cv2.VideoCapture(str(path))
+        all_frames = []
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            all_frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+        capture.release()
+        chosen = [cv2.resize(all_frames[i], (size, size), interpolation=cv2.INTER_AREA)
+                  for i in uniform_frame_indices(len(all_frames), frames)]
+        x = keras.applications.vgg16.preprocess_input(np.stack(chosen).astype("float32"))
+        features = model.predict(x, verbose=0)
+        target = out / path.relative_to(videos).with_suffix(".npy")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        np.save(target, features)
+
+
+def _subprocess(mode: str, args: dict) -> dict:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, "-m", "ucfpipe.bench.extract", mode, json.dumps(args)],
+                          capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark mode {mode} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def compare_features(cache: Path, naive_out: Path) -> float:
+    """Largest relative error between ucfpipe's cached features and the naive peer's, over all clips."""
+    from ucfpipe.cache.store import FeatureStore
+
+    worst = 0.0
+    with FeatureStore(cache) as store:
+        for video_id in store.video_ids:
+            ours = store.features([video_id])[0].astype(np.float64)
+            theirs = np.load(naive_out / f"{video_id}.npy").astype(np.float64)
+            worst = max(worst, float(np.linalg.norm(ours - theirs) / np.linalg.norm(theirs)))
+    return worst
+
+
+def run(clip_counts=(8, 16), frames: int = 16, size: int = 64, batch_size: int = 64, workers: int = 2,
+        weights: str = "none", precision: str = "float32", work_dir: str | None = None, log=print) -> dict:
+    """All modes on the largest clip count, ucfpipe's extraction also on the others (memory must stay flat)."""
+    from ucfpipe.core.errors import UcfpipeError
+
+    # The generated dataset has 2 classes x 4 groups, so its clip count is a multiple of 8: checked before any
+    # mode runs, so a count it cannot make is refused at once rather than after every measurement.
+    if not clip_counts or any(count < 8 or count % 8 for count in clip_counts):
+        raise UcfpipeError(f"--clips must be multiples of 8 (2 classes x 4 groups), got {','.join(map(str, clip_counts))}")
+    results: dict = {"settings": {"clip_counts": list(clip_counts), "frames": frames, "size": size, "batch_size": batch_size,
+                                  "workers": workers, "weights": weights, "precision": precision}, "runs": []}
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+        tmp = Path(tmp)
+        for count in sorted(clip_counts):
+            data = bench_dataset(tmp / f"data{count}", count)
+            common = {"videos": data["videos"], "splits": data["splits"], "frames": frames, "size": size,
+                      "batch_size": batch_size, "workers": workers, "weights": weights, "precision": precision}
+            modes = MODES if count == max(clip_counts) else ("extract",)
+            for mode in modes:
+                out = tmp / f"{mode}{count}"
+                log(f"bench: {mode} on {data['num_clips']} clips ...")
+                result = _subprocess(mode, {**common, "out": str(out)})
+                result.update(mode=mode, clips=data["num_clips"], frames_per_second=result["frames"] / result["seconds"])
+                results["runs"].append(result)
+            if count == max(clip_counts):
+                results["max_feature_relative_error"] = compare_features(tmp / f"extract{count}", tmp / f"naive{count}")
+    by_mode = {(r["mode"], r["clips"]): r for r in results["runs"]}
+    largest = max(clip_counts)
+    model_fps = by_mode[("model", largest)]["frames_per_second"]
+    results["extract_vs_model"] = by_mode[("extract", largest)]["frames_per_second"] / model_fps
+    results["extract_vs_naive"] = by_mode[("extract", largest)]["frames_per_second"] / by_mode[("naive", largest)]["frames_per_second"]
+    return results
+
+
+def format_table(results: dict) -> str:
+    lines = [f"{'mode':<9}{'clips':>6}{'frames':>8}{'seconds':>9}{'frames/s':>10}{'peak RSS MiB':>14}"]
+    for r in results["runs"]:
+        lines.append(f"{r['mode']:<9}{r['clips']:>6}{r['frames']:>8}{r['seconds']:>9.2f}{r['frames_per_second']:>10.1f}"
+                     f"{r['peak_rss_mib']:>14.0f}")
+    lines.append(f"extract / model-only throughput: {results['extract_vs_model']:.1%}   "
+                 f"extract / naive: {results['extract_vs_naive']:.2f}x   "
+                 f"max relative feature difference extract vs naive: {results['max_feature_relative_error']:.1e}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # one measurement in a fresh process: `python -m ucfpipe.bench.extract MODE JSON`
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    outcome = measure(sys.argv[1], json.loads(sys.argv[2]))
+    outcome["peak_rss_mib"] = _peak_rss_mib()
+    print(json.dumps(outcome))

@@ -1,0 +1,133 @@
+"""`ucfpipe bench extract|model|train|long`: measurements side by side in one run (the machine is shared and
+noisy, so nothing is compared across runs). The old names bench-extract, bench-model, bench-train, bench-long
+(and `bench` alone for bench-extract) stay as hidden aliases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ucfpipe.commands.options import config_option, json_out_option, setting_option, user_errors
+from ucfpipe.config import PRECISIONS, ExtractConfig, TrainConfig, load_config
+from ucfpipe.core.comma_list import comma_list
+from ucfpipe.core.errors import UcfpipeError
+from ucfpipe.models.backbones import BACKBONES
+
+
+class _BenchGroup(click.Group):
+    """`ucfpipe bench --clips 16,32` is the old spelling of `ucfpipe bench extract --clips 16,32`: a group whose
+    first word is no command of its own runs extract."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = ["extract", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_BenchGroup)
+def bench():
+    """Benchmarks measured side by side in one run: extract (the pipeline's modes), model (backbones by
+    precision and batch size), train (an epoch of stage two), long (windowed prediction of long videos)."""
+
+
+@bench.command("extract")
+@click.option("--clips", "clip_counts", default="16,32", show_default=True, help="Clip counts (multiples of 8); all modes run on the largest.")
+@click.option("--frames", type=int, default=16, show_default=True)
+@click.option("--size", type=int, default=64, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--workers", type=int, default=2, show_default=True)
+@click.option("--weights", default="none", show_default=True, help="none, imagenet or a weights file.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=ExtractConfig.precision, show_default=True)
+@json_out_option()
+@user_errors
+def bench_extract(clip_counts, frames, size, batch_size, workers, weights, precision, json_out):
+    """Stage one side by side: model-only, ucfpipe's extraction, a naive tutorial-style peer, decoding alone
+    (also `ucfpipe bench`)."""
+    from ucfpipe.bench import extract as bench
+    from ucfpipe.cache.writer import write_json_atomic
+
+    counts = comma_list(clip_counts, "--clips", int, positive=True)
+    results = bench.run(counts, frames, size, batch_size, workers, weights, precision, log=click.echo)
+    click.echo(bench.format_table(results))
+    if json_out:
+        write_json_atomic(Path(json_out), results)
+
+
+@bench.command("model")
+@click.option("--batch-sizes", default="32,64", show_default=True, help="Comma-separated frames per model call.")
+@click.option("--precisions", default="float32,bfloat16", show_default=True, help=f"Compute dtypes: {', '.join(PRECISIONS)}.")
+@click.option("--backbone", "backbone_names", default=ExtractConfig.backbone, show_default=True,
+              help=f"Comma-separated backbones timed side by side ({', '.join(BACKBONES)}) or all.")
+@click.option("--size", type=int, help="Frame size.  [default: each backbone's native size]")
+@click.option("--weights", default="none", show_default=True, help="none, imagenet or a weights file.")
+@click.option("--videos", type=click.Path(), help="Clips (<Class>/*.avi) to take the compared frames from.  [default: generated]")
+@click.option("--effect-frames", type=int, default=64, show_default=True, help="Frames the precisions are compared on.")
+@click.option("--rounds", type=int, default=3, show_default=True, help="Interleaved timing rounds (the median is kept).")
+@click.option("--seconds", "min_seconds", type=float, default=2.0, show_default=True, help="Per setting and round.")
+@json_out_option()
+@user_errors
+def bench_model(batch_sizes, precisions, backbone_names, size, weights, videos, effect_frames, rounds, min_seconds, json_out):
+    """The backbones alone, side by side, by precision and batch size (frames/s, feature size), and how far each
+    precision's features are from float32's."""
+    from ucfpipe.bench import model as bench
+    from ucfpipe.cache.writer import write_json_atomic
+
+    sizes = comma_list(batch_sizes, "--batch-sizes", int, positive=True, repeats="drop")  # each once, in the order given
+    chosen = comma_list(precisions, "--precisions", choices=PRECISIONS, repeats="drop")
+    names = tuple(BACKBONES) if backbone_names.strip() == "all" else comma_list(backbone_names, "--backbone", repeats="drop")
+    if min(effect_frames, rounds) < 1:
+        raise UcfpipeError("--effect-frames and --rounds must be at least 1")
+    results = bench.run(sizes, chosen, size, weights, videos, effect_frames, rounds, min_seconds, log=click.echo,
+                        backbones=names)
+    click.echo(bench.format_table(results))
+    if json_out:
+        write_json_atomic(Path(json_out), results)
+
+
+@bench.command("long")
+@click.option("--run", "run_dir", required=True, type=click.Path(), help="Run directory to predict with (e.g. demo/runs/split1).")
+@click.option("--minutes", default="1,10,30", show_default=True, help="Video lengths, comma-separated.")
+@click.option("--size", type=int, default=64, show_default=True, help="Frame width and height of the generated videos.")
+@click.option("--fps", type=float, default=25.0, show_default=True)
+@click.option("--dir", "directory", type=click.Path(file_okay=False), default="bench-long", show_default=True,
+              help="Where the generated videos are kept (written once, reused).")
+@json_out_option()
+@user_errors
+def bench_long(run_dir, minutes, size, fps, directory, json_out):
+    """Windowed prediction on generated long videos, each length in its own process: frames/s and peak RSS."""
+    from ucfpipe.bench import long as bench
+    from ucfpipe.cache.writer import write_json_atomic
+
+    lengths = comma_list(minutes, "--minutes", float)
+    if min(lengths) <= 0 or size < 16 or fps <= 0:
+        raise UcfpipeError("--minutes and --fps must be positive, --size at least 16")
+    results = bench.run(run_dir, lengths, size, fps, directory, log=click.echo)
+    click.echo(bench.format_table(results))
+    if json_out:
+        write_json_atomic(Path(json_out), results)
+
+
+@bench.command("train")
+@config_option("train")
+@click.option("--clips", type=int, default=9537, show_default=True, help="Training clips (split 1 has 9,537).")
+@click.option("--frames", type=int, default=40, show_default=True, help="T, steps per clip.")
+@click.option("--dim", type=int, default=512, show_default=True, help="Features per step.")
+@click.option("--classes", "num_classes", type=int, default=101, show_default=True)
+@click.option("--epochs", type=int, default=2, show_default=True, help="The first includes compilation; at least 2.")
+@setting_option(TrainConfig, "batch_size", help="Clips per step (as train's, from --config or the flag).")
+@setting_option(TrainConfig, "units", help="Units per recurrent layer.")
+@setting_option(TrainConfig, "cell", help="Recurrent cell.")
+@setting_option(TrainConfig, "distribute", help="data: over every device (JAX).")
+@user_errors
+def bench_train(config_file, clips, frames, dim, num_classes, epochs, **flags):
+    """Time training epochs of the train config's model on random features of the given shape, in memory."""
+    from ucfpipe.bench import train as bench
+    from ucfpipe.config import TrainConfig
+
+    # The benchmark reads no data: placeholder paths only satisfy the config's validation.
+    config = load_config(TrainConfig, config_file, {**flags, "features": "-", "splits": "-", "out": "-"})
+    try:
+        bench.run(config, clips=clips, frames=frames, dim=dim, num_classes=num_classes, epochs=epochs, log=click.echo)
+    except ValueError as err:
+        raise UcfpipeError(str(err)) from None

@@ -1,0 +1,122 @@
+"""What every command shares: library errors as one line and an exit status, and the option decorators built
+from config.py (type, choices and documented default of each setting live there once)."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import click
+
+from ucfpipe.config import CHOICES, ExtractConfig, setting
+from ucfpipe.core import interrupts
+from ucfpipe.core.errors import EXIT_INTERRUPTED, EXIT_USAGE, UcfpipeError
+from ucfpipe.models.backbones import BACKBONES
+
+
+def interrupted(message: str) -> click.ClickException:
+    """The one "interrupted" line; cli's group turns its status into 130 (Ctrl-C) or 143 (SIGTERM)."""
+    exc = click.ClickException(message)
+    exc.exit_code = EXIT_INTERRUPTED
+    return exc
+
+
+def user_errors(command):
+    """Library errors and OS errors (missing permissions, full disk) -> one line on stderr, no traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            result = command(*args, **kwargs)
+            interrupts.check()  # Ctrl-C swallowed somewhere (a gc callback) is still an interrupt
+            return result
+        except KeyboardInterrupt:
+            # Before a stage reached a safe point (importing TensorFlow, building the model): nothing of this
+            # run was kept that a rerun would not redo or skip.
+            raise interrupted("interrupted; rerun the same command to continue") from None
+        except UcfpipeError as err:
+            exc = click.ClickException(str(err))
+            exc.exit_code = err.exit_code
+            raise exc from None
+        except OSError as err:
+            where = f"{err.filename}: " if err.filename else ""
+            exc = click.ClickException(f"{where}{err.strerror or err}; check the path, its permissions and free disk space")
+            exc.exit_code = EXIT_USAGE
+            raise exc from None
+
+    return wrapper
+
+
+# -- options several commands share, spelled once ----------------------------------------------------------------
+def run_option(help: str = "Run (or ensemble) directory made by `ucfpipe train`."):
+    return click.option("--run", "run_dir", required=True, type=click.Path(), help=help)
+
+
+def weights_option():
+    return click.option("--weights", type=click.Path(),
+                        help="The backbone's weights file, if it moved since extraction (its SHA-256 is checked).")
+
+
+def top_option(help: str = "Classes to show per video."):
+    return click.option("--top", type=int, default=5, show_default=True, help=help)
+
+
+def json_option(help: str):
+    return click.option("--json", "as_json", is_flag=True, help=help)
+
+
+def json_out_option():
+    return click.option("--json-out", type=click.Path(dir_okay=False), help="Also write the results as JSON here.")
+
+
+def config_option(stage: str):
+    default = Path("stages") / f"{stage}.toml"
+    return click.option(
+        "--config", "config_file", type=click.Path(dir_okay=False), default=None,
+        help=f"TOML file of {stage} settings (the Makefile passes {default}); flags override it.",
+    )
+
+
+# -- settings: type, choices and documented default of each flag come from config.py -------------------------
+def setting_option(cls, name: str, *decls: str, help: str, default_help: str = "", choice: bool = True, **kwargs):
+    """The flag of setting `name` of `cls`: its type and choices from config.py, `[default: ...]` from the
+    dataclass (or `default_help` where the default is worked out, as a backbone's layer). It defaults to None
+    ("not given"): load_config then keeps a config file's value, so defaults < file < flags holds.
+
+    `choice=False` lists the choices in the help (`{choices}`) and leaves refusing others to the library, whose
+    message is the same for a flag and a config file's key."""
+    default, hint = setting(cls, name)
+    decls = decls or (f"--{name.replace('_', '-')}",)
+    shown = default_help or _shown_default(default, decls)
+    if name in CHOICES:
+        if choice:
+            kwargs["type"] = click.Choice(CHOICES[name])
+        else:
+            help = help.format(choices=", ".join(CHOICES[name]))
+    elif hint is bool:
+        kwargs["is_flag"] = True
+    elif "type" not in kwargs:
+        kwargs["type"] = hint
+    return click.option(*decls, name, default=None, help=help + (f"  [default: {shown}]" if shown else ""), **kwargs)
+
+
+def _shown_default(value, decls) -> str:
+    """The dataclass default as the help shows it; "" (required, or worked out later) shows nothing, and a
+    plain flag is off unless given. A --yes/--no pair names its default side."""
+    if isinstance(value, bool):
+        pair = decls[0].split("/")
+        return pair[0 if value else 1].lstrip("-") if len(pair) == 2 else ""
+    if isinstance(value, float):
+        mantissa, exponent, power = repr(value).partition("e")
+        return f"{mantissa}e{int(power)}" if exponent else mantissa  # 1e-5 (not 1e-05), as the TOML files write it
+    return str(value)
+
+
+DEFAULT_BACKBONE = BACKBONES[ExtractConfig.backbone]  # its layers are named where a setting's default is "the backbone's"
+DATASET_HELP = "How --splits and --videos are laid out: {choices} (see docs/datasets.md)."
+
+
+def dataset_option():
+    """--dataset of the commands that read no config file (splits, check): extract's default, given directly."""
+    return click.option("--dataset", default=ExtractConfig.dataset, show_default=True, metavar="NAME",
+                        help=DATASET_HELP.format(choices=", ".join(CHOICES["dataset"])))

@@ -1,0 +1,240 @@
+"""A trained run at work: predict (files, whole or in windows), live (a camera, stream or file) and export
+(one deployable model)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from ucfpipe.commands.options import interrupted, json_option, run_option, top_option, user_errors, weights_option
+from ucfpipe.core import interrupts
+from ucfpipe.core.errors import EXIT_OK, EXIT_SOURCE_LOST, UcfpipeError
+from ucfpipe.serving.predictor import check_top
+
+
+@click.command()
+@click.argument("videos", nargs=-1, required=True, type=click.Path())
+@run_option()
+@top_option()
+@json_option("Print JSON (a list, one entry per video).")
+@weights_option()
+@click.option("--window", help="Sliding windows of this many seconds over each whole video; auto: the run's typical clip duration.")
+@click.option("--stride", type=float, help="Seconds between window starts (implies windows).  [default: half the window]")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Windows: write OUT/<video>/windows.csv, seconds.csv, timeline.png.")
+@user_errors
+def predict(videos, run_dir, top, as_json, weights, window, stride, out_dir):
+    """Classify video files with a trained run (decoded, sampled and featurised exactly as its cache was).
+    A directory stands for every video under it (.avi, .mp4, .mov, .mkv, .webm; recursively, sorted).
+
+    With --window/--stride/--out, classify sliding windows over each whole video (see docs/long-video.md).
+    Exit status 2 when a file cannot be read; with several files, the others are still classified."""
+    import json
+
+    from ucfpipe.stage_two import ensemble
+    from ucfpipe.serving import windows
+    from ucfpipe.serving import predictor as stage
+
+    # Every setting that needs no model is checked before Keras loads (10-30 s): a typo is refused at once.
+    check_top(top)
+    windowed = window is not None or stride is not None or out_dir is not None
+    seconds = None
+    if window not in (None, "auto"):
+        try:
+            seconds = float(window)
+        except ValueError:
+            raise UcfpipeError(f"--window must be a number of seconds or auto, got {window!r}") from None
+        windows.check_seconds(seconds, "--window", "auto")
+    if stride is not None and seconds is not None:
+        windows.check_window(seconds, stride)
+    elif stride is not None:
+        windows.check_seconds(stride, "--stride", "1")  # against the run's window once its record is read
+    videos = _video_files(videos)
+    if out_dir is not None:
+        _check_out(Path(out_dir), videos)
+    members = ensemble.load_run_or_ensemble(run_dir)
+    try:
+        if windowed:
+            return _predict_windows(videos, run_dir, members[0], top, as_json, weights, seconds, stride, out_dir)
+        predictions = stage.run(videos, run_dir, top=top, weights=weights)
+    except KeyboardInterrupt:
+        # Predict keeps nothing between runs: "rerun to continue" (extract's, train's) would promise a resume.
+        written = "; the --out folders written so far are whole" if out_dir is not None else ""
+        raise interrupted("interrupted; a rerun of the same command classifies every video again from the start"
+                           f"{written}") from None
+    failed = [p for p in predictions if p.error is not None]
+    if len(predictions) == 1 and failed:
+        raise UcfpipeError(failed[0].error)
+    if as_json:
+        click.echo(json.dumps([p.as_dict() for p in predictions], indent=2))
+    else:
+        for prediction in predictions:
+            if prediction.error is None:
+                click.echo(prediction.video)
+                width = max(len(name) for name, _ in prediction.top)
+                for rank, (name, probability) in enumerate(prediction.top, 1):
+                    click.echo(f"  {rank}. {name:<{width}}  {probability:.4f}")
+    for prediction in failed:
+        click.echo(f"error: {prediction.error}", err=True)
+    if failed:
+        raise UcfpipeError(f"{len(failed)} of {len(predictions)} videos could not be read")
+
+
+def _video_files(paths) -> list[str]:
+    """Files as given; a directory stands for every video under it (by extension, recursively, sorted). A path
+    that does not exist is a typo, refused before anything loads; a file that cannot be decoded is reported
+    per file once the model is there."""
+    from ucfpipe.datasets.base import VIDEO_EXTENSIONS
+
+    missing = [str(path) for path in paths if not os.path.lexists(path)]
+    if missing:
+        raise UcfpipeError(f"{len(missing)} of {len(paths)} videos do not exist ({', '.join(missing[:3])}"
+                           f"{', ...' if len(missing) > 3 else ''}); check the paths")
+    files = []
+    for path in map(Path, paths):
+        if not path.is_dir():
+            files.append(str(path))
+            continue
+        found = sorted(p for p in path.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+        if not found:
+            raise UcfpipeError(f"{path} is a directory with no video files under it ({', '.join(VIDEO_EXTENSIONS)}); "
+                               "pass video files or a folder that holds some")
+        files += map(str, found)
+    return files
+
+
+def _check_out(out: Path, videos: list[str]) -> None:
+    """--out gets one folder per video, named by its file name: two videos of one name, or a file where a
+    folder must go, would fail only after every video was classified."""
+    seen: dict[str, str] = {}
+    for video in videos:
+        stem = Path(video).stem
+        if stem in seen:
+            raise UcfpipeError(f"--out writes each video's results to OUT/<file name>/, and {seen[stem]} and {video} would "
+                               f"both write {out / stem}; predict them in separate runs with different --out folders")
+        seen[stem] = video
+        if (out / stem).exists() and not (out / stem).is_dir():
+            raise UcfpipeError(f"{out / stem} is a file, where --out would write {video}'s results; "
+                               "move it or pick another --out")
+    parent = out
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UcfpipeError(f"--out {out}: {parent} is a file, not a folder; pick another --out")
+
+
+def _predict_windows(videos, run_dir, run, top, as_json, weights, seconds, stride, out_dir):
+    import json
+
+    from ucfpipe.serving import windows
+    from ucfpipe.serving.predictor import Predictor
+
+    rate = windows.recorded_rate(run, seconds)  # the run's record, without Keras
+    stride = stride if stride is not None else rate.clip_seconds / 2
+    windows.check_videos(videos, rate, stride)
+    predictor = Predictor(run_dir, weights)
+    predictions = windows.run(videos, predictor, rate, stride, progress=sys.stderr.isatty())
+    done = [p for p in predictions if p.error is None]
+    if out_dir:
+        for prediction in done:
+            windows.write_outputs(prediction, Path(out_dir) / Path(prediction.video).stem, top)
+    if as_json:
+        click.echo(json.dumps([p.as_dict(top) for p in predictions], indent=2))
+    else:
+        for prediction in done:
+            click.echo(f"{prediction.video}: {prediction.duration:.1f} s, {len(prediction.windows)} windows of "
+                       f"{rate.clip_seconds:.2f} s")
+            for start, end, name in prediction.segments():
+                click.echo(f"  {start:8.1f} - {end:8.1f} s  {name}")
+            if out_dir:
+                click.echo(f"  -> {Path(out_dir) / Path(prediction.video).stem}/windows.csv, seconds.csv, timeline.png")
+    failed = [p for p in predictions if p.error is not None]
+    for prediction in failed:
+        click.echo(f"error: {prediction.error}", err=True)
+    if failed:
+        raise UcfpipeError(failed[0].error if len(predictions) == 1 else f"{len(failed)} of {len(predictions)} videos could not be read")
+
+
+LIVE_EXIT = {"end": EXIT_OK, "quit": EXIT_OK, "dropped": EXIT_SOURCE_LOST, "stalled": EXIT_SOURCE_LOST}  # interrupted: exit_status()
+
+
+@click.command()
+@run_option()
+@click.option("--source", required=True, help="Camera index (0), stream URL (rtsp://, http://...), video file or file:// URL.")
+@click.option("--window", type=float, help="Seconds the run sees at once (T sampled frames).  [default: the run's typical clip]")
+@click.option("--stride", type=float, help="Seconds between predictions, at most the window.  [default: half the window]")
+@top_option("Classes per prediction.")
+@json_option("One JSON object per prediction and line: time, latency, top.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Also write the video with the top-3 drawn on it (.mp4 or .avi).")
+@click.option("--display", is_flag=True, help="Show the annotated video in a window (needs OpenCV with GUI support); q quits.")
+@click.option("--realtime", is_flag=True, help="Play a file source at its own speed instead of as fast as it decodes.")
+@click.option("--stall", "stall_seconds", type=float, default=10.0, show_default=True,
+              help="Stop when no frame arrives (or a URL does not answer) for this many seconds, at most 86400.")
+@weights_option()
+@user_errors
+def live(run_dir, source, window, stride, top, as_json, out_path, display, realtime, stall_seconds, weights):
+    """Classify a camera, stream or file as its frames arrive: the top classes every --stride seconds.
+
+    Exit status 0 at the end of a file source, 2 for bad input (a source that cannot be opened, a full disk
+    under --out), 4 when a camera or stream drops or stalls, 130 on Ctrl-C and 143 on SIGTERM (the recording
+    so far kept whole); a summary line on stderr in every case but bad input."""
+    import json
+
+    from ucfpipe.serving import live as stage
+    from ucfpipe.serving import windows
+    from ucfpipe.serving.featuriser import StreamingFeaturiser, run_rate
+    from ucfpipe.serving.predictor import Predictor
+
+    check_top(top)
+    stage.check_settings(stride, stall_seconds)
+    if window is not None:
+        windows.check_window(window, stride if stride is not None else window / 2)
+    if display:
+        stage.check_display()
+    writer = stage.AnnotatedWriter(out_path, 0.0) if out_path else None
+    frames = stage.open_source(source, realtime, stall_seconds)
+    try:
+        predictor = Predictor(run_dir, weights)
+    except KeyboardInterrupt:
+        click.echo("live: interrupted before the first frame", err=True)
+        sys.exit(interrupts.exit_status())
+    rate = run_rate(predictor, window)
+    stride = stride if stride is not None else rate.clip_seconds / 2
+    windows.check_window(rate.clip_seconds, stride)  # predict's refusal of a stride longer than the window
+    if frames.fps > 0:  # the same refusal as predict --window: fewer frames than T would repeat frames
+        windows.layout(rate, rate.clip_seconds, frames.fps, where=f"{source}: ")
+    if writer is not None:
+        writer.fps = frames.fps if frames.fps > 0 else writer.fps
+
+    def emit(prediction):
+        if as_json:
+            click.echo(json.dumps(prediction.as_dict()))
+        else:
+            classes = "  ".join(f"{name} {p:.3f}" for name, p in prediction.top)
+            click.echo(f"{prediction.time:9.2f} s  latency {prediction.latency * 1000:6.0f} ms  {classes}")
+
+    summary = stage.run(StreamingFeaturiser(predictor), frames, rate, stride, top=top, emit=emit, out=writer,
+                        display=display, stall_seconds=stall_seconds, name=source)
+    if summary.ended == "interrupted":
+        interrupts.ignore()  # a second signal must not cut the summary short
+    click.echo(summary.line(), err=True)
+    if writer is not None and summary.frames:
+        click.echo(f"wrote {out_path}", err=True)
+    sys.exit(interrupts.exit_status() if summary.ended == "interrupted" else LIVE_EXIT[summary.ended])
+
+
+@click.command()
+@run_option()
+@click.option("--out", required=True, type=click.Path(), help="New (or empty) directory for the model and the files beside it.")
+@click.option("--format", "model_format", type=click.Choice(["keras", "saved_model", "onnx"]), default="keras", show_default=True,
+              help="keras: model.keras (any backend); saved_model and onnx need TensorFlow, onnx also the extra ucfpipe[onnx].")
+@weights_option()
+@user_errors
+def export(run_dir, out, model_format, weights):
+    """One deployable model: uint8 RGB frames (N, T, S, S, 3) in, class probabilities out (CNN, its
+    preprocessing and the run's sequence model in one), with the classes and the sampling rule beside it."""
+    from ucfpipe.serving import export as stage
+
+    stage.run(run_dir, out, model_format, weights=weights, log=click.echo)

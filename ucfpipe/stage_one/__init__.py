@@ -1,0 +1,1 @@
+"""Stage one: videos -> cached features (extract, merge of parts, check, finetune). Never imports stage_two."""

@@ -1,0 +1,143 @@
+"""Several evaluated runs -> one table: each run's split and scores, then mean ± standard deviation over the
+runs, the way papers report UCF-101 over splits 1-3.
+
+Runs of different datasets are refused (a mean over UCF-101 and HMDB51 splits is no figure of either); runs
+of different caches (fingerprints, backbones) are averaged with a note saying so. `require_margin` turns the
+demo's claim, that the LSTM beats the order-blind reference by a wide margin, into a check that fails."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+from ucfpipe.stage_two import runs
+from ucfpipe.core.errors import EXIT_INCOMPLETE, UcfpipeError
+
+COLUMNS = (("top1", "top-1"), ("top5", "top-5"), ("mean_class_accuracy", "mean class acc"))
+
+
+class MarginNotMet(UcfpipeError):
+    """The LSTM did not beat the order-blind reference by the margin asked for: a failed claim, not bad input."""
+
+    exit_code = EXIT_INCOMPLETE
+
+
+def _recorded(directory: Path) -> dict:
+    """run.json of a run, or of an ensemble's first member: where metrics.json of older evals lacks the
+    dataset and backbone."""
+    for path in [directory / runs.RUN, *sorted(directory.glob(f"*/{runs.RUN}"))]:
+        if path.is_file():
+            return runs.read_json(path)
+    return {}
+
+
+def collect(run_dirs) -> list[dict]:
+    rows = []
+    for directory in run_dirs:
+        path = Path(directory) / runs.METRICS
+        if not path.is_file():
+            raise UcfpipeError(f"{directory} has no {runs.METRICS}; run `ucfpipe eval --run {directory}` first")
+        metrics = runs.read_json(path)
+        if "dataset" not in metrics or "backbone" not in metrics:
+            record = _recorded(Path(directory))
+            extract = record.get("cache", {}).get("extract_config", {})
+            metrics.setdefault("dataset", record.get("dataset", extract.get("dataset")))
+            metrics.setdefault("backbone", extract.get("backbone"))
+        rows.append({"run": str(directory), **metrics})
+    if not rows:
+        raise UcfpipeError("no run directories given: `ucfpipe report RUN_DIR...`")
+    by_dataset: dict[str, list[str]] = {}
+    for row in rows:
+        by_dataset.setdefault(row.get("dataset") or "unknown", []).append(row["run"])
+    if len(by_dataset) > 1:
+        named = "; ".join(f"{name}: {', '.join(dirs)}" for name, dirs in sorted(by_dataset.items()))
+        raise UcfpipeError(f"the runs are of different datasets ({named}); report one dataset's runs at a time")
+    return rows
+
+
+def check_margin(rows: list[dict], margin: float) -> str:
+    """Every run's LSTM top-1 must exceed its order-blind top-1 by at least `margin`; the line that says so."""
+    lacking = [row["run"] for row in rows if "order_blind_top1" not in row]
+    if lacking:
+        raise UcfpipeError(f"--require-margin needs the order-blind reference, which {', '.join(lacking)} lacks; "
+                           "run `ucfpipe eval --run RUN_DIR --baseline` first")
+    worst = min(rows, key=lambda row: row["top1"] - row["order_blind_top1"])
+    gap = worst["top1"] - worst["order_blind_top1"]
+    if not gap >= margin:
+        raise MarginNotMet(
+            f"the LSTM beats the order-blind reference by only {gap:.3f} in {worst['run']} (top-1 {worst['top1']:.3f} "
+            f"vs {worst['order_blind_top1']:.3f}), less than --require-margin {margin:g}: the LSTM did not learn "
+            "what frame order tells")
+    return (f"margin: in every run the LSTM's top-1 beats the order-blind reference by at least {margin:g} "
+            f"(the least: {gap:.3f}, {worst['run']})")
+
+
+def summarise(rows: list[dict], columns=COLUMNS) -> dict:
+    """Mean and sample standard deviation (n - 1; 0 for a single run) of each column."""
+    summary = {}
+    for key, _ in columns:
+        values = [row[key] for row in rows]
+        summary[key] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+    return summary
+
+
+MARKDOWN_ROWS = {"top1": "LSTM top-1", "top5": "LSTM top-5", "mean_class_accuracy": "LSTM mean class accuracy",
+                 "order_blind_top1": "order-blind top-1 (logistic regression on time-averaged features)"}
+
+
+def markdown(rows: list[dict], summary: dict, columns) -> str:
+    """The table as the README shows it: one row per figure, one column per run (named by its split), then
+    mean ± std. Pasted verbatim, so the README's figures are exactly what this command printed."""
+    header = "| | " + " | ".join(f"split {row['split']}" for row in rows) + " | mean ± std |"
+    lines = [header, "| --- |" + " --- |" * (len(rows) + 1)]
+    for key, _ in columns:
+        mean = f"{summary[key]['mean']:.3f} ± {summary[key]['std']:.3f}"
+        lines.append(f"| {MARKDOWN_ROWS.get(key, key)} | " + " | ".join(f"{row[key]:.3f}" for row in rows) + f" | {mean} |")
+    return "\n".join(lines)
+
+
+def run(run_dirs, log=print, as_markdown: bool = False, require_margin: float | None = None, warn=None) -> dict:
+    """Print the table with `log`; notes (and the margin's line) go to `warn` (default `log`), so that a
+    markdown table can be redirected into a file whole."""
+    warn = warn or log
+    if require_margin is not None and not 0 <= require_margin <= 1:
+        raise UcfpipeError(f"--require-margin {require_margin} is not a top-1 difference; give one in [0, 1], e.g. 0.2")
+    rows = collect(run_dirs)
+    columns = COLUMNS + ((("order_blind_top1", "order-blind"),) if all("order_blind_top1" in r for r in rows) else ())
+    summary = summarise(rows, columns)
+    notes = _notes(rows)
+    if as_markdown:
+        log(markdown(rows, summary, columns))
+    else:
+        _table(rows, summary, columns, log)
+    for note in notes:
+        warn(f"note: {note}")
+    if require_margin is not None:
+        warn(check_margin(rows, require_margin))
+    return {"runs": rows, "summary": summary, "notes": notes}
+
+
+def _table(rows: list[dict], summary: dict, columns, log) -> None:
+    width = max(len("mean ± std"), *(len(row["run"]) for row in rows))
+    log(f"{'run':<{width}}  split" + "".join(f"{title:>18}" for _, title in columns) + "   test clips")
+    for row in rows:
+        log(f"{row['run']:<{width}}  {row['split']:>5}" + "".join(f"{row[key]:>18.4f}" for key, _ in columns)
+            + f"   {row['num_test_clips']}" + (f" ({row['num_not_evaluated']} not evaluated)" if row.get("num_not_evaluated") else ""))
+    log(f"{'mean ± std':<{width}}  {'':>5}" + "".join(f"{summary[k]['mean']:.4f} ± {summary[k]['std']:.4f}".rjust(18) for k, _ in columns)
+        + f"   over {len(rows)} runs")
+
+
+def _notes(rows: list[dict]) -> list[str]:
+    notes = []
+    splits = [row["split"] for row in rows]
+    if len(set(splits)) < len(splits):
+        notes.append(f"splits repeat ({', '.join(map(str, splits))}): the spread is not the usual over-splits figure")
+    backbones = sorted({str(row.get("backbone")) for row in rows if row.get("backbone")})
+    if len(backbones) > 1:
+        notes.append(f"the runs used different backbones ({', '.join(backbones)}): the mean ± std mixes their figures")
+    elif len({row.get("fingerprint") for row in rows}) > 1:
+        notes.append("the runs used feature caches of different fingerprints (different stage-one settings): "
+                     "the mean ± std mixes their figures")
+    if any(row.get("num_not_evaluated") for row in rows):
+        notes.append("some runs scored a reduced test set (clips missing from the cache)")
+    return notes
