@@ -12,7 +12,7 @@ import numpy as np
 from click.testing import CliRunner
 
 from ucfpipe.cache.format import MANIFEST, file_sha256
-from ucfpipe.cache.writer import write_json_atomic
+from ucfpipe.core.files import write_json
 from ucfpipe.cli import main
 from ucfpipe.config import TrainConfig, fingerprint
 
@@ -60,7 +60,7 @@ def copy_cache(source, destination, drop=(), settings_change=None):
         # New bytes, so new checksums: the copy must verify like a cache extract wrote.
         manifest["checksums"][name] = {**manifest["checksums"][name], "sha256": file_sha256(destination / name),
                                        "bytes": (destination / name).stat().st_size, "clips": int(keep.sum())}
-    write_json_atomic(destination / MANIFEST, manifest)
+    write_json(destination / MANIFEST, manifest)
     return destination
 
 

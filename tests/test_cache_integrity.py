@@ -21,6 +21,7 @@ from helpers import REPO, TINY, extract_tiny, flip_a_feature_byte
 from ucfpipe.stage_one import extract
 from ucfpipe.cache import format as cache_format
 from ucfpipe.cache import writer
+from ucfpipe.core.files import write_json
 from ucfpipe.cli import main
 from ucfpipe.config import ExtractConfig
 from ucfpipe.core.errors import UcfpipeError
@@ -222,7 +223,7 @@ def test_a_format_1_cache_is_still_read_and_check_says_it_has_no_checksums(synth
     manifest = json.loads((out / MANIFEST).read_text())
     del manifest["checksums"]
     manifest["format"] = "ucfpipe-features/1"
-    writer.write_json_atomic(out / MANIFEST, manifest)
+    write_json(out / MANIFEST, manifest)
     assert len(FeatureStore(out)) == len(FeatureStore(synth_cache))
     result = invoke("check", "--features", out)
     assert result.exit_code == 0 and "format ucfpipe-features/1 has no checksums" in result.output

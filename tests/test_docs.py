@@ -8,7 +8,6 @@ Nothing here loads Keras: the command lines are resolved through the click group
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import re
 import shlex

@@ -20,7 +20,7 @@ from ucfpipe.cli import main
 from ucfpipe.core.comma_list import comma_list
 from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.cache.store import FeatureStore
-from ucfpipe.cache.writer import write_json_atomic
+from ucfpipe.core.files import write_json
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_members_of_different_caches_are_refused(trained_ensemble, tmp_path):
     shutil.copytree(out, copy)
     record = json.loads((copy / "member-gru-seed2" / runs.RUN).read_text())
     record["cache"]["fingerprint"] = "0" * 16
-    write_json_atomic(copy / "member-gru-seed2" / runs.RUN, record)
+    write_json(copy / "member-gru-seed2" / runs.RUN, record)
     with pytest.raises(UcfpipeError, match="different fingerprints"):
         predict.Predictor(copy)
     with pytest.raises(UcfpipeError, match="different fingerprints"):

@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from helpers import QUIET, extract_tiny, tiny_config
+from ucfpipe.core.files import DiskFull
 from ucfpipe.stage_two import evaluate
 from ucfpipe.stage_one import extract
 from ucfpipe.stage_one import finetune
@@ -200,7 +201,7 @@ def test_full_disk_under_eval_keeps_the_previous_outputs(synth_dataset, finished
     evaluate.run(run_dir, log=lambda *_: None)
     before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.name != runs.LOCK}
     filler = fill(small_disk)
-    with pytest.raises(runs.DiskFull, match=f"^{run_dir}/.*: the disk is full"):
+    with pytest.raises(DiskFull, match=f"^{run_dir}/.*: the disk is full"):
         evaluate.run(run_dir, log=lambda *_: None)
     assert not leftovers(run_dir)
     assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.name != runs.LOCK} == before  # nothing lost or half-written
@@ -215,7 +216,7 @@ def test_full_disk_under_finetune_says_which_file_and_leaves_no_temp(synth_datas
     config = FinetuneConfig(videos=str(synth_dataset["videos"]), splits=str(synth_dataset["splits"]), out=str(out),
                             weights="none", size=32, frames_per_clip=1, epochs=1, batch_size=16, val_groups=1, workers=1)
     filler = fill(small_disk)
-    with pytest.raises(runs.DiskFull, match=f"^{out}: the disk is full"):
+    with pytest.raises(DiskFull, match=f"^{out}: the disk is full"):
         finetune.run(config, **QUIET)
     assert not out.exists() and not leftovers(small_disk)
     filler.unlink()

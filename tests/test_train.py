@@ -13,7 +13,7 @@ from ucfpipe.stage_two import runs
 from ucfpipe.stage_two import train
 from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.cache.store import FeatureStore
-from ucfpipe.cache.writer import write_json_atomic
+from ucfpipe.core.files import write_json
 from ucfpipe.datasets.base import hold_out_groups
 from ucfpipe.datasets.ucf101 import read_split
 
@@ -141,7 +141,7 @@ def test_resume_refuses_a_finished_run_and_changed_settings(reference_run, tmp_p
     unfinished = tmp_path / "unfinished"
     shutil.copytree(out, unfinished)
     record = json.loads((unfinished / runs.RUN).read_text())
-    write_json_atomic(unfinished / runs.RUN, {**record, "status": "running"})
+    write_json(unfinished / runs.RUN, {**record, "status": "running"})
     with pytest.raises(UcfpipeError, match="drop --units"):
         train.resume_config(unfinished, {"units": 64})
     assert train.resume_config(unfinished, {"epochs": 9}).epochs == 9

@@ -42,12 +42,6 @@ def _write_file(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
-def write_json_atomic(path: Path, data) -> None:
-    """Readers see the old file or the new one, never half of one; a full disk leaves the old file and says how
-    much the file needed."""
-    write_json(path, data, tell_size=True)
-
-
 
 def write_shard(path: Path, clips: list[ClipFeatures], fingerprint: str, settings: dict, replaces: str = "") -> dict:
     """Write `clips` as the shard `path`; it takes its final name only once it is on disk and reads back
@@ -247,7 +241,7 @@ def write_manifest(directory: Path, *, fingerprint: str, settings: dict, config:
         "part": part,
         **extra,
     }
-    write_json_atomic(Path(directory) / MANIFEST, manifest)
+    write_json(Path(directory) / MANIFEST, manifest, tell_size=True)  # a full disk says how much it needed
     return manifest
 
 

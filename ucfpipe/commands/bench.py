@@ -45,13 +45,13 @@ def bench_extract(clip_counts, frames, size, batch_size, workers, weights, preci
     """Stage one side by side: model-only, ucfpipe's extraction, a naive tutorial-style peer, decoding alone
     (also `ucfpipe bench`)."""
     from ucfpipe.bench import extract as bench
-    from ucfpipe.cache.writer import write_json_atomic
+    from ucfpipe.core.files import write_json
 
     counts = comma_list(clip_counts, "--clips", int, positive=True)
     results = bench.run(counts, frames, size, batch_size, workers, weights, precision, log=click.echo)
     click.echo(bench.format_table(results))
     if json_out:
-        write_json_atomic(Path(json_out), results)
+        write_json(Path(json_out), results)
 
 
 @bench.command("model")
@@ -71,7 +71,7 @@ def bench_model(batch_sizes, precisions, backbone_names, size, weights, videos, 
     """The backbones alone, side by side, by precision and batch size (frames/s, feature size), and how far each
     precision's features are from float32's."""
     from ucfpipe.bench import model as bench
-    from ucfpipe.cache.writer import write_json_atomic
+    from ucfpipe.core.files import write_json
 
     sizes = comma_list(batch_sizes, "--batch-sizes", int, positive=True, repeats="drop")  # each once, in the order given
     chosen = comma_list(precisions, "--precisions", choices=PRECISIONS, repeats="drop")
@@ -82,7 +82,7 @@ def bench_model(batch_sizes, precisions, backbone_names, size, weights, videos, 
                         backbones=names)
     click.echo(bench.format_table(results))
     if json_out:
-        write_json_atomic(Path(json_out), results)
+        write_json(Path(json_out), results)
 
 
 @bench.command("long")
@@ -97,7 +97,7 @@ def bench_model(batch_sizes, precisions, backbone_names, size, weights, videos, 
 def bench_long(run_dir, minutes, size, fps, directory, json_out):
     """Windowed prediction on generated long videos, each length in its own process: frames/s and peak RSS."""
     from ucfpipe.bench import long as bench
-    from ucfpipe.cache.writer import write_json_atomic
+    from ucfpipe.core.files import write_json
 
     lengths = comma_list(minutes, "--minutes", float)
     if min(lengths) <= 0 or size < 16 or fps <= 0:
@@ -105,7 +105,7 @@ def bench_long(run_dir, minutes, size, fps, directory, json_out):
     results = bench.run(run_dir, lengths, size, fps, directory, log=click.echo)
     click.echo(bench.format_table(results))
     if json_out:
-        write_json_atomic(Path(json_out), results)
+        write_json(Path(json_out), results)
 
 
 @bench.command("train")

@@ -14,6 +14,8 @@ from __future__ import annotations
 import errno
 import gc
 import json
+import csv
+import io
 import os
 import re
 import shutil
@@ -176,6 +178,14 @@ def clear_stale_dirs(out: Path) -> list[Path]:
             removed.append(path)
     return removed
 
+
+
+def write_csv(path: str | Path, header: list[str], rows: list[list]) -> None:
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_text(path, text.getvalue())
 
 @contextmanager
 def replacing_dir(out: str | Path, staging: str | Path | None = None):

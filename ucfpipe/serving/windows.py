@@ -273,10 +273,10 @@ def second_rows(prediction: WindowedPrediction) -> tuple[list[str], list[list]]:
 
 def write_outputs(prediction: WindowedPrediction, directory: Path, top: int) -> None:
     """directory/windows.csv, seconds.csv and timeline.png, each written whole then renamed."""
-    from ucfpipe.stage_two.runs import write_csv_atomic
+    from ucfpipe.core.files import write_csv
     from ucfpipe.serving.timeline import plot_timeline
 
     directory.mkdir(parents=True, exist_ok=True)
-    write_csv_atomic(directory / "windows.csv", *window_rows(prediction, top))
-    write_csv_atomic(directory / "seconds.csv", *second_rows(prediction))
+    write_csv(directory / "windows.csv", *window_rows(prediction, top))
+    write_csv(directory / "seconds.csv", *second_rows(prediction))
     plot_timeline(prediction, directory / "timeline.png")

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 
 from ucfpipe import datasets
-from ucfpipe.core import files as atomic
+from ucfpipe.core import files
 from ucfpipe.core import interrupts
 from ucfpipe.core.files import write_json
 from ucfpipe.core.locks import locked
@@ -146,7 +146,7 @@ def _run(config: FinetuneConfig, out: Path, log, verbose: int) -> dict:
                    _SafePoints()],
     )
     interrupts.check()
-    with atomic.replacing(out, keep_suffix=True) as tmp:  # keeps the .weights.h5 ending Keras requires
+    with files.replacing(out, keep_suffix=True) as tmp:  # keeps the .weights.h5 ending Keras requires
         backbone.save_weights(tmp)
     record = {
         "config": vars(config),

@@ -16,6 +16,7 @@ from ucfpipe import datasets
 from ucfpipe.models import backbones
 from ucfpipe.stage_two import runs
 from ucfpipe.stage_two.batches import ClipBatches, feature_bytes, load_source
+from ucfpipe.core import files
 from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.cache.store import FeatureStore
 
@@ -191,14 +192,14 @@ def order_blind_top1_of(run: runs.Run, store: FeatureStore, test_ids: list[str])
 def _write_outputs(directory: Path, classes, metrics, per_class, confusion, video_ids, labels, probabilities, what) -> None:
     from ucfpipe.stage_two.plots import plot_confusion
 
-    runs.write_json(directory / runs.METRICS, metrics)
-    runs.write_csv_atomic(
+    files.write_json(directory / runs.METRICS, metrics)
+    files.write_csv(
         directory / runs.PER_CLASS, ["class", "accuracy", "precision", "recall", "f1", "support"],
         [[r["class"], f"{r['accuracy']:.4f}", f"{r['precision']:.4f}", f"{r['recall']:.4f}", f"{r['f1']:.4f}", r["support"]]
          for r in per_class],
     )
     predicted = probabilities.argmax(axis=1)
-    runs.write_csv_atomic(
+    files.write_csv(
         directory / runs.PREDICTIONS, ["video_id", "true", "predicted", "probability"],
         [[v, classes[t], classes[p], f"{probabilities[i, p]:.4f}"] for i, (v, t, p) in enumerate(zip(video_ids, labels, predicted))],
     )

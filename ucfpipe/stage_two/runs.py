@@ -12,13 +12,11 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import fields
 from pathlib import Path
 
-from ucfpipe.core.files import DiskFull, replacing, write_json, write_text  # noqa: F401 (DiskFull, write_json: runs' API)
+from ucfpipe.core.files import replacing
 from ucfpipe.config import TrainConfig
 from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.core.locks import locked
@@ -42,14 +40,6 @@ LOCK = "run.lock"
 # Runs recorded before training augmentation existed trained without it: their config.json lacks these keys,
 # and a resumed one must go on as it started.
 PRE_AUGMENTATION = {"train_views": "center", "time_jitter": 0.0, "step_drop": 0.0}
-
-
-def write_csv_atomic(path: Path, header: list[str], rows: list[list]) -> None:
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    write_text(path, text.getvalue())
 
 
 def save_model_atomic(model, path: Path) -> None:

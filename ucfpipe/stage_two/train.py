@@ -17,7 +17,7 @@ import keras
 import numpy as np
 
 from ucfpipe import datasets
-from ucfpipe.core import files as atomic
+from ucfpipe.core import files
 from ucfpipe.core import interrupts
 from ucfpipe.stage_two import runs
 from ucfpipe.stage_two.batches import ClipBatches, feature_bytes, iterate_features, load_source
@@ -179,7 +179,7 @@ class RunKeeper(keras.callbacks.Callback):
         runs.save_model_atomic(self.model, folder / name)
         states = [keras.ops.convert_to_numpy(v).tolist() for v in random_states(self.model)]
         self.state.update(epoch=number, checkpoint=name, random_states=states)
-        runs.write_json(folder / runs.STATE, self.state)
+        files.write_json(folder / runs.STATE, self.state)
         for old in folder.glob("last-*.keras"):
             if old.name != name:
                 old.unlink()
@@ -187,7 +187,7 @@ class RunKeeper(keras.callbacks.Callback):
 
 def write_history(directory: Path, history: list[dict]) -> None:
     rows = [[row.get(column, "") for column in HISTORY_COLUMNS] for row in history]
-    runs.write_csv_atomic(directory / runs.HISTORY, HISTORY_COLUMNS, rows)
+    files.write_csv(directory / runs.HISTORY, HISTORY_COLUMNS, rows)
 
 
 # -- the run directory --------------------------------------------------------------------------------------
@@ -318,7 +318,7 @@ def _remove_unstarted(out: Path, created: bool) -> None:
     for name in (runs.CLIPS, runs.CONFIG, runs.HISTORY, runs.CURVES, runs.RUN):
         (out / name).unlink(missing_ok=True)
     for name in (runs.CLIPS, runs.CONFIG, runs.RUN, runs.HISTORY, runs.CURVES):
-        for tmp in out.glob(atomic.temp_glob(name)):
+        for tmp in out.glob(files.temp_glob(name)):
             tmp.unlink(missing_ok=True)
 
 
@@ -337,11 +337,11 @@ def _run_locked(config: TrainConfig, out: Path, store: FeatureStore, split: data
             raise  # the run never finished an epoch: `run` removes what there is, the same command starts it again
         done = runs.read_json(out / runs.CHECKPOINTS / runs.STATE)["epoch"] if (out / runs.CHECKPOINTS / runs.STATE).is_file() else 0
         raise TrainingInterrupted(f"interrupted after epoch {done}; continue with {resume_hint}") from None
-    except runs.DiskFull as err:
+    except files.DiskFull as err:
         if not (out / runs.RUN).is_file() or (not resume and _never_trained(out)):
             raise
         # The last checkpoint is whole (its state is written last), so the run goes on from there.
-        raise runs.DiskFull(f"{str(err).removesuffix('; ' + atomic.RERUN)}; free space and continue with {resume_hint}") from None
+        raise files.DiskFull(f"{str(err).removesuffix('; ' + files.RERUN)}; free space and continue with {resume_hint}") from None
 
 
 def _fit(config, out, store, split, plan, views, loaded_bytes, in_memory, where_to, record, state, log, verbose) -> dict:
@@ -420,10 +420,10 @@ def _open_run(out: Path, config: TrainConfig, store: FeatureStore, split: datase
     else:
         out.mkdir(parents=True, exist_ok=True)
         record = _record(config, store, split, plan, in_memory)
-        runs.write_json(out / runs.CLIPS, _clip_ids(plan))
+        files.write_json(out / runs.CLIPS, _clip_ids(plan))
     record["placement"] = where_to.describe()  # a resumed run may continue on other devices: the latest is kept
-    runs.write_json(out / runs.CONFIG, to_dict(config))
-    runs.write_json(out / runs.RUN, record)
+    files.write_json(out / runs.CONFIG, to_dict(config))
+    files.write_json(out / runs.RUN, record)
     return record, state
 
 
@@ -458,7 +458,7 @@ def _finish(out: Path, config: TrainConfig, record: dict, state: dict, log) -> d
         stopped_early=state["stopped_early"],
         seconds=round(sum(row["seconds"] for row in state["history"]), 1),
     )
-    runs.write_json(out / runs.RUN, record)
+    files.write_json(out / runs.RUN, record)
     shutil.rmtree(out / runs.CHECKPOINTS, ignore_errors=True)  # only `--resume` needs it
     stop = f"stopped early after {state['epoch']} epochs" if state["stopped_early"] else f"ran {state['epoch']} epochs"
     log(f"done: {stop}; best {config.monitor} {state['best']:.4f} at epoch {state['best_epoch']}")
