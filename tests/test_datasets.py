@@ -263,13 +263,19 @@ def test_splits_make_writes_ucf101_format_stratified_folds(own_videos, tmp_path)
     assert again.joinpath("testlist02.txt").read_text() == out.joinpath("testlist02.txt").read_text()  # from the seed
 
 
-def test_splits_make_keeps_groups_on_one_side(tmp_path, synth_dataset):
+def grouped_videos(tmp_path, synth_dataset) -> Path:
+    """Two classes of your own videos named take_gN_K.avi: GROUPS groups of 2 clips each (hard links)."""
     root = tmp_path / "videos"
     for class_name in CLASSES[:2]:
         (root / class_name).mkdir(parents=True)
         for group in range(1, GROUPS + 1):
             for clip in (1, 2):
                 os.link(synth_path(synth_dataset, class_name, group, clip), root / class_name / f"take_g{group}_{clip}.avi")
+    return root
+
+
+def test_splits_make_keeps_groups_on_one_side(tmp_path, synth_dataset):
+    root = grouped_videos(tmp_path, synth_dataset)
     out = tmp_path / "lists"
     assert invoke("splits", "make", "--videos", root, "--out", out, "--folds", 3).exit_code == 0
     for split in datasets.read_all_splits("folders", out):
@@ -427,12 +433,8 @@ def test_splits_make_refuses_a_class_name_that_a_list_line_cannot_hold(tmp_path,
 def test_splits_make_keeps_named_groups_whole_and_splits_the_rest_stratified(tmp_path, synth_dataset):
     """Some files carry _gNN_, some do not: every named group stays on one side in every fold, the others are
     single clips, and the output says so."""
-    root = tmp_path / "videos"
+    root = grouped_videos(tmp_path, synth_dataset)
     for class_name in CLASSES[:2]:
-        (root / class_name).mkdir(parents=True)
-        for group in range(1, GROUPS + 1):
-            for clip in (1, 2):
-                os.link(synth_path(synth_dataset, class_name, group, clip), root / class_name / f"take_g{group}_{clip}.avi")
         for clip in range(1, 7):
             os.link(synth_path(synth_dataset, class_name, clip, 3), root / class_name / f"phone {clip}.avi")
     out = tmp_path / "lists"

@@ -51,17 +51,22 @@ def finished_run(synth_cache, synth_dataset, tmp_path_factory):
     return out
 
 
+def long_command(stage: str, synth_dataset, synth_cache, out) -> list[str]:
+    """An extract or train far longer than the latest signal the tests send (64x64 frames, 16 per clip, 8 per
+    batch; 1000 epochs)."""
+    if stage == "extract":
+        return CLI + ["extract", "--videos", str(synth_dataset["videos"]), "--splits", str(synth_dataset["splits"]),
+                      "--out", str(out), "--frames", "16", "--size", "64", "--weights", "none", "--batch-size", "8",
+                      "--no-progress"]
+    return train_command(synth_cache, synth_dataset["splits"], out, "--epochs", "1000")
+
+
 # -- Ctrl-C at any moment --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("delay", [0.5, 1.5, 3.0, 5.0])
 @pytest.mark.parametrize("stage", ["extract", "train"])
 def test_ctrl_c_at_any_moment_ends_with_one_line_and_exit_130(stage, delay, synth_dataset, synth_cache, tmp_path):
     out = tmp_path / "out"
-    if stage == "extract":  # 64x64 frames, 16 per clip, 8 per batch: far longer than the latest signal
-        command = CLI + ["extract", "--videos", str(synth_dataset["videos"]), "--splits", str(synth_dataset["splits"]),
-                         "--out", str(out), "--frames", "16", "--size", "64", "--weights", "none", "--batch-size", "8",
-                         "--no-progress"]
-    else:
-        command = train_command(synth_cache, synth_dataset["splits"], out, "--epochs", "1000")
+    command = long_command(stage, synth_dataset, synth_cache, out)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     time.sleep(delay)
     process.send_signal(signal.SIGINT)
@@ -80,12 +85,7 @@ def test_sigterm_takes_the_ctrl_c_way_and_exits_143(stage, delay, synth_dataset,
     """What `timeout`, `docker stop` and systemd send: the same safe points, line and leftovers as Ctrl-C, and
     128 + SIGTERM as the status (by default Python would die at once, mid-write, with no line at all)."""
     out = tmp_path / "out"
-    if stage == "extract":
-        command = CLI + ["extract", "--videos", str(synth_dataset["videos"]), "--splits", str(synth_dataset["splits"]),
-                         "--out", str(out), "--frames", "16", "--size", "64", "--weights", "none", "--batch-size", "8",
-                         "--no-progress"]
-    else:
-        command = train_command(synth_cache, synth_dataset["splits"], out, "--epochs", "1000")
+    command = long_command(stage, synth_dataset, synth_cache, out)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     time.sleep(delay)
     process.terminate()
