@@ -215,21 +215,22 @@ def test_every_make_target_shown_exists():
 def tiny_cache_folder(tmp_path_factory) -> Path:
     """A folder holding `features/ucf101`: 3 clips of random features (T = 4, 512 per frame), written by the
     cache's own writer, so the examples that read a cache run as the pages write them."""
-    from ucfpipe import features
+    from ucfpipe.cache.format import ClipFeatures
+    from ucfpipe.cache.writer import open_for_writing, write_manifest
 
     folder = tmp_path_factory.mktemp("docs")
     cache = folder / "features" / "ucf101"
     settings = {"dtype": "float16", "views": ["center"], "frames": 4}
     ids = ["PushUps/v_PushUps_g02_c03", "PushUps/v_PushUps_g03_c01", "Rowing/v_Rowing_g02_c01"]
     rng = np.random.default_rng(0)
-    with features.open_for_writing(cache, "0123456789abcdef", settings) as writer:
+    with open_for_writing(cache, "0123456789abcdef", settings) as writer:
         for number, video_id in enumerate(ids):
-            writer.add(features.ClipFeatures(video_id, number // 2, 2, 100, 25.0, np.array([[12, 37, 62, 87]], np.int32),
-                                             rng.standard_normal((1, 4, 512)).astype(np.float16)))
+            writer.add(ClipFeatures(video_id, number // 2, 2, 100, 25.0, np.array([[12, 37, 62, 87]], np.int32),
+                                    rng.standard_normal((1, 4, 512)).astype(np.float16)))
         writer.flush()
-        features.write_manifest(cache, fingerprint="0123456789abcdef", settings=settings, config={"frames": 4},
-                                versions={}, shards=writer.shards, checksums=writer.checksums, num_clips=len(ids),
-                                report={"listed": len(ids), "missing": [], "failed": {}}, part={})
+        write_manifest(cache, fingerprint="0123456789abcdef", settings=settings, config={"frames": 4},
+                       versions={}, shards=writer.shards, checksums=writer.checksums, num_clips=len(ids),
+                       report={"listed": len(ids), "missing": [], "failed": {}}, part={})
     return folder
 
 
