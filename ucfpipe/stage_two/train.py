@@ -478,7 +478,8 @@ def _held(plan: ClipPlan, part: str) -> str:
         return f"{'held-out ' if part == 'val' else ''}groups {_groups(plan.val_groups if part == 'val' else plan.train_groups)}"
     if plan.holdout == "sources":
         sources = {c.source for c in getattr(plan, part)} - {""}
-        return f"{'held-out ' if part == 'val' else ''}{len(sources)} source videos"
+        # HMDB51's source films, or your own videos' gNN groups and single files (folders with mixed names)
+        return f"{'held-out ' if part == 'val' else ''}{len(sources)} sources (source videos or groups)"
     return "stratified by class, no groups known"
 
 
