@@ -154,12 +154,19 @@ def test_train_refuses_a_cache_missing_test_clips(pipeline, tmp_path):
 
 
 def test_a_train_stopped_by_a_damaged_cache_leaves_no_run_and_reruns_once_the_cache_is_fixed(pipeline, tmp_path):
+    import h5py
+
     from helpers import flip_a_feature_byte
+    from ucfpipe.datasets.ucf101 import read_split
 
     features = tmp_path / "features"
     shutil.copytree(pipeline["features"], features)
     shard = json.loads((features / MANIFEST).read_text())["shards"][0]
-    flip_a_feature_byte(features / shard, row=2)
+    # A clip train reads: a shard's rows come in the order decoding finished, so row 2 may be a test clip.
+    training = {clip.video_id for clip in read_split(pipeline["splits"], 1).train}
+    with h5py.File(features / shard) as handle:
+        row = next(i for i, video_id in enumerate(handle["video_id"].asstr()[()]) if video_id in training)
+    flip_a_feature_byte(features / shard, row=row)
     command = ["train", "--features", features, "--splits", pipeline["splits"], "--split", 1, "--out", tmp_path / "run",
                *TRAIN_FLAGS]
     assert_one_line_error(invoke(*command), f"{shard} is damaged")
