@@ -215,7 +215,14 @@ def protocol_table(root: str | Path) -> dict:
         rows.append({"row": "order-blind reference (time-averaged features)", "values": blind,
                      **summarise([{"v": v} for v in blind], (("v", ""),))["v"]})
     dataset = runs.read_json(found[splits[0]]["lstm"] / runs.METRICS).get("dataset")
-    return {"splits": splits, "rows": rows, "published": list(PUBLISHED), "dataset": dataset,
+    weights = _recorded(found[splits[0]]["lstm"]).get("cache", {}).get("extract_config", {}).get("weights")
+    notes = []
+    if dataset != "ucf101":
+        notes.append(f"these runs are of the {dataset} dataset; the published rows are UCF-101's")
+    if weights == "none":
+        notes.append("these runs use random backbone weights (extract --weights none), so the published rows, "
+                     "from ImageNet-trained CNNs on UCF-101, show the format only, not a comparison")
+    return {"splits": splits, "rows": rows, "published": list(PUBLISHED), "dataset": dataset, "notes": notes,
             "run_dirs": [found[s][folder] for s in splits for folder in ("lstm", "aug", "ensemble")]}
 
 
@@ -231,9 +238,8 @@ def protocol_markdown(table: dict) -> str:
     for number, row in enumerate(table["published"], 1):
         lines.append(f"| {row['row']} [{number}] | " + " | ".join("–" for _ in splits) + f" | {100 * row['top1']:.1f} ({row['splits']}) |")
     lines.append("")
-    if table.get("dataset") != "ucf101":
-        lines.append(f"These runs are on {table.get('dataset')} data; the published rows are UCF-101's, shown for the format only.")
-        lines.append("")
+    for note in table.get("notes", []):
+        lines += [f"Note: {note}.", ""]
     for number, row in enumerate(table["published"], 1):
         lines.append(f"[{number}] {row['source']}")
     return "\n".join(lines)
@@ -250,4 +256,5 @@ def protocol_html(table: dict) -> str:
                     + f"<td class=n>{100 * r['top1']:.1f} ({escape(r['splits'])})</td></tr>"
                     for n, r in enumerate(table["published"], 1))
     sources = "".join(f"<li>[{n}] {escape(r['source'])}</li>" for n, r in enumerate(table["published"], 1))
-    return f'<h2>the paper protocol</h2><table id="protocol">{head}{body}</table><ul class="note">{sources}</ul>'
+    notes = "".join(f'<p class="note">note: {escape(note)}</p>' for note in table.get("notes", []))
+    return f'<h2>the paper protocol</h2><table id="protocol">{head}{body}</table>{notes}<ul class="note">{sources}</ul>'
