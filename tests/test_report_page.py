@@ -255,3 +255,28 @@ def test_windowed_prediction_page(evaluated, tmp_path):
     assert seen["rows"] == len(windows) and len(seen["images"]) == len(windows)
     assert all(width > 0 for _, width in seen["images"])
     assert EVIL in seen["text"]  # the class name shows as its characters
+
+
+def test_a_ucf101_sized_page_stays_small(tmp_path):
+    """101 classes, 3,783 test clips (split 1's size), no videos on disk: the clip list, the matrix and the
+    tables alone must leave room for the thumbnails (at most 40 strips of 8, about 2 KB each) in a few MB."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    classes = [f"Class{i:03d}" for i in range(101)]
+    run = tmp_path / "run"
+    run.mkdir()
+    clips = []
+    for n in range(3783):
+        true = n % 101
+        top = rng.choice(101, 3, replace=False).tolist() if n % 4 == 0 else [true, (true + 1) % 101, (true + 2) % 101]
+        clips.append({"id": f"{classes[true]}/v_{classes[true]}_g{n % 7 + 1:02d}_c{n:04d}", "video": "x.avi", "true": true,
+                      "top": [[k, 0.5] for k in top], "frames": list(range(40))})
+    (run / report_page.CLIPS_FILE).write_text(json.dumps({"format": report_page.CLIPS_FORMAT, "videos": "", "clips": clips}))
+    (run / runs.METRICS).write_text(json.dumps({"split": 1, "dataset": "ucf101", "top1": 0.75, "top5": 0.9,
+                                                "mean_class_accuracy": 0.75, "macro_f1": 0.74, "num_test_clips": 3783}))
+    (run / runs.RUN).write_text(json.dumps({"classes": classes}))
+    (run / runs.PER_CLASS).write_text("class,accuracy,precision,recall,f1,support\n"
+                                      + "".join(f"{c},0.75,0.75,0.75,0.75,37\n" for c in classes))
+    size = len(report_page.render([run]).encode())
+    assert size < 2.5 * 2**20, f"{size / 2**20:.2f} MiB before any thumbnail"

@@ -115,6 +115,7 @@ SCRIPT = """
     var table = el('table'), list = document.getElementById('cellclips-' + r);
     for (var i = 0; i < k; i++) {
       var row = el('tr'), head = el('th', classes[i]);
+      head.style.fontSize = size < 10 ? '7px' : '10px'; head.style.lineHeight = size + 'px';
       row.appendChild(head);
       var total = 0; for (var j = 0; j < k; j++) total += m[i][j];
       for (var j = 0; j < k; j++) {
@@ -125,6 +126,7 @@ SCRIPT = """
         td.style.background = n === 0 ? '#fff' : (i === j ? 'rgba(40,110,200,' + (0.2 + 0.8 * level) + ')'
                                                           : 'rgba(200,60,40,' + (0.25 + 0.75 * Math.sqrt(n / max)) + ')');
         td.dataset.t = i; td.dataset.p = j;
+        if (size >= 28 && n) { td.textContent = n; td.style.cssText += ';font-size:10px;text-align:center;color:#fff'; }
         td.title = 'true: ' + classes[i] + '\\npredicted: ' + classes[j] + '\\n' + n + (n === 1 ? ' clip' : ' clips');
         td.addEventListener('click', function(){
           var t = +this.dataset.t, p = +this.dataset.p;
