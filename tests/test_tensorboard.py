@@ -76,3 +76,23 @@ def test_training_on_jax_goes_on_without_logs(synth_cache, synth_dataset, tmp_pa
     assert done.returncode == 0, done.stderr[-2000:]
     assert "no TensorBoard logs: the Keras backend is jax" in done.stdout
     assert (out / runs.MODEL).is_file() and not (out / TENSORBOARD).exists()
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_the_logs_in_one_line_not_the_run(small_disk):
+    pytest.importorskip("tensorflow")
+    lines = []
+    board = tensorboard_log(small_disk / "run", log=lines.append, backend="tensorflow")
+    board.epoch(1, {"loss": 1.0, "accuracy": 0.5, "val_loss": 1.1, "val_accuracy": 0.4}, 1e-3)
+    descriptor = os.open(small_disk / "filler", os.O_WRONLY | os.O_CREAT)  # the disk full, down to the byte
+    for size in (1 << 20, 1 << 12, 1):
+        try:
+            while os.write(descriptor, b"\0" * size):
+                pass
+        except OSError:
+            pass
+    os.close(descriptor)
+    for epoch in range(2, 200):  # enough to outgrow any buffer
+        board.epoch(epoch, {"loss": 1.0, "accuracy": 0.5, "val_loss": 1.1, "val_accuracy": 0.4}, 1e-3)
+    board.close()
+    assert len(lines) == 1 and lines[0].startswith("TensorBoard logs stopped: "), lines

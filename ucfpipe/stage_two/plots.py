@@ -83,6 +83,7 @@ class TensorBoardLog:
         self._tf = tf
         self.root = Path(directory) / TENSORBOARD
         self.log = log
+        self.stopped = False
         self._writers: dict = {}
 
     def _writer(self, name: str):
@@ -96,13 +97,30 @@ class TensorBoardLog:
                 if value is not None:
                     self._tf.summary.scalar(tag, float(value))
 
+    def _guarded(self, write) -> None:
+        """Logs are a view of what history.csv and metrics.json hold: a failure to write them (a full disk, a
+        directory gone) stops the logs with one line, never the training or the evaluation."""
+        if self.stopped:
+            return
+        try:
+            write()
+        except Exception as err:  # TensorFlow raises several types for one I/O failure
+            self.stopped = True
+            self.log(f"TensorBoard logs stopped: {type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}")
+
     def epoch(self, number: int, row: dict, learning_rate: float | None = None) -> None:
+        self._guarded(lambda: self._epoch(number, row, learning_rate))
+
+    def _epoch(self, number: int, row: dict, learning_rate: float | None) -> None:
         self._scalars("train", {"epoch_loss": row.get("loss"), "epoch_accuracy": row.get("accuracy"),
                                 "epoch_learning_rate": learning_rate}, number)
         self._scalars("validation", {"epoch_loss": row.get("val_loss"), "epoch_accuracy": row.get("val_accuracy")}, number)
         self.flush()
 
     def evaluation(self, step: int, metrics: dict, confusion_png: Path | None = None) -> None:
+        self._guarded(lambda: self._evaluation(step, metrics, confusion_png))
+
+    def _evaluation(self, step: int, metrics: dict, confusion_png: Path | None) -> None:
         keys = ("top1", "top5", "mean_class_accuracy", "macro_precision", "macro_recall", "macro_f1", "order_blind_top1")
         scalars = {f"test/{k}": metrics.get(k) for k in keys}
         scalars.update({f"test/tta_{k}": metrics.get("tta", {}).get(k) for k in ("top1", "top5", "mean_class_accuracy")})
@@ -118,9 +136,9 @@ class TensorBoardLog:
             writer.flush()
 
     def close(self) -> None:
-        for writer in self._writers.values():
-            writer.close()
-        self._writers.clear()
+        writers, self._writers = list(self._writers.values()), {}
+        for writer in writers:
+            self._guarded(writer.close)
 
     def __enter__(self) -> "TensorBoardLog":
         return self
