@@ -159,7 +159,7 @@ def train(config_file, resume, seeds, cells, **flags):
 @click.option("--tta", is_flag=True, help="Also score probabilities averaged over every stored view of each clip (metrics.json: tta).")
 @user_errors
 def eval_command(run_dir, features, splits, allow_missing, baseline, tta):
-    """Score a run's best model (or an ensemble's mean) on its split's test list: metrics.json, per_class.csv, confusion.png."""
+    """Score a run's best model (or an ensemble's mean) on its split's test list: metrics.json, per_class.csv, confusion.png, report.html."""
     from ucfpipe.stage_two import evaluate
 
     evaluate.run(run_dir, features=features, splits=splits, allow_missing=allow_missing, baseline=baseline, tta=tta,
