@@ -19,7 +19,7 @@ SPLIT_NUMBERS ?= 1 2 3
 # The offline demo: a synthetic dataset, random VGG16 weights, small frames.
 DEMO ?= demo
 
-.PHONY: setup demo demo-backbones compare test test-fast check extract train eval report bench bench-model bench-train bench-long clean-demo docs
+.PHONY: setup demo demo-backbones compare test test-fast check extract train eval report bench bench-model bench-train bench-long clean-demo docs reproduce reproduce-demo protocol
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -126,6 +126,44 @@ compare: setup
 
 clean-demo:
 	rm -rf $(DEMO)
+
+# The paper protocol in one command (docs/report.md): extract once with views, then for each split the LSTM on the
+# centre view (eval --baseline), + augmentation views (train_views all; eval --tta also gives the + TTA row) and an
+# ensemble of three seeds (with TTA); then one page (REPRODUCE/report.html) and one markdown table
+# (REPRODUCE/table.md: top-1 % per split, mean ± std, published CNN-LSTM figures with their sources).
+# A run already evaluated is kept, so a rerun after an interruption goes on where it stopped.
+REPRODUCE ?= $(RUNS)/reproduce
+REPRODUCE_VIEWS ?= flip,crops,time
+reproduce: setup
+	$(UCFPIPE) extract --config stages/extract.toml --videos $(VIDEOS) --splits $(SPLITS) --out $(FEATURES)-views \
+	  --views $(REPRODUCE_VIEWS)
+	$(MAKE) --no-print-directory protocol PROTOCOL_FEATURES=$(FEATURES)-views PROTOCOL_SPLITS=$(SPLITS) PROTOCOL_OUT=$(REPRODUCE)
+
+# The same protocol on the synthetic demo data at the demo's sizes: a few minutes on 2 cores; CI runs it.
+reproduce-demo: setup
+	test -d $(DEMO)/data/UCF-101 || $(UCFPIPE) synth $(DEMO)/data --groups 9 --clips-per-group 4
+	$(UCFPIPE) extract --config stages/extract.toml --videos $(DEMO)/data/UCF-101 --splits $(DEMO)/data/ucfTrainTestlist \
+	  --out $(DEMO)/features-views --frames 16 --size 64 --weights none --views flip,time --no-progress
+	$(MAKE) --no-print-directory protocol PROTOCOL_FEATURES=$(DEMO)/features-views PROTOCOL_SPLITS=$(DEMO)/data/ucfTrainTestlist \
+	  PROTOCOL_OUT=$(DEMO)/reproduce PROTOCOL_TRAIN="$(DEMO_TRAIN)"
+
+PROTOCOL_TRAIN ?=
+PROTOCOL_RUN = $(UCFPIPE) train --config stages/train.toml --features $(PROTOCOL_FEATURES) --splits $(PROTOCOL_SPLITS) $(PROTOCOL_TRAIN)
+protocol:
+	for s in $(SPLIT_NUMBERS); do \
+	  o=$(PROTOCOL_OUT)/split$$s; \
+	  test -f $$o/lstm/metrics.json || { rm -rf $$o/lstm && \
+	    $(PROTOCOL_RUN) --split $$s --out $$o/lstm --train-views center --time-jitter 0 --step-drop 0 --seed $$s && \
+	    $(UCFPIPE) eval --run $$o/lstm --baseline; } || exit $$?; \
+	  test -f $$o/aug/metrics.json || { rm -rf $$o/aug && \
+	    $(PROTOCOL_RUN) --split $$s --out $$o/aug --train-views all --seed $$s && \
+	    $(UCFPIPE) eval --run $$o/aug --tta; } || exit $$?; \
+	  test -f $$o/ensemble/metrics.json || { rm -rf $$o/ensemble && \
+	    $(PROTOCOL_RUN) --split $$s --out $$o/ensemble --train-views all --seeds $$s,$$((s + 10)),$$((s + 20)) && \
+	    $(UCFPIPE) eval --run $$o/ensemble --tta; } || exit $$?; \
+	done
+	$(UCFPIPE) report --protocol $(PROTOCOL_OUT) --html $(PROTOCOL_OUT)/report.html > $(PROTOCOL_OUT)/table.md
+	cat $(PROTOCOL_OUT)/table.md
 
 # The documentation site (README.md is the front door; docs/ the rest): MkDocs with the Material theme, into site/.
 # --strict fails on any warning: a link to a missing page or anchor, a page missing from mkdocs.yml's nav.

@@ -2,7 +2,7 @@
 This module writes it; `cache.format` owns what a shard holds, `cache.store` reads a finished cache.
 
 Safety rules that make interruption, full disks and damage harmless:
-- a shard is built in memory, written to a temporary (`atomic.replacing`), read back and compared, synced,
+- a shard is built in memory, written to a temporary (`core.files.replacing`), read back and compared, synced,
   and only then renamed, so a file named `shard-*.h5` is always whole; a full disk costs the shard being written, nothing else;
 - every dataset carries HDF5's fletcher32 checksum (checked on every read) and the file's metadata carries
   HDF5's own checksums (libver "latest"); the manifest holds each shard's SHA-256 and size;

@@ -23,7 +23,8 @@ from ucfpipe.serving.predictor import check_top
 @weights_option()
 @click.option("--window", help="Sliding windows of this many seconds over each whole video; auto: the run's typical clip duration.")
 @click.option("--stride", type=float, help="Seconds between window starts (implies windows).  [default: half the window]")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Windows: write OUT/<video>/windows.csv, seconds.csv, timeline.png.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Windows: write OUT/<video>/windows.csv, seconds.csv, timeline.png and report.html (a page to browse).")
 @user_errors
 def predict(videos, run_dir, top, as_json, weights, window, stride, out_dir):
     """Classify video files with a trained run (decoded, sampled and featurised exactly as its cache was).
@@ -135,7 +136,7 @@ def _predict_windows(videos, run_dir, run, top, as_json, weights, seconds, strid
     stride = stride if stride is not None else rate.clip_seconds / 2
     windows.check_videos(videos, rate, stride)
     predictor = Predictor(run_dir, weights)
-    predictions = windows.run(videos, predictor, rate, stride, progress=sys.stderr.isatty())
+    predictions = windows.run(videos, predictor, rate, stride, progress=sys.stderr.isatty(), keyframes=bool(out_dir))
     done = [p for p in predictions if p.error is None]
     if out_dir:
         for prediction in done:
@@ -149,7 +150,7 @@ def _predict_windows(videos, run_dir, run, top, as_json, weights, seconds, strid
             for start, end, name in prediction.segments():
                 click.echo(f"  {start:8.1f} - {end:8.1f} s  {name}")
             if out_dir:
-                click.echo(f"  -> {Path(out_dir) / Path(prediction.video).stem}/windows.csv, seconds.csv, timeline.png")
+                click.echo(f"  -> {Path(out_dir) / Path(prediction.video).stem}/windows.csv, seconds.csv, timeline.png, report.html")
     failed = [p for p in predictions if p.error is not None]
     for prediction in failed:
         click.echo(f"error: {prediction.error}", err=True)

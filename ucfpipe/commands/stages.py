@@ -159,7 +159,7 @@ def train(config_file, resume, seeds, cells, **flags):
 @click.option("--tta", is_flag=True, help="Also score probabilities averaged over every stored view of each clip (metrics.json: tta).")
 @user_errors
 def eval_command(run_dir, features, splits, allow_missing, baseline, tta):
-    """Score a run's best model (or an ensemble's mean) on its split's test list: metrics.json, per_class.csv, confusion.png."""
+    """Score a run's best model (or an ensemble's mean) on its split's test list: metrics.json, per_class.csv, confusion.png, report.html."""
     from ucfpipe.stage_two import evaluate
 
     evaluate.run(run_dir, features=features, splits=splits, allow_missing=allow_missing, baseline=baseline, tta=tta,
@@ -167,19 +167,28 @@ def eval_command(run_dir, features, splits, allow_missing, baseline, tta):
 
 
 @click.command()
-@click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
+@click.argument("run_dirs", nargs=-1, type=click.Path())
 @click.option("--markdown", "as_markdown", is_flag=True, help="Print a markdown table (figures x splits), as pasted in the README.")
 @click.option("--require-margin", type=float, metavar="M",
               help="Exit 3 unless every run's LSTM top-1 beats its order-blind top-1 (eval --baseline) by at least M.")
+@click.option("--html", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Also write one self-contained page of every run (headline table, curves, confusion, misclassified clips).")
+@click.option("--protocol", type=click.Path(file_okay=False), metavar="ROOT",
+              help="Instead of RUN_DIRs: the tree `make reproduce` makes (ROOT/split<k>/lstm, aug, ensemble), as one "
+                   "markdown table of setups x splits with published figures beside it.")
 @user_errors
-def report(run_dirs, as_markdown, require_margin):
+def report(run_dirs, as_markdown, require_margin, html, protocol):
     """Each evaluated run's split, top-1, top-5 and mean class accuracy, then mean ± std over the runs.
 
     Runs of different datasets are refused; notes (and the --require-margin line) go to stderr."""
     from ucfpipe.stage_two import report as stage
 
+    if bool(run_dirs) == bool(protocol):
+        raise UcfpipeError("give either RUN_DIR... or --protocol ROOT: `ucfpipe report RUN_DIR...`")
+    if protocol and require_margin is not None:
+        raise UcfpipeError("--require-margin checks RUN_DIRs; with --protocol, drop it")
     stage.run(run_dirs, log=click.echo, as_markdown=as_markdown, require_margin=require_margin,
-              warn=lambda line: click.echo(line, err=True))
+              warn=lambda line: click.echo(line, err=True), html=html, protocol=protocol)
 
 
 @click.command()

@@ -194,7 +194,7 @@ def _read_into(source, frames: queue.Queue, stop: threading.Event) -> None:
 
 # -- outputs --------------------------------------------------------------------------------------------------
 class AnnotatedWriter:
-    """The frames with the latest top-3 drawn on them, written the one way (`atomic.replacing`: a temporary
+    """The frames with the latest top-3 drawn on them, written the one way (`core.files.replacing`: a temporary
     beside the target, synced, renamed) when the run stops. OpenCV's writer says nothing when its disk fills
     (it went on to write a file with no index, which no player opens), so the recording is checked before
     it takes its name: it opens, holds every frame written, and its first and last frames decode. A

@@ -77,3 +77,57 @@ def plot_timeline(prediction, path: Path) -> None:
             figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
     finally:
         plt.close(figure)
+
+
+def _band_svg(prediction, colours: dict, width: int = 900, height: int = 34) -> str:
+    """The segments as one coloured band, each named by its <title> (hover) and, where it fits, in place."""
+    from ucfpipe.stage_two.report_page import escape
+
+    names = list(prediction.classes)
+    duration = max(prediction.duration, 1e-3)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" id="segments">']
+    for start, end, name in prediction.segments():
+        x, w = start / duration * width, max(1.0, (end - start) / duration * width)
+        parts.append(f'<rect x="{x:.1f}" y="0" width="{w:.1f}" height="{height}" fill="{colours[names.index(name)]}">'
+                     f'<title>{escape(name)}: {start:.1f}–{end:.1f} s</title></rect>')
+        if w >= 7 * (len(name) + 2):
+            parts.append(f'<text x="{x + w / 2:.1f}" y="{height / 2 + 4:.1f}" font-size="11" fill="#fff" text-anchor="middle">'
+                         f'{escape(name)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def page(prediction, top: int) -> str:
+    """report.html of a windowed prediction: the segments, the most likely classes over time, and each window
+    with its keyframe and top-k; self-contained like a run's page (ucfpipe.stage_two.report_page)."""
+    from matplotlib.colors import to_hex
+
+    from ucfpipe.serving.predictor import top_classes
+    from ucfpipe.stage_two.report_page import document, escape, line_chart
+
+    indices = plotted_classes(prediction)
+    colours = {i: to_hex(plt.get_cmap("tab10")(n % 10)) for n, i in enumerate(indices)}
+    names = list(prediction.classes)
+    centres = [(w.start + w.end) / 2 for w in prediction.windows]
+    lines = line_chart([(names[i], [float(w.probabilities[i]) for w in prediction.windows], colours[i]) for i in indices],
+                       centres, "probability at window centres", y_range=(0.0, 1.0), width=900, height=260,
+                       x_label="seconds")
+    rows = []
+    for number, window in enumerate(prediction.windows):
+        keyframe = prediction.keyframes.get(number)
+        image = f'<img alt="window {number + 1}" src="{keyframe}">' if keyframe else '<span class="note">no keyframe</span>'
+        ranked = "".join(f"<li>{escape(name)} <span class=n>{p:.3f}</span></li>"
+                         for name, p in top_classes(window.probabilities, prediction.classes, top))
+        rows.append(f'<tr class="window"><td class=n>{number + 1}</td><td class=n>{window.start:.2f}–{window.end:.2f} s</td>'
+                    f"<td>{image}</td><td><ol>{ranked}</ol></td></tr>")
+    video = Path(prediction.video).name
+    title = f"{video}: {len(prediction.windows)} windows"
+    overall = "".join(f"<li>{escape(name)} <span class=n>{p:.3f}</span></li>"
+                      for name, p in top_classes(prediction.probabilities, prediction.classes, top))
+    body = (f"<h1>{escape(title)}</h1><p>{escape(prediction.video)}: {prediction.duration:.1f} s, "
+            f"{len(prediction.windows)} windows of {prediction.windows[0].end - prediction.windows[0].start:.2f} s</p>"
+            f"<h2>segments</h2>{_band_svg(prediction, {i: colours.get(i, '#888') for i in range(len(names))})}"
+            f"<h2>over time</h2>{lines}<h2>whole video (mean over windows)</h2><ol>{overall}</ol>"
+            f'<h2>windows</h2><table><tr><th class=n>#</th><th class=n>span</th><th>keyframe</th><th>top {top}</th></tr>'
+            f'{"".join(rows)}</table>')
+    return document(title, body, {"video": prediction.video}, script="")

@@ -45,6 +45,7 @@ class WindowedPrediction:
     windows: list[Window] = field(default_factory=list)
     error: str | None = None
     peak_cached: int = 0  # most frame features held at once: flat in the video's length
+    keyframes: dict[int, str] = field(default_factory=dict)  # window number -> thumbnail (data: URI) of its middle sample
 
     @property
     def probabilities(self) -> np.ndarray:
@@ -156,8 +157,9 @@ def video_fps(path: str | Path) -> tuple[float, int]:
 
 
 def predict_video(featuriser: StreamingFeaturiser, path: str | Path, rate: Rate, stride: float,
-                  progress: bool = False) -> WindowedPrediction:
-    """Classify every window of the video at `path` in one sequential decoding pass."""
+                  progress: bool = False, keyframes: bool = False) -> WindowedPrediction:
+    """Classify every window of the video at `path` in one sequential decoding pass; with `keyframes`, also keep
+    a small thumbnail of each window's middle sampled frame (for the page), made from the frame already decoded."""
     from tqdm import tqdm
 
     path = Path(path)
@@ -188,6 +190,8 @@ def predict_video(featuriser: StreamingFeaturiser, path: str | Path, rate: Rate,
                 if not ok or frame is None or frame.ndim != 3:
                     break  # a damaged file ends at its first frame that fails to decode, as in stage one
                 pending.append((index, featuriser.prepare(frame)))
+                if keyframes:
+                    _keep_keyframe(prediction, plan, index, frame)
                 if len(pending) >= featuriser.batch_size:
                     flush()
             while plan.first_frame(k) + last_offset <= index:
@@ -215,6 +219,17 @@ def predict_video(featuriser: StreamingFeaturiser, path: str | Path, rate: Rate,
     return prediction
 
 
+def _keep_keyframe(prediction: WindowedPrediction, plan: Layout, index: int, frame_bgr: np.ndarray) -> None:
+    """The thumbnail of window k, when frame `index` is its middle sample (k = (index - middle) / stride)."""
+    import cv2
+
+    from ucfpipe.stage_two.report_page import jpeg_data_uri
+
+    since = index - int(plan.offsets[len(plan.offsets) // 2])
+    if since >= 0 and since % plan.stride_frames == 0:
+        prediction.keyframes[since // plan.stride_frames] = jpeg_data_uri(cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB))
+
+
 def recorded_rate(run, window: float | None = None) -> Rate:
     """The run's rate from its record alone, before Keras loads: T of its stage one over `window` seconds, by
     default its typical clip (`stream.run_rate`, which reads only `predictor.run` and `.stage_one.frames`)."""
@@ -239,15 +254,15 @@ def check_videos(videos, rate: Rate, stride: float) -> None:
             layout(rate, stride, fps, where=f"{video}: ")
 
 
-def run(videos, predictor, rate: Rate, stride: float, progress: bool = False) -> list[WindowedPrediction]:
+def run(videos, predictor, rate: Rate, stride: float, progress: bool = False, keyframes: bool = False) -> list[WindowedPrediction]:
     """Every video's windows; an unreadable file is a per-file error, a window too short for any file's frame
-    rate stops everything before the first is decoded."""
+    rate stops everything before the first is decoded. `keyframes`: a thumbnail per window, for the page."""
     check_videos(videos, rate, stride)
     featuriser = StreamingFeaturiser(predictor)
     out = []
     for video in videos:
         try:
-            out.append(predict_video(featuriser, video, rate, stride, progress))
+            out.append(predict_video(featuriser, video, rate, stride, progress, keyframes))
         except VideoError as err:
             out.append(WindowedPrediction(str(video), error=str(err)))
     return out
@@ -272,11 +287,12 @@ def second_rows(prediction: WindowedPrediction) -> tuple[list[str], list[list]]:
 
 
 def write_outputs(prediction: WindowedPrediction, directory: Path, top: int) -> None:
-    """directory/windows.csv, seconds.csv and timeline.png, each written whole then renamed."""
-    from ucfpipe.core.files import write_csv
-    from ucfpipe.serving.timeline import plot_timeline
+    """directory/windows.csv, seconds.csv, timeline.png and report.html, each written whole then renamed."""
+    from ucfpipe.core.files import write_csv, write_text
+    from ucfpipe.serving.timeline import page, plot_timeline
 
     directory.mkdir(parents=True, exist_ok=True)
     write_csv(directory / "windows.csv", *window_rows(prediction, top))
     write_csv(directory / "seconds.csv", *second_rows(prediction))
     plot_timeline(prediction, directory / "timeline.png")
+    write_text(directory / "report.html", page(prediction, top))

@@ -1,5 +1,6 @@
 """Stage two, evaluation: a run's best model on its split's test list -> metrics.json, per_class.csv,
-confusion.png and predictions.csv in the run directory.
+confusion.png, predictions.csv, test_clips.json (what the page needs) and report.html in the run directory;
+with TensorFlow, the metrics and the confusion matrix also go to the run's TensorBoard logs.
 
 The test clips come from the split files (the run records which folder; `--splits` overrides it) and their
 features from a cache that must carry the fingerprint the run was trained on.
@@ -103,7 +104,10 @@ def _run(directory: Path, features, splits, allow_missing, baseline, tta, log) -
         metrics["order_blind_top1"] = order_blind_top1_of(run, store, video_ids)
     what = f"ensemble of {len(members)}" if is_ensemble else f"split {split.number}"
     _write_outputs(directory, run.classes, metrics, per_class, confusion, video_ids, labels, probabilities, what)
+    _write_page_data(directory, store, clips, labels, probabilities)
     _print_summary(metrics, directory, log)
+    _write_page(directory, log)
+    _log_to_tensorboard(directory, metrics, members, log)
     return metrics
 
 
@@ -205,6 +209,42 @@ def _write_outputs(directory: Path, classes, metrics, per_class, confusion, vide
     )
     plot_confusion(confusion, list(classes), directory / runs.CONFUSION,
                    title=f"{what}: top-1 {metrics['top1']:.3f}, {len(video_ids)} test clips (rows sum to 1)")
+
+
+def _write_page_data(directory: Path, store: FeatureStore, clips, labels, probabilities, top: int = 3) -> None:
+    """test_clips.json: per test clip its video (relative to the videos folder), true class, top-3 and the frame
+    indices stage one sampled (centre view), so a page can show what the model saw without the model."""
+    from ucfpipe.stage_two.report_page import CLIPS_FILE, CLIPS_FORMAT
+
+    videos = store.config.get("videos") or ""
+    frames = store.frame_indices([c.video_id for c in clips])
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top]
+    files.write_json(directory / CLIPS_FILE, {
+        "format": CLIPS_FORMAT,
+        "videos": str(Path(videos).resolve()) if videos else "",
+        "clips": [{"id": c.video_id, "video": c.video_id + c.extension, "true": int(label),
+                   "top": [[int(k), round(float(probabilities[i, k]), 6)] for k in order[i]],
+                   "frames": [int(f) for f in frames[i]]}
+                  for i, (c, label) in enumerate(zip(clips, labels))],
+    })
+
+
+def _write_page(directory: Path, log) -> None:
+    from ucfpipe.stage_two import report_page
+
+    path = report_page.write([directory], directory / report_page.PAGE, log=log)
+    log(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB): open it in a browser")
+
+
+def _log_to_tensorboard(directory: Path, metrics: dict, members, log) -> None:
+    from ucfpipe.stage_two.plots import tensorboard_log
+
+    board = tensorboard_log(directory, log=log)
+    if board is None:
+        return
+    best = metrics["best_epoch"]
+    with board:
+        board.evaluation(best if isinstance(best, int) else 0, metrics, directory / runs.CONFUSION)
 
 
 def _print_summary(metrics: dict, directory: Path, log) -> None:

@@ -65,3 +65,101 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path, title: st
     axis.set_title(title or "confusion matrix (rows sum to 1)")
     figure.colorbar(image, ax=axis, fraction=0.04, pad=0.02)
     _save(figure, path)
+
+
+# -- TensorBoard: the one TensorFlow-only corner of stage two ------------------------------------------------
+TENSORBOARD = "tensorboard"  # under the run: train/, validation/ (per epoch), test/ (eval); `tensorboard --logdir runs`
+
+
+class TensorBoardLog:
+    """tf.summary writers under RUN/tensorboard/: per epoch loss and accuracy in train/ and validation/ (the same
+    tags, so TensorBoard draws them on one chart, as Keras' own callback does) and the learning rate; eval adds
+    the test metrics as scalars and the confusion matrix as an image in test/. Event files are appended to; a
+    resumed run adds a new one, and TensorBoard reads them in order."""
+
+    def __init__(self, directory: Path, log=print):
+        import tensorflow as tf
+
+        self._tf = tf
+        self.root = Path(directory) / TENSORBOARD
+        self.log = log
+        self.stopped = False
+        self._writers: dict = {}
+
+    def _writer(self, name: str):
+        if name not in self._writers:
+            self._writers[name] = self._tf.summary.create_file_writer(str(self.root / name))
+        return self._writers[name]
+
+    def _scalars(self, name: str, values: dict, step: int) -> None:
+        with self._writer(name).as_default(step=int(step)):
+            for tag, value in values.items():
+                if value is not None:
+                    self._tf.summary.scalar(tag, float(value))
+
+    def _guarded(self, write) -> None:
+        """Logs are a view of what history.csv and metrics.json hold: a failure to write them (a full disk, a
+        directory gone) stops the logs with one line, never the training or the evaluation."""
+        if self.stopped:
+            return
+        try:
+            write()
+        except Exception as err:  # TensorFlow raises several types for one I/O failure
+            self.stopped = True
+            self.log(f"TensorBoard logs stopped: {type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}")
+
+    def epoch(self, number: int, row: dict, learning_rate: float | None = None) -> None:
+        self._guarded(lambda: self._epoch(number, row, learning_rate))
+
+    def _epoch(self, number: int, row: dict, learning_rate: float | None) -> None:
+        self._scalars("train", {"epoch_loss": row.get("loss"), "epoch_accuracy": row.get("accuracy"),
+                                "epoch_learning_rate": learning_rate}, number)
+        self._scalars("validation", {"epoch_loss": row.get("val_loss"), "epoch_accuracy": row.get("val_accuracy")}, number)
+        self.flush()
+
+    def evaluation(self, step: int, metrics: dict, confusion_png: Path | None = None) -> None:
+        self._guarded(lambda: self._evaluation(step, metrics, confusion_png))
+
+    def _evaluation(self, step: int, metrics: dict, confusion_png: Path | None) -> None:
+        keys = ("top1", "top5", "mean_class_accuracy", "macro_precision", "macro_recall", "macro_f1", "order_blind_top1")
+        scalars = {f"test/{k}": metrics.get(k) for k in keys}
+        scalars.update({f"test/tta_{k}": metrics.get("tta", {}).get(k) for k in ("top1", "top5", "mean_class_accuracy")})
+        self._scalars("test", scalars, step)
+        if confusion_png is not None and Path(confusion_png).is_file():
+            image = self._tf.io.decode_png(Path(confusion_png).read_bytes(), channels=3)
+            with self._writer("test").as_default(step=int(step)):
+                self._tf.summary.image("confusion_matrix", image[None], max_outputs=1)
+        self.flush()
+
+    def flush(self) -> None:
+        for writer in self._writers.values():
+            writer.flush()
+
+    def close(self) -> None:
+        writers, self._writers = list(self._writers.values()), {}
+        for writer in writers:
+            self._guarded(writer.close)
+
+    def __enter__(self) -> "TensorBoardLog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def tensorboard_log(directory: Path, log=print, backend: str | None = None) -> TensorBoardLog | None:
+    """The run's TensorBoard log, or None with one line saying why none is written: the Keras backend is not
+    TensorFlow (tf.summary is TensorFlow's), or the tensorboard package that implements tf.summary is missing."""
+    import importlib.util
+
+    if backend is None:
+        import keras
+
+        backend = keras.backend.backend()
+    if backend != "tensorflow":
+        log(f"no TensorBoard logs: the Keras backend is {backend}, and TensorBoard's writer needs TensorFlow")
+        return None
+    if importlib.util.find_spec("tensorboard") is None:
+        log("no TensorBoard logs: the tensorboard package is not installed (pip install tensorboard)")
+        return None
+    return TensorBoardLog(directory, log=log)

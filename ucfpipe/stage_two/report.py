@@ -96,10 +96,14 @@ def markdown(rows: list[dict], summary: dict, columns) -> str:
     return "\n".join(lines)
 
 
-def run(run_dirs, log=print, as_markdown: bool = False, require_margin: float | None = None, warn=None) -> dict:
+def run(run_dirs, log=print, as_markdown: bool = False, require_margin: float | None = None, warn=None,
+        html: str | None = None, protocol: str | None = None) -> dict:
     """Print the table with `log`; notes (and the margin's line) go to `warn` (default `log`), so that a
-    markdown table can be redirected into a file whole."""
+    markdown table can be redirected into a file whole. `html`: also one page of every run there; `protocol`:
+    the tree `make reproduce` makes instead of RUN_DIRs, as setups x splits beside published figures."""
     warn = warn or log
+    if protocol is not None:
+        return _protocol(protocol, log, warn, html)
     if require_margin is not None and not 0 <= require_margin <= 1:
         raise UcfpipeError(f"--require-margin {require_margin} is not a top-1 difference; give one in [0, 1], e.g. 0.2")
     rows = collect(run_dirs)
@@ -114,7 +118,25 @@ def run(run_dirs, log=print, as_markdown: bool = False, require_margin: float | 
         warn(f"note: {note}")
     if require_margin is not None:
         warn(check_margin(rows, require_margin))
+    if html is not None:
+        _write_html(run_dirs, html, warn)
     return {"runs": rows, "summary": summary, "notes": notes}
+
+
+def _write_html(run_dirs, path, warn, before: str = "") -> None:
+    from ucfpipe.stage_two import report_page
+
+    written = report_page.write(run_dirs, path, log=warn, before=before)
+    warn(f"wrote {written} ({written.stat().st_size / 2**20:.1f} MiB)")
+
+
+def _protocol(root, log, warn, html) -> dict:
+    table = protocol_table(root)
+    collect(table["run_dirs"])  # one dataset
+    log(protocol_markdown(table))
+    if html is not None:
+        _write_html(table["run_dirs"], html, warn, before=protocol_html(table))
+    return table
 
 
 def _table(rows: list[dict], summary: dict, columns, log) -> None:
@@ -141,3 +163,98 @@ def _notes(rows: list[dict]) -> list[str]:
     if any(row.get("num_not_evaluated") for row in rows):
         notes.append("some runs scored a reduced test set (clips missing from the cache)")
     return notes
+
+
+# -- the paper protocol (`make reproduce`): setups x splits, beside published figures ------------------------
+# ROOT/split<k>/<folder> for each split; a row's figure is metrics.json's top-1, or its "tta" top-1.
+PROTOCOL = (("LSTM (centre view)", "lstm", None), ("+ augmentation views", "aug", None),
+            ("+ test-time augmentation", "aug", "tta"), ("+ ensemble of 3 (with TTA)", "ensemble", "tta"))
+# Published CNN-LSTM top-1 figures on UCF-101, only those whose paper, table and split were confirmed (docs/report.md
+# says how, and which were left out and why).
+PUBLISHED = (
+    {"row": "published: LRCN-fc6, RGB frames (Donahue et al. 2015)", "top1": 0.6820, "splits": "mean over splits 1-3",
+     "source": "J. Donahue et al., Long-term Recurrent Convolutional Networks for Visual Recognition and Description, "
+               "CVPR 2015, Table 1 (UCF101, RGB input, LRCN-fc6)"},
+)
+
+
+def protocol_runs(root: str | Path) -> dict[int, dict[str, Path]]:
+    """{split: {folder: run directory}} of an evaluated protocol tree; refused when a setup is missing."""
+    root = Path(root)
+    splits = sorted(int(p.name[5:]) for p in root.glob("split*") if p.is_dir() and p.name[5:].isdigit())
+    if not splits:
+        raise UcfpipeError(f"{root} holds no split<k>/ folders; `make reproduce` (or reproduce-demo) makes them")
+    found = {}
+    for split in splits:
+        found[split] = {}
+        for _, folder, _ in PROTOCOL:
+            directory = root / f"split{split}" / folder
+            if not (directory / runs.METRICS).is_file():
+                raise UcfpipeError(f"{directory} has no {runs.METRICS}: train and evaluate it first "
+                                   "(`make reproduce` runs every step, and a rerun skips the runs already evaluated)")
+            found[split][folder] = directory
+    return found
+
+
+def protocol_table(root: str | Path) -> dict:
+    """Rows of top-1 (as fractions) per split and their mean ± std, then the published rows."""
+    found = protocol_runs(root)
+    splits = sorted(found)
+    rows = []
+    for label, folder, part in PROTOCOL:
+        values = []
+        for split in splits:
+            metrics = runs.read_json(found[split][folder] / runs.METRICS)
+            if part is not None and part not in metrics:
+                raise UcfpipeError(f"{found[split][folder]} was evaluated without --{part}; rerun `ucfpipe eval --run "
+                                   f"{found[split][folder]} --{part}`")
+            values.append((metrics[part] if part else metrics)["top1"])
+        rows.append({"row": label, "values": values, **summarise([{"v": v} for v in values], (("v", ""),))["v"]})
+    blind = [runs.read_json(found[s]["lstm"] / runs.METRICS).get("order_blind_top1") for s in splits]
+    if all(v is not None for v in blind):
+        rows.append({"row": "order-blind reference (time-averaged features)", "values": blind,
+                     **summarise([{"v": v} for v in blind], (("v", ""),))["v"]})
+    dataset = runs.read_json(found[splits[0]]["lstm"] / runs.METRICS).get("dataset")
+    weights = _recorded(found[splits[0]]["lstm"]).get("cache", {}).get("extract_config", {}).get("weights")
+    notes = []
+    if dataset != "ucf101":
+        notes.append(f"these runs are of the {dataset} dataset; the published rows are UCF-101's")
+    if weights == "none":
+        notes.append("these runs use random backbone weights (extract --weights none), so the published rows, "
+                     "from ImageNet-trained CNNs on UCF-101, show the format only, not a comparison")
+    return {"splits": splits, "rows": rows, "published": list(PUBLISHED), "dataset": dataset, "notes": notes,
+            "run_dirs": [found[s][folder] for s in splits for folder in ("lstm", "aug", "ensemble")]}
+
+
+def protocol_markdown(table: dict) -> str:
+    """The table in the form papers use: top-1 % per split, mean ± std over the splits; published rows below,
+    numbered to their sources."""
+    splits = table["splits"]
+    lines = ["| setup (top-1 %) | " + " | ".join(f"split {s}" for s in splits) + " | mean ± std |",
+             "| --- |" + " ---: |" * (len(splits) + 1)]
+    for row in table["rows"]:
+        lines.append(f"| {row['row']} | " + " | ".join(f"{100 * v:.1f}" for v in row["values"])
+                     + f" | {100 * row['mean']:.1f} ± {100 * row['std']:.1f} |")
+    for number, row in enumerate(table["published"], 1):
+        lines.append(f"| {row['row']} [{number}] | " + " | ".join("–" for _ in splits) + f" | {100 * row['top1']:.1f} ({row['splits']}) |")
+    lines.append("")
+    for note in table.get("notes", []):
+        lines += [f"Note: {note}.", ""]
+    for number, row in enumerate(table["published"], 1):
+        lines.append(f"[{number}] {row['source']}")
+    return "\n".join(lines)
+
+
+def protocol_html(table: dict) -> str:
+    from ucfpipe.stage_two.report_page import escape
+
+    splits = table["splits"]
+    head = "<tr><th>setup (top-1 %)</th>" + "".join(f"<th class=n>split {s}</th>" for s in splits) + "<th class=n>mean ± std</th></tr>"
+    body = "".join(f"<tr><td>{escape(r['row'])}</td>" + "".join(f"<td class=n>{100 * v:.1f}</td>" for v in r["values"])
+                   + f"<td class=n>{100 * r['mean']:.1f} ± {100 * r['std']:.1f}</td></tr>" for r in table["rows"])
+    body += "".join(f"<tr><td>{escape(r['row'])} [{n}]</td>" + "<td class=n>–</td>" * len(splits)
+                    + f"<td class=n>{100 * r['top1']:.1f} ({escape(r['splits'])})</td></tr>"
+                    for n, r in enumerate(table["published"], 1))
+    sources = "".join(f"<li>[{n}] {escape(r['source'])}</li>" for n, r in enumerate(table["published"], 1))
+    notes = "".join(f'<p class="note">note: {escape(note)}</p>' for note in table.get("notes", []))
+    return f'<h2>the paper protocol</h2><table id="protocol">{head}{body}</table>{notes}<ul class="note">{sources}</ul>'

@@ -119,9 +119,10 @@ class RunKeeper(keras.callbacks.Callback):
     """Best model, early stopping, history and the resume checkpoint in one place, so that all of it is
     saved together and a resumed run continues with the same best value, patience count and history."""
 
-    def __init__(self, directory: Path, monitor: str, patience: int, state: dict | None = None, log=print):
+    def __init__(self, directory: Path, monitor: str, patience: int, state: dict | None = None, log=print, board=None):
         super().__init__()
         self.directory = directory
+        self.board = board  # plots.TensorBoardLog, or None (no TensorFlow)
         self.monitor = monitor
         self.patience = patience
         self.log = log
@@ -169,6 +170,9 @@ class RunKeeper(keras.callbacks.Callback):
             self.model.stop_training = True
         self._checkpoint(number)
         write_history(self.directory, state["history"])
+        if self.board is not None:  # after the checkpoint: a killed run logs at most the epoch it resumes again
+            learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            self.board.epoch(number, row, learning_rate)
 
     def _checkpoint(self, number: int) -> None:
         """The model goes to a new file first and state.json names it last, so a kill at any moment leaves
@@ -315,6 +319,7 @@ def _remove_unstarted(out: Path, created: bool) -> None:
     # run.json goes last: should this be cut short, what is left is still a run that never trained, which
     # the next `train --out` here clears.
     shutil.rmtree(out / runs.CHECKPOINTS, ignore_errors=True)
+    shutil.rmtree(out / "tensorboard", ignore_errors=True)  # plots.TENSORBOARD: a writer may have made it
     for name in (runs.CLIPS, runs.CONFIG, runs.HISTORY, runs.CURVES, runs.RUN):
         (out / name).unlink(missing_ok=True)
     for name in (runs.CLIPS, runs.CONFIG, runs.RUN, runs.HISTORY, runs.CURVES):
@@ -369,21 +374,28 @@ def _fit(config, out, store, split, plan, views, loaded_bytes, in_memory, where_
         log(f"data parallel over {where_to.replicas} devices ({', '.join(where_to.devices)}): each step splits its "
             f"{config.batch_size} clips into {config.batch_size // where_to.replicas} per device")
 
-    keeper = RunKeeper(out, config.monitor, config.patience, state, log=log)
+    from ucfpipe.stage_two.plots import tensorboard_log
+
+    board = tensorboard_log(out, log=log)
+    keeper = RunKeeper(out, config.monitor, config.patience, state, log=log, board=board)
     train_batches = ClipBatches(train_source, [c.label for c in plan.train], num_classes, config.batch_size,
                                 shuffle_seed=config.seed, first_pass=initial_epoch, random_views=len(views) > 1,
                                 time_jitter=config.time_jitter, step_drop=config.step_drop,
                                 multiple_of=where_to.replicas, pad_weighting="step")
     val_batches = ClipBatches(val_source, [c.label for c in plan.val], num_classes, config.batch_size,
                               multiple_of=where_to.replicas, pad_weighting="pass")
-    if initial_epoch < config.epochs and not keeper.state["stopped_early"]:
-        interrupts.check()
-        # Keras' own per-epoch line first, then the keeper's note about it.
-        progress = [keras.callbacks.ProgbarLogger()] if verbose else []
-        with where_to.scope():
-            model.fit(train_batches, validation_data=val_batches, epochs=config.epochs, initial_epoch=initial_epoch,
-                      callbacks=progress + [keeper], verbose=verbose, shuffle=False)
-        interrupts.check()
+    try:
+        if initial_epoch < config.epochs and not keeper.state["stopped_early"]:
+            interrupts.check()
+            # Keras' own per-epoch line first, then the keeper's note about it.
+            progress = [keras.callbacks.ProgbarLogger()] if verbose else []
+            with where_to.scope():
+                model.fit(train_batches, validation_data=val_batches, epochs=config.epochs, initial_epoch=initial_epoch,
+                          callbacks=progress + [keeper], verbose=verbose, shuffle=False)
+            interrupts.check()
+    finally:
+        if board is not None:
+            board.close()
     if keeper.diverged_at is not None:
         raise UcfpipeError(
             f"training diverged: the loss was not finite at epoch {keeper.diverged_at}; lower --learning-rate "
@@ -447,7 +459,7 @@ def _restore_model(out: Path, state: dict, log) -> keras.Model:
 
 
 def _finish(out: Path, config: TrainConfig, record: dict, state: dict, log) -> dict:
-    from ucfpipe.stage_two.plots import plot_curves
+    from ucfpipe.stage_two.plots import TENSORBOARD, plot_curves
 
     plot_curves(state["history"], out / runs.CURVES, state["best_epoch"], config.monitor)
     record.update(
@@ -464,8 +476,10 @@ def _finish(out: Path, config: TrainConfig, record: dict, state: dict, log) -> d
     log(f"done: {stop}; best {config.monitor} {state['best']:.4f} at epoch {state['best_epoch']}")
     for name, what in ((runs.MODEL, "best model"), (runs.HISTORY, "per-epoch log"), (runs.CURVES, "loss/accuracy curves"),
                        (runs.RUN, "cache fingerprint, classes, groups, versions"), (runs.CONFIG, "settings"),
-                       (runs.CLIPS, "train/val/test video ids")):
-        log(f"  {out / name}: {what}")
+                       (runs.CLIPS, "train/val/test video ids"),
+                       (TENSORBOARD, f"TensorBoard logs (tensorboard --logdir {out.parent})")):
+        if (out / name).exists():
+            log(f"  {out / name}: {what}")
     log(f"next: ucfpipe eval --run {out}")
     return {"run": str(out), "best_epoch": state["best_epoch"], "best": state["best"], "monitor": config.monitor,
             "epochs_run": state["epoch"], "stopped_early": state["stopped_early"], "history": state["history"],
