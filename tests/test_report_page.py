@@ -280,3 +280,19 @@ def test_a_ucf101_sized_page_stays_small(tmp_path):
                                       + "".join(f"{c},0.75,0.75,0.75,0.75,37\n" for c in classes))
     size = len(report_page.render([run]).encode())
     assert size < 2.5 * 2**20, f"{size / 2**20:.2f} MiB before any thumbnail"
+
+
+def test_runs_of_different_setups_get_no_mean_on_the_page(tmp_path):
+    """The protocol page holds several setups per split: averaging them would mix the setups; runs of one
+    setup over splits or seeds get their mean ± std."""
+    from ucfpipe.stage_two.report_page import _headline
+
+    def row(number, split, seed, top1, **config):
+        return {"name": f"run{number}", "directory": tmp_path / f"run{number}",
+                "metrics": {"split": split, "top1": top1, "num_test_clips": 10},
+                "config": {"split": split, "seed": seed, "out": f"runs/{number}", "units": 64, **config}}
+
+    one_setup = [row(1, 1, 1, 0.5), row(2, 2, 2, 0.7), row(3, 1, 3, 0.9)]
+    assert 'data-mean="0.7000"' in _headline(one_setup)
+    mixed = [*one_setup, row(4, 1, 1, 0.2, train_views="all")]
+    assert "no mean ± std" in _headline(mixed) and "data-mean" not in _headline(mixed)

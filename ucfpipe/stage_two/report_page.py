@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ucfpipe.core.errors import UcfpipeError
-from ucfpipe.stage_two import runs
+from ucfpipe.stage_two import ensemble, runs
 
 PAGE = "report.html"
 CLIPS_FILE = "test_clips.json"  # what eval records for the page: see module docstring
@@ -284,6 +284,16 @@ def _videos_root(clips: dict) -> Path | None:
 
 
 # -- the page -----------------------------------------------------------------------------------------------
+# What may differ between runs of one setup: the split and seed measured over, and where things are.
+PER_RUN = ("split", "seed", "out", "features", "splits")
+
+
+def _setup(row: dict) -> str:
+    """The settings that make a run's figures comparable to another's, as one string."""
+    settings = {key: value for key, value in row["config"].items() if key not in PER_RUN}
+    return json.dumps([(Path(row["directory"]) / ensemble.ENSEMBLE).is_file(), settings, "tta" in row["metrics"]], sort_keys=True)
+
+
 def _headline(rows: list[dict]) -> str:
     columns = [(key, title) for key, title in HEADLINE if all(key in row["metrics"] for row in rows)]
     head = "<tr><th>run</th><th class=n>split</th>" + "".join(f"<th class=n>{escape(t)}</th>" for _, t in columns) + "<th class=n>test clips</th></tr>"
@@ -293,7 +303,11 @@ def _headline(rows: list[dict]) -> str:
         cells = "".join(f'<td class=n data-run="{number}" data-metric="{key}">{m[key]:.4f}</td>' for key, _ in columns)
         body.append(f"<tr><td>{escape(row['name'])}</td><td class=n>{escape(m.get('split', ''))}</td>{cells}"
                     f"<td class=n>{escape(m.get('num_test_clips', ''))}</td></tr>")
-    if len(rows) > 1:
+    if len(rows) > 1 and len({_setup(row) for row in rows}) > 1:
+        # The protocol's LSTM, + views and ensemble side by side: a mean over different setups means nothing.
+        body.append(f'<tr><td colspan="{len(columns) + 3}" class="note">no mean ± std: these runs are not one setup '
+                    "over different splits</td></tr>")
+    elif len(rows) > 1:
         cells = ""
         for key, _ in columns:
             values = [row["metrics"][key] for row in rows]
