@@ -237,6 +237,7 @@ def run(config: ExtractConfig, progress: bool = True, log=print, model=None) -> 
     """Extract what the cache at `config.out` lacks; write the manifest. Returns the run's summary.
     `model` is a prebuilt extractor for these settings (the benchmark passes a warmed-up one)."""
     config.validate()
+    extract_clips = engine(config, log)  # --engine ray without Ray installed is refused before any planning
     clips, missing, part = plan(config)
     settings = feature_settings(config)
     cache_fingerprint = fingerprint(settings)
@@ -255,7 +256,7 @@ def run(config: ExtractConfig, progress: bool = True, log=print, model=None) -> 
         again = "".join([f", {writer.damaged_clips} of damaged shards" if writer.damaged_clips else "",
                          f", {len(changed)} whose video changed" if changed else ""])
         log(f"extracting {len(todo)} clips ({len(writer.done_ids)} already in {out}, {len(missing)} missing on disk{again})")
-        failed, frames_per_second = engine(config, log)(todo, config, writer, model, progress) if todo else ({}, 0.0)
+        failed, frames_per_second = extract_clips(todo, config, writer, model, progress) if todo else ({}, 0.0)
         elapsed = time.time() - started
         _write_manifest(out, config, settings, cache_fingerprint, writer, clips, missing, failed, part,
                         last_run={"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(elapsed, 1),
@@ -291,6 +292,7 @@ def engine(config: ExtractConfig, log=print):
 
         from ucfpipe.stage_one import ray_engine
 
+        ray_engine.import_ray()
         return partial(ray_engine.featurise, log=log)
     return featurise
 

@@ -67,12 +67,13 @@ def _check_answers(ray, address: str) -> str:
     if not resolved:
         raise UcfpipeError(f"--address {address}: no Ray cluster runs on this machine; start one with `ray start --head` "
                            "or pass HOST:PORT of the head node (docs/ray.md)")
-    host, _, port = resolved.rpartition(":")
+    named = resolved if address == "auto" else address  # Ray turns 127.0.0.1 into this machine's address
+    host, _, port = named.rpartition(":")
     try:
         with socket.create_connection((host, int(port)), timeout=CONNECT_SECONDS):
             pass
     except (OSError, ValueError) as err:
-        raise UcfpipeError(f"the Ray cluster at {resolved} does not answer ({getattr(err, 'strerror', None) or err}); "
+        raise UcfpipeError(f"the Ray cluster at {named} does not answer ({getattr(err, 'strerror', None) or err}); "
                            "check that `ray start --head` runs there and the port is open, or pass another --address") from None
     return resolved
 
