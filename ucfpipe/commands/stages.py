@@ -39,8 +39,8 @@ from ucfpipe.core.errors import EXIT_INCOMPLETE, UcfpipeError
 @setting_option(ExtractConfig, "shard", help="i/N: only the i-th (0-based) of N disjoint parts of the clip list; join them with `ucfpipe merge`.")
 @setting_option(ExtractConfig, "allow_missing", help="Extract what is on disk when listed clips are missing.")
 @setting_option(ExtractConfig, "engine", help="local: threads and the model here; ray: decode tasks and model actors on a Ray cluster (docs/ray.md).")
-@setting_option(ExtractConfig, "address", help="--engine ray: auto or HOST:PORT of a running cluster.",
-                default_help="start one on this machine for the run")
+@setting_option(ExtractConfig, "address", help="--engine ray: auto or HOST:PORT of a running cluster; unset, a cluster "
+                "is started on this machine for the run.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
 @user_errors
 def extract(config_file, no_progress, **flags):
