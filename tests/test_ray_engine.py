@@ -393,3 +393,15 @@ def _wait_nodes(port: int, count: int, seconds: float) -> None:
             return
         time.sleep(1)
     pytest.fail(f"{count} Ray nodes did not join within {seconds} s")
+
+
+def test_bench_extract_runs_the_engines_side_by_side(tmp_path):
+    from ucfpipe.bench import extract as bench_extract
+
+    results = bench_extract.run(clip_counts=(8,), frames=4, size=32, batch_size=16, workers=2, work_dir=str(tmp_path),
+                                log=lambda *_: None, engines=("local", "ray"))
+    ray_run = next(r for r in results["runs"] if r["mode"] == "extract-ray")
+    assert ray_run["frames"] == 8 * 4 and 0 < ray_run["startup_seconds"] < ray_run["seconds"]
+    assert results["max_engine_relative_error"] == 0  # the same cache, whichever engine wrote it
+    assert results["decode_frames_per_second_per_core"] > 0
+    assert "start-up s" in bench_extract.format_table(results)
