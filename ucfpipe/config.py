@@ -26,6 +26,7 @@ CELLS = ("lstm", "gru")
 TRAIN_VIEWS = ("all", "center")
 MONITORS = ("val_accuracy", "val_loss")
 DISTRIBUTE = ("none", "data")
+ENGINES = ("local", "ray")
 
 # The settings that take one of a few names, by field name (the same in every stage): validate() checks them
 # and the CLI builds its choices and help from them, so a new name is added here once.
@@ -39,6 +40,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "monitor": MONITORS,
     "train_views": TRAIN_VIEWS,
     "distribute": DISTRIBUTE,
+    "engine": ENGINES,
 }
 
 
@@ -64,6 +66,9 @@ class ExtractConfig:
     seed: int = 0  # seeds the random backbone weights of `weights = "none"`
     shard: str = ""  # "i/N": only the i-th (0-based) of N disjoint parts of the clip list, for job arrays
     views: str = "center"  # views stored per clip: names and presets of ucfpipe.video.views, e.g. "flip,crops,time"
+    # Where stage one runs; neither changes a feature, so neither is in the fingerprint (feature_settings).
+    engine: str = "local"  # "local": threads and one model here; "ray": decode tasks and model actors on a Ray cluster
+    address: str = ""  # --engine ray: "" starts a Ray cluster on this machine for the run; "auto" or HOST:PORT joins one
 
     def view_names(self) -> tuple[str, ...]:
         from ucfpipe.video.views import parse_views
@@ -93,7 +98,10 @@ class ExtractConfig:
             from ucfpipe.models.extractor import check_layer
 
             check_layer(self.backbone, self.layer)
-        _check_choice(self, "pooling", "dtype", "precision")
+        _check_choice(self, "pooling", "dtype", "precision", "engine")
+        if self.engine == "ray" and self.shard:
+            raise UcfpipeError(f"--engine ray spreads the whole clip list over the cluster itself; drop --shard {self.shard} "
+                               "(or keep --shard with --engine local for job arrays, joined by `ucfpipe merge`)")
         return self
 
 

@@ -5,7 +5,9 @@ Each measurement runs in its own process so its peak memory (RSS) is its own:
 - `extract`: ucfpipe's whole stage one (decode + resize + VGG16 + HDF5 write);
 - `naive`: the way common tutorials do it: decode every frame of a clip into memory, pick T, preprocess
   in NumPy, `model.predict` per clip, one .npy file per clip;
-- `decode`: decoding and resizing alone, ucfpipe's way (threads, only the sampled frames converted).
+- `decode`: decoding and resizing alone, ucfpipe's way (threads, only the sampled frames converted);
+- `extract-ray` (with `engines` naming ray): the same stage one through `--engine ray` on a Ray cluster this
+  process starts, timed from the call (cluster start and model actors included) and after the first clip.
 All model timings start after one warm-up batch, so graph compilation is not counted against anybody.
 The naive peer's features are compared with ucfpipe's: both must compute the same thing.
 """
@@ -74,7 +76,7 @@ def measure(mode: str, args: dict) -> dict:
             decoded = sum(c.num_frames for c in pool.map(lambda p: read_clip(p, frames, size), paths))
         seconds = time.perf_counter() - start
         return {"frames": frames * len(paths), "decoded_frames": decoded, "seconds": seconds}
-    model = _warm_model(args)
+    model = _warm_model(args) if mode != "extract-ray" else None
     if mode == "model":
         total = frames * len(paths)
         batch = np.random.default_rng(0).integers(0, 256, (args["batch_size"], size, size, 3), dtype=np.uint8)
@@ -92,6 +94,20 @@ def measure(mode: str, args: dict) -> dict:
         start = time.perf_counter()
         summary = extract.run(config, progress=False, log=lambda *_: None, model=model)
         return {"frames": frames * summary["extracted"], "seconds": time.perf_counter() - start}
+    if mode == "extract-ray":
+        from ucfpipe.config import ExtractConfig
+        from ucfpipe.stage_one import extract
+
+        config = ExtractConfig(videos=videos, splits=splits, out=args["out"], frames=frames, size=size,
+                               weights=args["weights"], precision=args["precision"], batch_size=args["batch_size"],
+                               workers=args["workers"], shard_clips=64, engine="ray")
+        start = time.perf_counter()
+        summary = extract.run(config, progress=False, log=lambda *_: None)
+        seconds = time.perf_counter() - start
+        done = frames * summary["extracted"]
+        # frames_per_second counts from the first clip back; what came before it is the start-up.
+        return {"frames": done, "seconds": seconds, "after_startup_frames_per_second": summary["frames_per_second"],
+                "startup_seconds": seconds - done / max(summary["frames_per_second"], 1e-9)}
     if mode == "naive":
         start = time.perf_counter()
         _naive_extract(paths, videos, args["out"], frames, size, args["weights"], args["precision"])
@@ -154,9 +170,14 @@ def compare_features(cache: Path, naive_out: Path) -> float:
     return worst
 
 
+ENGINE_MODES = {"local": "extract", "ray": "extract-ray"}
+
+
 def run(clip_counts=(8, 16), frames: int = 16, size: int = 64, batch_size: int = 64, workers: int = 2,
-        weights: str = "none", precision: str = "float32", work_dir: str | None = None, log=print) -> dict:
-    """All modes on the largest clip count, ucfpipe's extraction also on the others (memory must stay flat)."""
+        weights: str = "none", precision: str = "float32", work_dir: str | None = None, log=print,
+        engines=("local",)) -> dict:
+    """All modes on the largest clip count, ucfpipe's extraction (by each of `engines`) also on the others
+    (memory must stay flat)."""
     from ucfpipe.core.errors import UcfpipeError
 
     # The generated dataset has 2 classes x 4 groups, so its clip count is a multiple of 8: checked before any
@@ -164,14 +185,16 @@ def run(clip_counts=(8, 16), frames: int = 16, size: int = 64, batch_size: int =
     if not clip_counts or any(count < 8 or count % 8 for count in clip_counts):
         raise UcfpipeError(f"--clips must be multiples of 8 (2 classes x 4 groups), got {','.join(map(str, clip_counts))}")
     results: dict = {"settings": {"clip_counts": list(clip_counts), "frames": frames, "size": size, "batch_size": batch_size,
-                                  "workers": workers, "weights": weights, "precision": precision}, "runs": []}
+                                  "workers": workers, "weights": weights, "precision": precision,
+                                  "engines": list(engines)}, "runs": []}
+    extracts = tuple(ENGINE_MODES[engine] for engine in engines)
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         tmp = Path(tmp)
         for count in sorted(clip_counts):
             data = bench_dataset(tmp / f"data{count}", count)
             common = {"videos": data["videos"], "splits": data["splits"], "frames": frames, "size": size,
                       "batch_size": batch_size, "workers": workers, "weights": weights, "precision": precision}
-            modes = MODES if count == max(clip_counts) else ("extract",)
+            modes = ("model", *extracts, "naive", "decode") if count == max(clip_counts) else extracts
             for mode in modes:
                 out = tmp / f"{mode}{count}"
                 log(f"bench: {mode} on {data['num_clips']} clips ...")
@@ -179,23 +202,47 @@ def run(clip_counts=(8, 16), frames: int = 16, size: int = 64, batch_size: int =
                 result.update(mode=mode, clips=data["num_clips"], frames_per_second=result["frames"] / result["seconds"])
                 results["runs"].append(result)
             if count == max(clip_counts):
-                results["max_feature_relative_error"] = compare_features(tmp / f"extract{count}", tmp / f"naive{count}")
+                results["max_feature_relative_error"] = compare_features(tmp / f"{extracts[0]}{count}", tmp / f"naive{count}")
+                if len(extracts) > 1:  # the engines write the same cache: the same numbers
+                    results["max_engine_relative_error"] = max(
+                        compare_caches(tmp / f"{extracts[0]}{count}", tmp / f"{mode}{count}") for mode in extracts[1:])
     by_mode = {(r["mode"], r["clips"]): r for r in results["runs"]}
     largest = max(clip_counts)
     model_fps = by_mode[("model", largest)]["frames_per_second"]
-    results["extract_vs_model"] = by_mode[("extract", largest)]["frames_per_second"] / model_fps
-    results["extract_vs_naive"] = by_mode[("extract", largest)]["frames_per_second"] / by_mode[("naive", largest)]["frames_per_second"]
+    results["extract_vs_model"] = by_mode[(extracts[0], largest)]["frames_per_second"] / model_fps
+    results["extract_vs_naive"] = by_mode[(extracts[0], largest)]["frames_per_second"] / by_mode[("naive", largest)]["frames_per_second"]
+    decode = by_mode[("decode", largest)]
+    # Decoding threads release the GIL, so the rate per core is the rate over the cores the threads could use.
+    results["decode_frames_per_second_per_core"] = decode["frames_per_second"] / min(workers, os.cpu_count() or 1)
     return results
 
 
+def compare_caches(first: Path, second: Path) -> float:
+    """Largest relative difference between two caches' features, clip by clip."""
+    from ucfpipe.cache.store import FeatureStore
+
+    worst = 0.0
+    with FeatureStore(first) as a, FeatureStore(second) as b:
+        assert sorted(a.video_ids) == sorted(b.video_ids) and a.fingerprint == b.fingerprint
+        for video_id in a.video_ids:
+            x, y = a.features([video_id])[0].astype(np.float64), b.features([video_id])[0].astype(np.float64)
+            worst = max(worst, float(np.linalg.norm(x - y) / max(np.linalg.norm(x), 1e-12)))
+    return worst
+
+
 def format_table(results: dict) -> str:
-    lines = [f"{'mode':<9}{'clips':>6}{'frames':>8}{'seconds':>9}{'frames/s':>10}{'peak RSS MiB':>14}"]
+    lines = [f"{'mode':<12}{'clips':>6}{'frames':>8}{'seconds':>9}{'frames/s':>10}{'peak RSS MiB':>14}"
+             f"{'start-up s':>12}{'after start-up frames/s':>25}"]
     for r in results["runs"]:
-        lines.append(f"{r['mode']:<9}{r['clips']:>6}{r['frames']:>8}{r['seconds']:>9.2f}{r['frames_per_second']:>10.1f}"
-                     f"{r['peak_rss_mib']:>14.0f}")
+        startup = f"{r['startup_seconds']:>12.1f}{r['after_startup_frames_per_second']:>25.1f}" if "startup_seconds" in r else ""
+        lines.append(f"{r['mode']:<12}{r['clips']:>6}{r['frames']:>8}{r['seconds']:>9.2f}{r['frames_per_second']:>10.1f}"
+                     f"{r['peak_rss_mib']:>14.0f}{startup}")
     lines.append(f"extract / model-only throughput: {results['extract_vs_model']:.1%}   "
                  f"extract / naive: {results['extract_vs_naive']:.2f}x   "
                  f"max relative feature difference extract vs naive: {results['max_feature_relative_error']:.1e}")
+    lines.append(f"decoding alone: {results['decode_frames_per_second_per_core']:.0f} sampled frames/s per core"
+                 + (f"   engines' features differ by at most {results['max_engine_relative_error']:.1e} (relative)"
+                    if "max_engine_relative_error" in results else ""))
     return "\n".join(lines)
 
 

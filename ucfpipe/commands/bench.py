@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from ucfpipe.commands.options import config_option, json_out_option, setting_option, user_errors
-from ucfpipe.config import PRECISIONS, ExtractConfig, TrainConfig, load_config
+from ucfpipe.config import CHOICES, PRECISIONS, ExtractConfig, TrainConfig, load_config
 from ucfpipe.core.comma_list import comma_list
 from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.models.backbones import BACKBONES
@@ -39,16 +39,23 @@ def bench():
 @click.option("--workers", type=int, default=2, show_default=True)
 @click.option("--weights", default="none", show_default=True, help="none, imagenet or a weights file.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=ExtractConfig.precision, show_default=True)
+@click.option("--engine", "engine_names", default="local", show_default=True,
+              help="Comma-separated engines whose extraction runs side by side: local, ray (docs/ray.md).")
 @json_out_option()
 @user_errors
-def bench_extract(clip_counts, frames, size, batch_size, workers, weights, precision, json_out):
+def bench_extract(clip_counts, frames, size, batch_size, workers, weights, precision, engine_names, json_out):
     """Stage one side by side: model-only, ucfpipe's extraction, a naive tutorial-style peer, decoding alone
     (also `ucfpipe bench`)."""
     from ucfpipe.bench import extract as bench
     from ucfpipe.core.files import write_json
 
     counts = comma_list(clip_counts, "--clips", int, positive=True)
-    results = bench.run(counts, frames, size, batch_size, workers, weights, precision, log=click.echo)
+    engines = comma_list(engine_names, "--engine", choices=CHOICES["engine"], repeats="drop")
+    if "ray" in engines:
+        from ucfpipe.stage_one.ray_engine import import_ray
+
+        import_ray()  # not installed: one line naming the extra, before any measurement
+    results = bench.run(counts, frames, size, batch_size, workers, weights, precision, log=click.echo, engines=engines)
     click.echo(bench.format_table(results))
     if json_out:
         write_json(Path(json_out), results)

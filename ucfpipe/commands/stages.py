@@ -38,13 +38,16 @@ from ucfpipe.core.errors import EXIT_INCOMPLETE, UcfpipeError
 @setting_option(ExtractConfig, "views", help="Views stored per clip, e.g. flip,crops,time or all (see docs/stage-two.md).")
 @setting_option(ExtractConfig, "shard", help="i/N: only the i-th (0-based) of N disjoint parts of the clip list; join them with `ucfpipe merge`.")
 @setting_option(ExtractConfig, "allow_missing", help="Extract what is on disk when listed clips are missing.")
+@setting_option(ExtractConfig, "engine", help="local: threads and the model here; ray: decode tasks and model actors on a Ray cluster (docs/ray.md).")
+@setting_option(ExtractConfig, "address", help="--engine ray: auto or HOST:PORT of a running cluster; unset, a cluster "
+                "is started on this machine for the run.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
 @user_errors
 def extract(config_file, no_progress, **flags):
     """Stage one: backbone (VGG16 by default) features of T uniformly sampled frames of every listed clip, into a resumable cache.
 
     Exit status 0 when every clip on disk was extracted, 3 when some clips could not be read (listed in
-    the cache's manifest and retried by the next run), 2 for bad input, 130 when interrupted."""
+    the cache's manifest and retried by the next run), 2 for bad input, 130 when interrupted (143 by SIGTERM)."""
     from ucfpipe.stage_one import extract as stage
 
     config = load_config(ExtractConfig, config_file, flags)

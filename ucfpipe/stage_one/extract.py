@@ -165,6 +165,19 @@ def _is_out_of_memory(err: BaseException) -> bool:
     return isinstance(err, MemoryError) or "ResourceExhausted" in text or "RESOURCE_EXHAUSTED" in text or "Out of memory" in text
 
 
+def decode_clip(videos: Path, relative_path: str, frames: int, size: int, view_names) -> tuple:
+    """(sampled views, None, source) of one clip, or (None, why it could not be read, None): both engines
+    decode a clip this one way, so a clip fails for the same reason whichever engine runs."""
+    try:
+        # Recorded before decoding: a file replaced meanwhile then looks changed to the next run.
+        source = Source.of(videos, relative_path)
+        return read_views(videos / relative_path, frames, size, view_names), None, source
+    except VideoError as err:
+        return None, str(err).replace(f"{videos / relative_path}: ", ""), None
+    except Exception as err:  # a decoder crash on one clip must not end the run
+        return None, f"unexpected {type(err).__name__}: {err}", None
+
+
 def _decode_clips(clips, config: ExtractConfig, results: queue.Queue, stop: threading.Event) -> list[threading.Thread]:
     """Start `config.workers` threads decoding `clips` into `results`; each ends with a None sentinel."""
     todo: queue.Queue = queue.Queue()
@@ -188,15 +201,7 @@ def _decode_clips(clips, config: ExtractConfig, results: queue.Queue, stop: thre
                 clip = todo.get_nowait()
             except queue.Empty:
                 break
-            try:
-                # Recorded before decoding: a file replaced meanwhile then looks changed to the next run.
-                source = Source.of(videos, clip.relative_path)
-                item = (clip, read_views(videos / clip.relative_path, config.frames, config.size, view_names), None, source)
-            except VideoError as err:
-                item = (clip, None, str(err).replace(f"{videos / clip.relative_path}: ", ""), None)
-            except Exception as err:  # a decoder crash on one clip must not end the run
-                item = (clip, None, f"unexpected {type(err).__name__}: {err}", None)
-            if not put(item):
+            if not put((clip, *decode_clip(videos, clip.relative_path, config.frames, config.size, view_names))):
                 return
         put(None)
 
@@ -232,6 +237,7 @@ def run(config: ExtractConfig, progress: bool = True, log=print, model=None) -> 
     """Extract what the cache at `config.out` lacks; write the manifest. Returns the run's summary.
     `model` is a prebuilt extractor for these settings (the benchmark passes a warmed-up one)."""
     config.validate()
+    extract_clips = engine(config, log)  # --engine ray without Ray installed is refused before any planning
     clips, missing, part = plan(config)
     settings = feature_settings(config)
     cache_fingerprint = fingerprint(settings)
@@ -250,7 +256,7 @@ def run(config: ExtractConfig, progress: bool = True, log=print, model=None) -> 
         again = "".join([f", {writer.damaged_clips} of damaged shards" if writer.damaged_clips else "",
                          f", {len(changed)} whose video changed" if changed else ""])
         log(f"extracting {len(todo)} clips ({len(writer.done_ids)} already in {out}, {len(missing)} missing on disk{again})")
-        failed, frames_per_second = featurise(todo, config, writer, model, progress) if todo else ({}, 0.0)
+        failed, frames_per_second = extract_clips(todo, config, writer, model, progress) if todo else ({}, 0.0)
         elapsed = time.time() - started
         _write_manifest(out, config, settings, cache_fingerprint, writer, clips, missing, failed, part,
                         last_run={"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(elapsed, 1),
@@ -276,6 +282,19 @@ def _removed_unless_written(out: Path):
         if created and out.is_dir() and {p.name for p in out.iterdir()} <= {LOCK}:
             shutil.rmtree(out, ignore_errors=True)
         raise
+
+
+def engine(config: ExtractConfig, log=print):
+    """The function that turns the planned clips into features in `writer`: `featurise` here (decoding
+    threads and one model in this process) or, with `engine = "ray"`, the same on a Ray cluster."""
+    if config.engine == "ray":
+        from functools import partial
+
+        from ucfpipe.stage_one import ray_engine
+
+        ray_engine.import_ray()
+        return partial(ray_engine.featurise, log=log)
+    return featurise
 
 
 def featurise(todo: list[datasets.Clip], config: ExtractConfig, writer, model=None, progress: bool = True) -> tuple[dict, float]:
