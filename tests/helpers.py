@@ -12,9 +12,9 @@ import numpy as np
 from click.testing import CliRunner
 
 from ucfpipe.cache.format import MANIFEST, file_sha256
-from ucfpipe.core.files import write_json
 from ucfpipe.cli import main
 from ucfpipe.config import TrainConfig, fingerprint
+from ucfpipe.core.files import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_UCF101 = REPO.parent / "shared" / "ucf101"
@@ -24,8 +24,8 @@ TINY = {"frames": 8, "size": 32, "weights": "none", "batch_size": 64, "workers":
 
 def extract_tiny(dataset: dict, out: Path, **changes) -> Path:
     """`dataset` through stage one at the TINY settings (plus `changes`) into `out`; every clip must extract."""
-    from ucfpipe.stage_one import extract
     from ucfpipe.config import ExtractConfig
+    from ucfpipe.stage_one import extract
 
     config = ExtractConfig(videos=str(dataset["videos"]), splits=str(dataset["splits"]), out=str(out), **{**TINY, **changes})
     summary = extract.run(config, progress=False, log=lambda *_: None)

@@ -8,12 +8,10 @@ import numpy as np
 import pytest
 
 from helpers import QUIET, extract_tiny, tiny_config, weights_of, without_timings
-from ucfpipe.stage_two import evaluate
-from ucfpipe.stage_two import runs
-from ucfpipe.stage_two import train
-from ucfpipe.stage_two.batches import ClipBatches, InMemory, load_source, temporal_indices
-from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.cache.store import FeatureStore
+from ucfpipe.core.errors import UcfpipeError
+from ucfpipe.stage_two import evaluate, runs, train
+from ucfpipe.stage_two.batches import ClipBatches, InMemory, load_source, temporal_indices
 
 
 @pytest.fixture(scope="module")

@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 
 from helpers import QUIET, assert_one_line_error, extract_tiny, invoke, tiny_config, tiny_flags
-from ucfpipe.models import backbones
-from ucfpipe.stage_two import evaluate
-from ucfpipe.stage_one import extract
-from ucfpipe.serving import predictor as predict
-from ucfpipe.stage_two import train
+from ucfpipe.cache.store import FeatureStore
 from ucfpipe.config import ExtractConfig, fingerprint, to_dict
 from ucfpipe.core.errors import UcfpipeError
-from ucfpipe.cache.store import FeatureStore
+from ucfpipe.models import backbones
+from ucfpipe.serving import predictor as predict
+from ucfpipe.stage_one import extract
+from ucfpipe.stage_two import evaluate, train
 
 pytestmark = pytest.mark.slow  # subprocesses, exports or every backbone: `make test`, not `make test-fast`
 

@@ -18,15 +18,15 @@ import pytest
 from click.testing import CliRunner
 
 from helpers import REPO, TINY, extract_tiny, flip_a_feature_byte
-from ucfpipe.stage_one import extract
 from ucfpipe.cache import format as cache_format
 from ucfpipe.cache import writer
-from ucfpipe.core.files import write_json
+from ucfpipe.cache.format import MANIFEST
+from ucfpipe.cache.store import FeatureStore
 from ucfpipe.cli import main
 from ucfpipe.config import ExtractConfig
 from ucfpipe.core.errors import UcfpipeError
-from ucfpipe.cache.format import MANIFEST
-from ucfpipe.cache.store import FeatureStore
+from ucfpipe.core.files import write_json
+from ucfpipe.stage_one import extract
 from ucfpipe.stage_one.merge import merge
 
 # pooling "none" keeps the 1x1x512 map of 32x32 frames: shards of ~0.6 MB, so a 3 MB disk fills mid-run.

@@ -8,12 +8,6 @@ from helpers import assert_one_line_error, invoke, tiny_flags
 from ucfpipe.cache.store import FeatureStore
 
 
-
-
-
-
-
-
 def test_splits_reports_official_counts(official_splits, genuine_videos):
     result = invoke("splits", "--splits", official_splits, "--videos", genuine_videos)
     assert result.exit_code == 0, result.output

@@ -5,8 +5,8 @@ import shutil
 from click.testing import CliRunner
 
 from helpers import TINY
-from ucfpipe.cli import main
 from ucfpipe.cache.store import FeatureStore
+from ucfpipe.cli import main
 
 
 def invoke(*args):

@@ -16,15 +16,14 @@ from click.testing import CliRunner
 
 from helpers import TINY
 from ucfpipe import datasets
-from ucfpipe.stage_two import evaluate
-from ucfpipe.serving import predictor as predict
-from ucfpipe.stage_two import train
+from ucfpipe.cache.store import FeatureStore
 from ucfpipe.cli import main
 from ucfpipe.config import TrainConfig
-from ucfpipe.datasets import hmdb51
 from ucfpipe.core.errors import UcfpipeError
-from ucfpipe.cache.store import FeatureStore
+from ucfpipe.datasets import hmdb51
 from ucfpipe.datasets.synth import render_clip, split_blocks
+from ucfpipe.serving import predictor as predict
+from ucfpipe.stage_two import evaluate, train
 
 TINY_TRAIN = {"units": 16, "epochs": 2, "batch_size": 8, "val_groups": 1, "learning_rate": 3e-3, "dropout": 0.2,
               "label_smoothing": 0.0, "patience": 10}

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from ucfpipe.models import distribute
-from ucfpipe.stage_two.batches import ClipBatches, InMemory
 from ucfpipe.cli import main
 from ucfpipe.config import TrainConfig
 from ucfpipe.core.errors import UcfpipeError
+from ucfpipe.models import distribute
+from ucfpipe.stage_two.batches import ClipBatches, InMemory
 
 pytestmark = pytest.mark.slow  # subprocesses, exports or every backbone: `make test`, not `make test-fast`
 

@@ -12,15 +12,13 @@ import pytest
 from click.testing import CliRunner
 
 from helpers import QUIET, tiny_config
-from ucfpipe.stage_two import ensemble
-from ucfpipe.stage_two import evaluate
-from ucfpipe.serving import predictor as predict
-from ucfpipe.stage_two import runs
+from ucfpipe.cache.store import FeatureStore
 from ucfpipe.cli import main
 from ucfpipe.core.comma_list import comma_list
 from ucfpipe.core.errors import UcfpipeError
-from ucfpipe.cache.store import FeatureStore
 from ucfpipe.core.files import write_json
+from ucfpipe.serving import predictor as predict
+from ucfpipe.stage_two import ensemble, evaluate, runs
 
 
 @pytest.fixture(scope="module")

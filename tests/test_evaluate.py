@@ -7,12 +7,10 @@ import numpy as np
 import pytest
 
 from helpers import QUIET, copy_cache, tiny_config
-from ucfpipe.stage_two import evaluate
-from ucfpipe.stage_two import runs
-from ucfpipe.stage_two import train
 from ucfpipe.core.errors import UcfpipeError
-from ucfpipe.stage_two.metrics import classification_metrics
 from ucfpipe.datasets.ucf101 import read_split
+from ucfpipe.stage_two import evaluate, runs, train
+from ucfpipe.stage_two.metrics import classification_metrics
 
 CLASSES = ["a", "b", "c", "d", "e", "f", "g"]
 

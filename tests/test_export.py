@@ -14,14 +14,13 @@ import pytest
 from click.testing import CliRunner
 
 from helpers import QUIET, REPO, extract_tiny, tiny_config
-from ucfpipe.models import backbones
-from ucfpipe.stage_two import ensemble
-from ucfpipe.serving import export
-from ucfpipe.serving import predictor as predict
-from ucfpipe.stage_two import train
+from ucfpipe.cache.store import FeatureStore
 from ucfpipe.cli import main
 from ucfpipe.core.errors import UcfpipeError
-from ucfpipe.cache.store import FeatureStore
+from ucfpipe.models import backbones
+from ucfpipe.serving import export
+from ucfpipe.serving import predictor as predict
+from ucfpipe.stage_two import ensemble, train
 from ucfpipe.video.decode import read_clip
 
 pytestmark = pytest.mark.slow  # subprocesses, exports or every backbone: `make test`, not `make test-fast`

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from helpers import TINY
-from ucfpipe.stage_one import extract
-from ucfpipe.config import ExtractConfig
-from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.cache.store import FeatureStore
 from ucfpipe.cache.writer import open_for_writing
+from ucfpipe.config import ExtractConfig
+from ucfpipe.core.errors import UcfpipeError
+from ucfpipe.stage_one import extract
 
 QUIET = {"progress": False, "log": lambda *_: None}
 

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from ucfpipe.stage_one import finetune
-from ucfpipe.models.extractor import build_extractor
 from ucfpipe.config import FinetuneConfig
 from ucfpipe.core.errors import UcfpipeError
+from ucfpipe.models.extractor import build_extractor
+from ucfpipe.stage_one import finetune
 
 pytestmark = pytest.mark.slow  # subprocesses, exports or every backbone: `make test`, not `make test-fast`
 

@@ -25,12 +25,12 @@ import pytest
 from click.testing import CliRunner
 
 from ucfpipe import datasets
-from ucfpipe.models.backbones import BACKBONES
 from ucfpipe.cli import main
+from ucfpipe.datasets.synth import split_blocks
+from ucfpipe.models.backbones import BACKBONES
 from ucfpipe.serving.export import FORMATS, MODEL_NAMES
 from ucfpipe.serving.predictor import Predictor
 from ucfpipe.stage_two.runs import Run
-from ucfpipe.datasets.synth import split_blocks
 from ucfpipe.video.decode import read_clip
 
 pytestmark = pytest.mark.slow  # subprocesses, exports or every backbone: `make test`, not `make test-fast`

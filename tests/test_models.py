@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from ucfpipe.models.classifier import VARIANCE_FLOOR, build_classifier, compile_classifier, feature_statistics
 from ucfpipe.core.rng import seed_everything
+from ucfpipe.models.classifier import VARIANCE_FLOOR, build_classifier, compile_classifier, feature_statistics
 
 
 def trend_sequences(num_clips: int, seed: int, steps: int = 10, dims: int = 8):

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 
 from helpers import QUIET, tiny_config
-from ucfpipe.serving import predictor as predict
-from ucfpipe.stage_two import train
+from ucfpipe.cache.store import FeatureStore
 from ucfpipe.config import ExtractConfig, fingerprint, to_dict
 from ucfpipe.core.errors import UcfpipeError
+from ucfpipe.serving import predictor as predict
 from ucfpipe.stage_one.extract import feature_settings
-from ucfpipe.cache.store import FeatureStore
+from ucfpipe.stage_two import train
 
 
 @pytest.fixture(scope="module")

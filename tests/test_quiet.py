@@ -10,8 +10,7 @@ import types
 
 import pytest
 
-from ucfpipe.core import interrupts
-from ucfpipe.core import quiet
+from ucfpipe.core import interrupts, quiet
 
 pytestmark = pytest.mark.slow  # subprocesses, exports or every backbone: `make test`, not `make test-fast`
 

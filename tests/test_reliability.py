@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from helpers import TINY
-from ucfpipe.stage_one import check
 from ucfpipe.cache.store import FeatureStore
+from ucfpipe.stage_one import check
 
 
 def extract_command(dataset, out):

@@ -91,8 +91,8 @@ def evaluated(synth_dataset, tmp_path_factory):
     first = sorted(p for p in videos.iterdir() if p.is_dir())[0]
     first.rename(videos / EVIL)
     make_lists(videos, root / "lists", seed=0)
-    from ucfpipe.stage_one import extract
     from ucfpipe.config import ExtractConfig
+    from ucfpipe.stage_one import extract
 
     cache = root / "features"
     extract.run(ExtractConfig(videos=str(videos), splits=str(root / "lists"), out=str(cache), dataset="folders", **TINY),

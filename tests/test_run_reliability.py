@@ -17,16 +17,13 @@ import pytest
 from click.testing import CliRunner
 
 from helpers import QUIET, extract_tiny, tiny_config
-from ucfpipe.core.files import DiskFull
-from ucfpipe.stage_two import evaluate
-from ucfpipe.stage_one import extract
-from ucfpipe.stage_one import finetune
-from ucfpipe.stage_two import runs
-from ucfpipe.stage_two import train
+from ucfpipe.cache.store import FeatureStore
 from ucfpipe.cli import main
 from ucfpipe.config import FinetuneConfig
 from ucfpipe.core.errors import UcfpipeError
-from ucfpipe.cache.store import FeatureStore
+from ucfpipe.core.files import DiskFull
+from ucfpipe.stage_one import extract, finetune
+from ucfpipe.stage_two import evaluate, runs, train
 
 pytestmark = pytest.mark.slow  # subprocesses, exports or every backbone: `make test`, not `make test-fast`
 

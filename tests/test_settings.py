@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ucfpipe.commands import options
 from ucfpipe.cli import main
+from ucfpipe.commands import options
 from ucfpipe.config import CHOICES, ExtractConfig, FinetuneConfig, TrainConfig, load_config, setting
 
 ROOT = Path(__file__).resolve().parent.parent

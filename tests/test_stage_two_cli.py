@@ -8,9 +8,9 @@ import pytest
 from click.testing import CliRunner
 
 from helpers import TINY, copy_cache
-from ucfpipe.stage_two import runs
-from ucfpipe.cli import main
 from ucfpipe.cache.format import MANIFEST
+from ucfpipe.cli import main
+from ucfpipe.stage_two import runs
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_FLAGS = ["--units", 8, "--epochs", 2, "--batch-size", 8, "--val-groups", 1, "--learning-rate", 3e-3]

@@ -21,15 +21,15 @@ import pytest
 from click.testing import CliRunner
 
 from helpers import QUIET, tiny_config
-from ucfpipe.serving import live
-from ucfpipe.serving import predictor as predict
-from ucfpipe.stage_two import train
-from ucfpipe.serving import windows
+from ucfpipe.cache.store import FeatureStore
 from ucfpipe.cli import main
 from ucfpipe.core.errors import UcfpipeError
-from ucfpipe.cache.store import FeatureStore
-from ucfpipe.serving.featuriser import StreamingFeaturiser, run_rate
 from ucfpipe.datasets.synth import DEFAULT_CLASSES, render_clip, video_fourcc
+from ucfpipe.serving import live
+from ucfpipe.serving import predictor as predict
+from ucfpipe.serving import windows
+from ucfpipe.serving.featuriser import StreamingFeaturiser, run_rate
+from ucfpipe.stage_two import train
 from ucfpipe.video.decode import resize_rgb
 
 FPS = 25.0

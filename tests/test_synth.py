@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from ucfpipe.datasets import synth
 from ucfpipe.core.errors import UcfpipeError
+from ucfpipe.datasets import synth
 from ucfpipe.datasets.synth import DEFAULT_CLASSES, clip_num_frames, generate_dataset, render_clip, split_blocks
 
 PARAMS = dict(num_classes=6, num_groups=6, clips_per_group=3, min_frames=24, max_frames=64, seed=0)

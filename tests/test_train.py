@@ -9,18 +9,12 @@ import numpy as np
 import pytest
 
 from helpers import QUIET, copy_cache, tiny_config, weights_of, without_timings
-from ucfpipe.stage_two import runs
-from ucfpipe.stage_two import train
-from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.cache.store import FeatureStore
+from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.core.files import write_json
 from ucfpipe.datasets.base import hold_out_groups
 from ucfpipe.datasets.ucf101 import read_split
-
-
-
-
-
+from ucfpipe.stage_two import runs, train
 
 
 @pytest.fixture(scope="module")

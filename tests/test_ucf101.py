@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.datasets import ucf101
 from ucfpipe.datasets.base import missing_on_disk
-from ucfpipe.core.errors import UcfpipeError
 
 OFFICIAL_COUNTS = {1: (9537, 3783), 2: (9586, 3734), 3: (9624, 3696)}
 OFFICIAL_TEST_GROUPS = {1: set(range(1, 8)), 2: set(range(8, 15)), 3: set(range(15, 22))}

@@ -4,11 +4,11 @@ import cv2
 import numpy as np
 import pytest
 
-from ucfpipe.stage_one import extract
-from ucfpipe.models.extractor import build_extractor
+from ucfpipe.cache.store import FeatureStore
 from ucfpipe.config import ExtractConfig
 from ucfpipe.core.errors import UcfpipeError
-from ucfpipe.cache.store import FeatureStore
+from ucfpipe.models.extractor import build_extractor
+from ucfpipe.stage_one import extract
 from ucfpipe.video.decode import uniform_frame_indices
 from ucfpipe.video.views import PRESETS, crop_size, parse_views
 

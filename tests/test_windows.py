@@ -13,12 +13,12 @@ import pytest
 from click.testing import CliRunner
 
 from helpers import QUIET, REPO, tiny_config
-from ucfpipe.serving import predictor as predict
-from ucfpipe.stage_two import train
-from ucfpipe.serving import windows
 from ucfpipe.cli import main
 from ucfpipe.core.errors import UcfpipeError
+from ucfpipe.serving import predictor as predict
+from ucfpipe.serving import windows
 from ucfpipe.serving.featuriser import Rate
+from ucfpipe.stage_two import train
 
 # Runs each argument list through the CLI in a fresh interpreter and reports, after each, whether a Keras backend
 # was imported: the proof that a refusal came before the 10-30 s of loading it.

@@ -14,10 +14,10 @@ import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from ucfpipe.models import backbones
-from ucfpipe.datasets import NAMES as DATASETS
 from ucfpipe.core.errors import UcfpipeError
+from ucfpipe.datasets import NAMES as DATASETS
 from ucfpipe.datasets.ucf101 import SPLITS
+from ucfpipe.models import backbones
 
 POOLINGS = ("avg", "max", "none")
 STORAGE_DTYPES = ("float16", "float32")

@@ -85,8 +85,8 @@ def measure(mode: str, args: dict) -> dict:
             np.asarray(model.predict_on_batch(batch))
         return {"frames": total, "seconds": time.perf_counter() - start}
     if mode == "extract":
-        from ucfpipe.stage_one import extract
         from ucfpipe.config import ExtractConfig
+        from ucfpipe.stage_one import extract
 
         config = ExtractConfig(videos=videos, splits=splits, out=args["out"], frames=frames, size=size,
                                weights=args["weights"], precision=args["precision"], batch_size=args["batch_size"],

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ucfpipe.core.files import replacing
 from ucfpipe.core.errors import UcfpipeError
+from ucfpipe.core.files import replacing
 
 
 def _memory_mib() -> dict:
@@ -60,8 +60,8 @@ def make_video(path: Path, minutes: float, size: int, fps: float) -> Path:
 
 def measure(video: str, run_dir: str) -> dict:
     """The child: load the run, classify every window of `video`, report speed and memory."""
-    from ucfpipe.serving.predictor import Predictor
     from ucfpipe.serving.featuriser import StreamingFeaturiser, run_rate
+    from ucfpipe.serving.predictor import Predictor
     from ucfpipe.serving.windows import predict_video
 
     predictor = Predictor(run_dir)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ucfpipe.models import backbones as table
 from ucfpipe.core.errors import UcfpipeError
+from ucfpipe.models import backbones as table
 
 
 def sample_frames(videos: str | None, num_frames: int, size: int, work_dir: str | None = None) -> np.ndarray:
@@ -86,6 +86,7 @@ def run(batch_sizes=(32, 64), precisions=("float32", "bfloat16"), size: int | No
     import keras  # only now: a wrong setting above is refused in a moment, not after Keras has loaded
 
     from ucfpipe.models.extractor import build_extractor
+
     # First: a wrong --videos fails before any model is built.
     frames = {s: sample_frames(videos, effect_frames, s, work_dir) for s in sorted(set(sizes.values()))}
     # Same weights at every precision: seed 0.

@@ -11,11 +11,11 @@ import time
 import keras
 import numpy as np
 
-from ucfpipe.stage_two.batches import ClipBatches, InMemory
 from ucfpipe.config import TrainConfig
-from ucfpipe.models.distribute import placement
-from ucfpipe.models.classifier import build_classifier, compile_classifier
 from ucfpipe.core.rng import seed_everything
+from ucfpipe.models.classifier import build_classifier, compile_classifier
+from ucfpipe.models.distribute import placement
+from ucfpipe.stage_two.batches import ClipBatches, InMemory
 
 
 class _EpochTimer(keras.callbacks.Callback):

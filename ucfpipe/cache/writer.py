@@ -28,8 +28,23 @@ import h5py
 import numpy as np
 
 from ucfpipe.cache.format import (
-    DAMAGED, FORMAT, LOCK, MANIFEST, SHARD_GLOB, ClipFeatures, clip_sources, describe_difference, encode_shard,
-    feature_shape, file_sha256, read_manifest, read_shard, read_strings, shard_name, shard_number, verify_shard,
+    DAMAGED,
+    FORMAT,
+    LOCK,
+    MANIFEST,
+    SHARD_GLOB,
+    ClipFeatures,
+    clip_sources,
+    describe_difference,
+    encode_shard,
+    feature_shape,
+    file_sha256,
+    read_manifest,
+    read_shard,
+    read_strings,
+    shard_name,
+    shard_number,
+    verify_shard,
 )
 from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.core.files import replacing, write_json

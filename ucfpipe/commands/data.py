@@ -116,8 +116,8 @@ def check(videos, splits, dataset, features, frames, workers, errors_only):
     Exit status 0 when every clip is usable, 3 when some are not (missing, empty, not a video, unreadable,
     no decodable frames). Warnings (fewer frames than T, a misreported frame count) are handled by extract.
     With --features: 0 when every shard is whole (and, with --videos, no video changed), 3 otherwise."""
-    from ucfpipe.stage_one import check as stage
     from ucfpipe.datasets import get
+    from ucfpipe.stage_one import check as stage
 
     get(dataset)  # an unknown name fails before any work
     if features is not None:

@@ -34,9 +34,9 @@ def predict(videos, run_dir, top, as_json, weights, window, stride, out_dir):
     Exit status 2 when a file cannot be read; with several files, the others are still classified."""
     import json
 
-    from ucfpipe.stage_two import ensemble
-    from ucfpipe.serving import windows
     from ucfpipe.serving import predictor as stage
+    from ucfpipe.serving import windows
+    from ucfpipe.stage_two import ensemble
 
     # Every setting that needs no model is checked before Keras loads (10-30 s): a typo is refused at once.
     check_top(top)

@@ -8,7 +8,12 @@ from pathlib import Path
 import click
 
 from ucfpipe.commands.options import (
-    DATASET_HELP, DEFAULT_BACKBONE, config_option, run_option, setting_option, user_errors,
+    DATASET_HELP,
+    DEFAULT_BACKBONE,
+    config_option,
+    run_option,
+    setting_option,
+    user_errors,
 )
 from ucfpipe.config import ExtractConfig, FinetuneConfig, TrainConfig, load_config
 from ucfpipe.core.comma_list import comma_list
@@ -130,8 +135,8 @@ def train(config_file, resume, seeds, cells, **flags):
 
     With --seeds and/or --cells, an ensemble: one run per member under --out plus --out/ensemble.json.
     Exit status 0 when training finished, 2 for bad input, 130 when interrupted (resume with --resume)."""
-    from ucfpipe.stage_two import train as stage
     from ucfpipe.config import TrainConfig
+    from ucfpipe.stage_two import train as stage
 
     if seeds or cells:
         from ucfpipe.stage_two import ensemble
@@ -212,7 +217,7 @@ def report(run_dirs, as_markdown, require_margin, html, protocol):
 def compare(config_file, members, **flags):
     """Baseline vs + training augmentation vs + TTA vs + ensemble vs order-blind: one markdown table
     (top-1, top-5, mean class accuracy, wall time), also written to OUT/compare.md."""
-    from ucfpipe.stage_two import compare as stage
     from ucfpipe.config import TrainConfig
+    from ucfpipe.stage_two import compare as stage
 
     stage.run(load_config(TrainConfig, config_file, flags), members=members, log=click.echo)

@@ -11,11 +11,11 @@ On any failure the temporary is removed and the target is as it was; a full disk
 
 from __future__ import annotations
 
+import csv
 import errno
 import gc
-import json
-import csv
 import io
+import json
 import os
 import re
 import shutil

@@ -15,9 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ucfpipe.core.errors import UcfpipeError
-from ucfpipe.datasets import folders
-from ucfpipe.datasets import hmdb51
-from ucfpipe.datasets import ucf101
+from ucfpipe.datasets import folders, hmdb51, ucf101
 from ucfpipe.datasets.base import HOLDOUTS, Clip, Split, hold_out, hold_out_groups, missing_on_disk  # noqa: F401
 
 DATASETS = {"ucf101": ucf101, "hmdb51": hmdb51, "folders": folders}

@@ -21,10 +21,11 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from ucfpipe.core.files import replacing_dir
 from ucfpipe.core.errors import UcfpipeError
+from ucfpipe.core.files import replacing_dir
 from ucfpipe.datasets import ucf101
-from ucfpipe.datasets.base import VIDEO_EXTENSIONS as EXTENSIONS, Clip, Split, number_groups, require_folder
+from ucfpipe.datasets.base import VIDEO_EXTENSIONS as EXTENSIONS
+from ucfpipe.datasets.base import Clip, Split, number_groups, require_folder
 
 LAYOUT = "--videos ROOT (<class>/<name>.<avi|mp4|mov|mkv|webm>), --splits the folder `ucfpipe splits make` wrote"
 GROUP_PATTERN = re.compile(r"(?:^|_)g(\d+)(?:_|$)", re.IGNORECASE)

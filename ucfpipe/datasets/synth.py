@@ -46,8 +46,8 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ucfpipe.core.files import replacing, write_bytes  # noqa: E402
 from ucfpipe.core.errors import UcfpipeError  # noqa: E402
+from ucfpipe.core.files import replacing, write_bytes  # noqa: E402
 
 DEFAULT_CLASSES = (
     "GrowingDisk",

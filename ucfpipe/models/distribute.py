@@ -18,6 +18,7 @@ import keras
 
 from ucfpipe.core.errors import UcfpipeError
 
+
 @dataclass
 class Placement:
     """Where training runs: `scope()` wraps model building and fitting; batches must split into `replicas`."""

@@ -21,8 +21,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from ucfpipe.models.backbones import DEFAULT, OUTPUT, Backbone, get
 from ucfpipe.core.errors import UcfpipeError
+from ucfpipe.models.backbones import DEFAULT, OUTPUT, Backbone, get
 
 # The ImageNet channel means, in BGR order (keras.applications.imagenet_utils, mode="caffe").
 IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)

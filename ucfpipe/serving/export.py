@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from ucfpipe import __version__
-from ucfpipe.models import backbones
-from ucfpipe.stage_two import runs
-from ucfpipe.core.files import replacing_dir
 from ucfpipe.config import ExtractConfig
 from ucfpipe.core.errors import UcfpipeError
+from ucfpipe.core.files import replacing_dir
+from ucfpipe.models import backbones
+from ucfpipe.stage_two import runs
 
 FORMAT = "ucfpipe-export/1"
 FORMATS = ("keras", "saved_model", "onnx")
@@ -149,8 +149,8 @@ def end_to_end(backbone, classifiers, frames: int, size: int):
 
 def build(run_dir: str | Path, weights: str | None = None):
     """(the end-to-end model, the members, the stage-one config) of the run or ensemble at `run_dir`."""
-    from ucfpipe.stage_two.ensemble import load_run_or_ensemble
     from ucfpipe.serving.predictor import rebuild_stage_one
+    from ucfpipe.stage_two.ensemble import load_run_or_ensemble
 
     members = load_run_or_ensemble(Path(run_dir))
     rebuilt = rebuild_stage_one(members[0], weights)

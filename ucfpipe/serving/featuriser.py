@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.cache.store import FeatureStore
+from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.video.decode import resize_rgb
 
 

@@ -29,8 +29,8 @@ from urllib.request import url2pathname
 import numpy as np
 
 from ucfpipe.core import interrupts
-from ucfpipe.core.files import replacing
 from ucfpipe.core.errors import UcfpipeError
+from ucfpipe.core.files import replacing
 from ucfpipe.serving.featuriser import Rate, StreamingFeaturiser
 from ucfpipe.serving.predictor import top_classes
 from ucfpipe.serving.windows import MAX_SECONDS, check_seconds

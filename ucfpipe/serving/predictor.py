@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ucfpipe.stage_two import runs
+from ucfpipe.cache.format import describe_difference
 from ucfpipe.config import ExtractConfig, fingerprint
 from ucfpipe.core.errors import UcfpipeError
-from ucfpipe.cache.format import describe_difference
+from ucfpipe.stage_two import runs
 from ucfpipe.video.decode import VideoError, read_clip
 
 
@@ -121,8 +121,8 @@ class Predictor:
     feature cache fingerprint, so that one backbone serves them all."""
 
     def __init__(self, run_dir: str | Path, weights: str | None = None):
-        from ucfpipe.stage_two import ensemble
         from ucfpipe.models.extractor import global_random_state_kept
+        from ucfpipe.stage_two import ensemble
 
         self.members = ensemble.load_run_or_ensemble(run_dir)
         self.run = self.members[0]

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ucfpipe import datasets
-from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.cache.format import FORMAT, MANIFEST, clip_sources, verify_shard
 from ucfpipe.cache.store import FeatureStore
+from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.video.decode import VideoError, count_frames
 
 ERRORS = ("missing", "empty", "not a video", "unreadable", "no decodable frames")

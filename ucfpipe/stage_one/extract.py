@@ -18,13 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from ucfpipe import datasets
-from ucfpipe.core import interrupts
-from ucfpipe.config import ExtractConfig, fingerprint, to_dict
-from ucfpipe.core.errors import Interrupted, UcfpipeError
 from ucfpipe.cache.format import FORMAT, LOCK, MANIFEST, ClipFeatures, Source
 from ucfpipe.cache.writer import open_for_writing, write_manifest
+from ucfpipe.config import ExtractConfig, fingerprint, to_dict
+from ucfpipe.core import interrupts
+from ucfpipe.core.errors import Interrupted, UcfpipeError
 from ucfpipe.video.decode import RESIZE_METHOD, SAMPLING_METHOD, VideoError, read_views
-
 
 
 def feature_settings(config: ExtractConfig) -> dict:

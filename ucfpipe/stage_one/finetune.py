@@ -18,16 +18,15 @@ import keras
 import numpy as np
 
 from ucfpipe import datasets
-from ucfpipe.core import files
-from ucfpipe.core import interrupts
+from ucfpipe.config import FinetuneConfig
+from ucfpipe.core import files, interrupts
+from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.core.files import write_json
 from ucfpipe.core.locks import locked
-from ucfpipe.models.extractor import load_application, preprocess_layer, weights_identity
-from ucfpipe.models.backbones import get
-from ucfpipe.config import FinetuneConfig
-from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.core.provenance import versions
 from ucfpipe.core.rng import seed_everything
+from ucfpipe.models.backbones import get
+from ucfpipe.models.extractor import load_application, preprocess_layer, weights_identity
 from ucfpipe.video.decode import VideoError, read_clip
 
 

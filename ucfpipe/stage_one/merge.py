@@ -13,11 +13,11 @@ import os
 import shutil
 from pathlib import Path
 
-from ucfpipe.core.files import disk_full, is_disk_full, replacing_dir
-from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.cache.format import FORMAT, file_sha256, shard_name
 from ucfpipe.cache.store import FeatureStore
 from ucfpipe.cache.writer import write_manifest
+from ucfpipe.core.errors import UcfpipeError
+from ucfpipe.core.files import disk_full, is_disk_full, replacing_dir
 
 
 def merge(parts: list[str | Path], out: str | Path) -> dict:

@@ -16,14 +16,11 @@ import dataclasses
 import time
 from pathlib import Path
 
-from ucfpipe.stage_two import ensemble
-from ucfpipe.stage_two import evaluate
-from ucfpipe.stage_two import runs
-from ucfpipe.stage_two import train
-from ucfpipe.core.files import write_json, write_text
+from ucfpipe.cache.store import FeatureStore
 from ucfpipe.config import TrainConfig
 from ucfpipe.core.errors import UcfpipeError
-from ucfpipe.cache.store import FeatureStore
+from ucfpipe.core.files import write_json, write_text
+from ucfpipe.stage_two import ensemble, evaluate, runs, train
 
 TABLE = "compare.md"
 RESULTS = "compare.json"

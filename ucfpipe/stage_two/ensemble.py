@@ -13,10 +13,10 @@ import dataclasses
 import time
 from pathlib import Path
 
-from ucfpipe.stage_two import runs
-from ucfpipe.core.files import write_json
 from ucfpipe.config import CELLS, TrainConfig
 from ucfpipe.core.errors import UcfpipeError
+from ucfpipe.core.files import write_json
+from ucfpipe.stage_two import runs
 
 FORMAT = "ucfpipe-ensemble/1"
 ENSEMBLE = "ensemble.json"

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from ucfpipe import datasets
+from ucfpipe.cache.store import FeatureStore
+from ucfpipe.core import files
+from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.models import backbones
 from ucfpipe.stage_two import runs
 from ucfpipe.stage_two.batches import ClipBatches, feature_bytes, load_source
-from ucfpipe.core import files
-from ucfpipe.core.errors import UcfpipeError
-from ucfpipe.cache.store import FeatureStore
 
 
 def _test_clips(split: datasets.Split, store: FeatureStore, allow_missing: bool):

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ucfpipe.stage_two.batches import iterate_features, load_source
 from ucfpipe.cache.store import FeatureStore
+from ucfpipe.stage_two.batches import iterate_features, load_source
 
 
 def time_averaged(store: FeatureStore, video_ids: list[str]) -> np.ndarray:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from ucfpipe.stage_two import runs
 from ucfpipe.core.errors import EXIT_INCOMPLETE, UcfpipeError
+from ucfpipe.stage_two import runs
 
 COLUMNS = (("top1", "top-1"), ("top5", "top-5"), ("mean_class_accuracy", "mean class acc"))
 

@@ -16,12 +16,12 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
-from ucfpipe.core.files import replacing
-from ucfpipe.config import TrainConfig
-from ucfpipe.core.errors import UcfpipeError
-from ucfpipe.core.locks import locked
 from ucfpipe.cache.format import describe_difference
 from ucfpipe.cache.store import FeatureStore
+from ucfpipe.config import TrainConfig
+from ucfpipe.core.errors import UcfpipeError
+from ucfpipe.core.files import replacing
+from ucfpipe.core.locks import locked
 
 FORMAT = "ucfpipe-run/1"
 MODEL = "model.keras"

@@ -17,16 +17,15 @@ import keras
 import numpy as np
 
 from ucfpipe import datasets
-from ucfpipe.core import files
-from ucfpipe.core import interrupts
+from ucfpipe.cache.store import FeatureStore
+from ucfpipe.config import TrainConfig, to_dict
+from ucfpipe.core import files, interrupts
+from ucfpipe.core.errors import Interrupted, UcfpipeError
+from ucfpipe.core.rng import seed_everything
+from ucfpipe.models.classifier import build_classifier, compile_classifier, feature_statistics
+from ucfpipe.models.distribute import Placement, placement
 from ucfpipe.stage_two import runs
 from ucfpipe.stage_two.batches import ClipBatches, feature_bytes, iterate_features, load_source
-from ucfpipe.config import TrainConfig, to_dict
-from ucfpipe.models.distribute import Placement, placement
-from ucfpipe.core.errors import Interrupted, UcfpipeError
-from ucfpipe.cache.store import FeatureStore
-from ucfpipe.models.classifier import build_classifier, compile_classifier, feature_statistics
-from ucfpipe.core.rng import seed_everything
 
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"]
 # What `--resume` may change: where the inputs are, how long to go on, and on how many devices (data
