@@ -68,3 +68,10 @@ def disk_of(tmp_path):
 @pytest.fixture
 def small_disk(disk_of):
     return disk_of("4m")
+
+
+def pytest_collection_modifyitems(items):
+    """A test that fills a real tmpfs disk is slow (`make test` runs it, `make test-fast` does not)."""
+    for item in items:
+        if {"disk_of", "small_disk"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -42,6 +42,7 @@ def test_bench_model_refuses_unknown_precisions_in_one_line():
     assert result.exit_code == 2 and "--batch-sizes must be comma-separated positive integers" in result.output
 
 
+@pytest.mark.slow
 def test_bench_model_puts_backbones_side_by_side(tmp_path):
     out = tmp_path / "model.json"
     result = CliRunner().invoke(main, ["bench-model", "--backbone", "vgg16,mobilenet_v3_large", "--size", "32",

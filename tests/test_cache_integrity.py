@@ -115,6 +115,7 @@ def test_full_disk_during_extract_is_one_line_and_a_rerun_ends_with_the_clean_ca
     assert_same_cache(out, clean_big)
 
 
+@pytest.mark.slow
 def test_injected_enospc_when_no_tmpfs_can_be_mounted(synth_dataset, clean_big, tmp_path, monkeypatch):
     """The same guarantee, in process, with ENOSPC raised by the shard's write; this one runs everywhere."""
     out = tmp_path / "features"

@@ -2,6 +2,7 @@
 
 import shutil
 
+import pytest
 from click.testing import CliRunner
 
 from helpers import TINY
@@ -53,6 +54,7 @@ def test_sharded_extract_and_merge_through_the_cli(synth_dataset, tmp_path):
     assert bad.exit_code == 2 and "shard must be 'i/N'" in bad.output
 
 
+@pytest.mark.slow
 def test_extract_views_flag_stores_the_views(synth_dataset, tmp_path):
     result = invoke("extract", "--videos", synth_dataset["videos"], "--splits", synth_dataset["splits"], *tiny_flags(),
                     "--out", tmp_path / "f", "--views", "flip,time")
@@ -65,6 +67,7 @@ def test_extract_views_flag_stores_the_views(synth_dataset, tmp_path):
     assert bad.exit_code == 2 and "unknown view 'mirror'" in bad.output
 
 
+@pytest.mark.slow
 def test_finetune_command_writes_a_weights_file_extract_accepts(synth_dataset, tmp_path):
     weights = tmp_path / "ft.weights.h5"
     result = invoke("finetune", "--videos", synth_dataset["videos"], "--splits", synth_dataset["splits"], "--out", weights,

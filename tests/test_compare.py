@@ -2,11 +2,13 @@
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from ucfpipe.cli import main
 
 
+@pytest.mark.slow
 def test_compare_prints_and_writes_a_table_with_every_row(synth_cache, synth_dataset, tmp_path):
     out = tmp_path / "compare"
     result = CliRunner().invoke(main, ["compare", "--features", str(synth_cache), "--splits", str(synth_dataset["splits"]),

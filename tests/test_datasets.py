@@ -221,6 +221,7 @@ def test_a_cache_never_mixes_two_datasets(hmdb_dataset, synth_cache, tmp_path):
     assert FeatureStore(cache).config.get("dataset", "ucf101") == "ucf101" and len(FeatureStore(cache)) == 108
 
 
+@pytest.mark.slow
 def test_hmdb51_every_stage_end_to_end(hmdb_dataset, tmp_path):
     out = tmp_path / "features"
     result = invoke("extract", "--dataset", "hmdb51", "--videos", hmdb_dataset["videos"], "--splits",
@@ -300,6 +301,7 @@ def test_splits_make_refuses_a_class_with_one_clip(own_videos, tmp_path):
     assert not out.exists() and not list(tmp_path.glob(".lists*"))
 
 
+@pytest.mark.slow
 def test_folders_every_stage_end_to_end(own_videos, tmp_path):
     lists = tmp_path / "lists"
     assert invoke("splits", "make", "--videos", own_videos, "--out", lists, "--test-fraction", 0.25).exit_code == 0

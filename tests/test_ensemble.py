@@ -101,6 +101,7 @@ def test_an_ensemble_needs_two_members_and_a_clean_directory(synth_cache, synth_
         comma_list("1,x", "--seeds", int)
 
 
+@pytest.mark.slow
 def test_cli_trains_evaluates_and_reports_an_ensemble(synth_cache, synth_dataset, tmp_path):
     out = tmp_path / "ens"
     runner = CliRunner()

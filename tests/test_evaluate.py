@@ -127,6 +127,7 @@ def test_confusion_matrix_of_101_classes_is_drawn_large(tmp_path):
     assert min(Image.open(tmp_path / "c.png").size) > 2000
 
 
+@pytest.mark.slow
 def test_lstm_beats_an_order_blind_classifier_on_the_synthetic_cache(synth_cache, synth_dataset, tmp_path):
     """Classes of the synthetic set come in time-reversed pairs, so time-averaged features can at best find
     the pair. Random-weight 32x32 VGG16 features of 54 training clips are a weak input and one split's 36 test

@@ -115,6 +115,7 @@ def test_changed_settings_never_reuse_or_mix_with_the_cache(synth_dataset, synth
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in synth_cache.iterdir())
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_cache(synth_dataset, synth_cache, tmp_path, monkeypatch):
     out = tmp_path / "features"
     config = ExtractConfig(videos=str(synth_dataset["videos"]), splits=str(synth_dataset["splits"]), out=str(out),
