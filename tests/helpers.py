@@ -103,3 +103,19 @@ def assert_one_line_error(result, fragment: str, exit_code: int = 2):
     assert len(errors) == 1 and fragment in errors[0], result.output
     assert "Traceback" not in result.output
 
+
+# -- a full disk -------------------------------------------------------------------------------------------------
+def fill(disk: Path) -> Path:
+    """Write (more of) a file until the disk is full, down to the byte; deleting it frees the space again."""
+    filler = disk / "filler"
+    descriptor = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        for size in (1 << 20, 1 << 12, 1):
+            try:
+                while os.write(descriptor, b"\0" * size):
+                    pass
+            except OSError:
+                pass
+    finally:
+        os.close(descriptor)
+    return filler

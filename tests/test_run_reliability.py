@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from helpers import QUIET, extract_tiny, tiny_config
+from helpers import QUIET, extract_tiny, fill, tiny_config
 from ucfpipe.cache.store import FeatureStore
 from ucfpipe.cli import main
 from ucfpipe.config import FinetuneConfig
@@ -144,22 +144,6 @@ def test_two_finetunes_writing_one_file_are_refused(synth_dataset, tmp_path):
 
 
 
-
-
-def fill(disk: Path) -> Path:
-    """Write (more of) a file until the disk is full, down to the byte; deleting it frees the space again."""
-    filler = disk / "filler"
-    descriptor = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-    try:
-        for size in (1 << 20, 1 << 12, 1):
-            try:
-                while os.write(descriptor, b"\0" * size):
-                    pass
-            except OSError:
-                pass
-    finally:
-        os.close(descriptor)
-    return filler
 
 
 def leftovers(directory: Path) -> list[str]:

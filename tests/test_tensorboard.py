@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from helpers import QUIET, REPO, tiny_config
+from helpers import QUIET, REPO, fill, tiny_config
 from ucfpipe.stage_two import runs
 from ucfpipe.stage_two.plots import TENSORBOARD, tensorboard_log
 
@@ -84,14 +84,7 @@ def test_a_full_disk_stops_the_logs_in_one_line_not_the_run(small_disk):
     lines = []
     board = tensorboard_log(small_disk / "run", log=lines.append, backend="tensorflow")
     board.epoch(1, {"loss": 1.0, "accuracy": 0.5, "val_loss": 1.1, "val_accuracy": 0.4}, 1e-3)
-    descriptor = os.open(small_disk / "filler", os.O_WRONLY | os.O_CREAT)  # the disk full, down to the byte
-    for size in (1 << 20, 1 << 12, 1):
-        try:
-            while os.write(descriptor, b"\0" * size):
-                pass
-        except OSError:
-            pass
-    os.close(descriptor)
+    fill(small_disk)  # the disk full, down to the byte
     for epoch in range(2, 200):  # enough to outgrow any buffer
         board.epoch(epoch, {"loss": 1.0, "accuracy": 0.5, "val_loss": 1.1, "val_accuracy": 0.4}, 1e-3)
     board.close()
