@@ -31,6 +31,7 @@ import numpy as np
 from ucfpipe.core import interrupts
 from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.core.files import replacing
+from ucfpipe.core.queues import put_unless_stopped
 from ucfpipe.serving.featuriser import Rate, StreamingFeaturiser
 from ucfpipe.serving.predictor import top_classes
 from ucfpipe.serving.windows import MAX_SECONDS, check_seconds
@@ -175,13 +176,7 @@ def _read_into(source, frames: queue.Queue, stop: threading.Event) -> None:
     Every hand-over gives up once the main thread stopped, so the thread (and the capture it releases) ends."""
 
     def hand(item) -> bool:
-        while not stop.is_set():
-            try:
-                frames.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return put_unless_stopped(frames, item, stop)
 
     try:
         for moment, image in source:

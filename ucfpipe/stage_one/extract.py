@@ -23,6 +23,7 @@ from ucfpipe.cache.writer import open_for_writing, write_manifest
 from ucfpipe.config import ExtractConfig, fingerprint, to_dict
 from ucfpipe.core import interrupts
 from ucfpipe.core.errors import Interrupted, UcfpipeError
+from ucfpipe.core.queues import put_unless_stopped
 from ucfpipe.video.decode import RESIZE_METHOD, SAMPLING_METHOD, VideoError, read_views
 
 
@@ -185,24 +186,16 @@ def _decode_clips(clips, config: ExtractConfig, results: queue.Queue, stop: thre
     videos = Path(config.videos)
     view_names = config.view_names()
 
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                results.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
-
     def work():
         while not stop.is_set():
             try:
                 clip = todo.get_nowait()
             except queue.Empty:
                 break
-            if not put((clip, *decode_clip(videos, clip.relative_path, config.frames, config.size, view_names))):
+            item = (clip, *decode_clip(videos, clip.relative_path, config.frames, config.size, view_names))
+            if not put_unless_stopped(results, item, stop, 0.2):
                 return
-        put(None)
+        put_unless_stopped(results, None, stop, 0.2)
 
     threads = [threading.Thread(target=work, name=f"decode-{i}", daemon=True) for i in range(config.workers)]
     for thread in threads:
