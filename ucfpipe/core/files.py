@@ -88,7 +88,7 @@ def _release(err: BaseException) -> None:
 STDOUT = "-"  # where a command writes one named file, `-` is standard output
 
 KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"), (stat.S_ISFIFO, "a FIFO"),
-         (stat.S_ISSOCK, "a socket"), (stat.S_ISBLK, "a block device"), (stat.S_ISREG, "a file"))
+         (stat.S_ISSOCK, "a socket"), (stat.S_ISBLK, "a block device"), (stat.S_ISREG, "a file"), (stat.S_ISLNK, "a link to nothing"))
 
 
 def kind(mode: int) -> str:
