@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -94,6 +95,8 @@ def extract(config_file, no_progress, **flags):
 def finetune(config_file, **flags):
     """Transfer learning: train the backbone's last stage on the split's training frames; extract with --weights OUT."""
     config = load_config(FinetuneConfig, config_file, flags)  # bad settings fail before Keras loads
+    if os.path.lexists(config.out):  # a folder, a device: refused before Keras (a missing folder is made)
+        output(config.out, "--out", stdout=False, in_place=False)
     from ucfpipe.stage_one import finetune as stage
 
     stage.run(config, log=click.echo)

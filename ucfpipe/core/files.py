@@ -131,10 +131,11 @@ def _fix(problem: str, fix: str) -> str:
         f"make it writable or {fix}" if "writable" in problem or "read-only" in problem else fix)
 
 
-def output(path: str | Path, flag: str | None = None, *, stdout: bool = True) -> Output:
+def output(path: str | Path, flag: str | None = None, *, stdout: bool = True, in_place: bool = True) -> Output:
     """Where a write of `path` goes, or one line (UcfpipeError) saying why it cannot: a folder, a block device,
-    a missing or read-only folder, `-` where standard output is not allowed (`stdout=False`). `flag` names the
-    option in that line. Commands call it before any work; `replacing` calls it again when it writes."""
+    a missing or read-only folder, `-` where standard output is not allowed (`stdout=False`), a device or FIFO
+    where only a regular file will do (`in_place=False`: files are written beside it). `flag` names the option
+    in that line. Commands call it before any work; `replacing` calls it again when it writes."""
     who, fix = _who(path, flag)
     if str(path) == STDOUT:
         if not stdout:
@@ -156,7 +157,7 @@ def output(path: str | Path, flag: str | None = None, *, stdout: bool = True) ->
             raise UcfpipeError(f"{who}{link} {problem}; {_fix(problem, fix)}")
         return Output(path, target, False)
     descriptor = _descriptor(path)
-    if descriptor is not None and (stat.S_ISREG(mode) or stat.S_ISCHR(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+    if descriptor is not None and in_place and (stat.S_ISREG(mode) or stat.S_ISCHR(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
         # /dev/stdout and the like: through the descriptor itself, so a file behind it (`> page.html`) gets the
         # bytes where the process is (a rename would take the file away from under the shell's redirection)
         return Output(path, path, True, descriptor if descriptor >= 0 else None)
@@ -166,6 +167,8 @@ def output(path: str | Path, flag: str | None = None, *, stdout: bool = True) ->
         if problem:
             raise UcfpipeError(f"{who}: {problem}; it is replaced through a new file there; {_fix(problem, fix)}")
         return Output(path, target, False)
+    if (stat.S_ISCHR(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)) and not in_place:
+        raise UcfpipeError(f"{who} is {kind(mode)}, not a file, and files are written beside it; {fix}")
     if stat.S_ISCHR(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
         if not os.access(path, os.W_OK):
             raise UcfpipeError(f"{who} is {kind(mode)} this user cannot write to; {fix}")
