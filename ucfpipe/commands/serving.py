@@ -24,7 +24,7 @@ from ucfpipe.serving.predictor import check_top
 @weights_option()
 @click.option("--window", help="Sliding windows of this many seconds over each whole video; auto: the run's typical clip duration.")
 @click.option("--stride", type=float, help="Seconds between window starts (implies windows).  [default: half the window]")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+@click.option("--out", "out_dir", type=click.Path(),
               help="Windows: write OUT/<video>/windows.csv, seconds.csv, timeline.png and report.html (a page to browse).")
 @user_errors
 def predict(videos, run_dir, top, as_json, weights, window, stride, out_dir):

@@ -200,9 +200,9 @@ class AnnotatedWriter:
 
     def __init__(self, path: str | Path, fps: float):
         self.path = Path(path)
+        output(self.path, "--out", stdout=False)  # a folder, a missing or read-only one: refused before any frame
         if self.path.suffix.lower() not in ANNOTATED_CODECS:
             raise UcfpipeError(f"--out {self.path} must end in {' or '.join(ANNOTATED_CODECS)}")
-        output(self.path, "--out", stdout=False)  # a folder, a missing or read-only one: refused before any frame
         self.fps = fps if fps > 0 else 25.0
         self.writer = None
         self.frames = 0
