@@ -143,6 +143,6 @@ def bench_train(config_file, clips, frames, dim, num_classes, epochs, **flags):
     # The benchmark reads no data: placeholder paths only satisfy the config's validation.
     config = load_config(TrainConfig, config_file, {**flags, "features": "-", "splits": "-", "out": "-"})
     try:
-        bench.run(config, clips=clips, frames=frames, dim=dim, num_classes=num_classes, epochs=epochs, log=echo)
+        bench.run(config, clips=clips, frames=frames, dim=dim, num_classes=num_classes, epochs=epochs, log=click.echo)
     except ValueError as err:
         raise UcfpipeError(str(err)) from None
