@@ -88,7 +88,13 @@ def _release(err: BaseException) -> None:
 STDOUT = "-"  # where a command writes one named file, `-` is standard output
 
 KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"), (stat.S_ISFIFO, "a FIFO"),
-         (stat.S_ISSOCK, "a socket"), (stat.S_ISBLK, "a block device"), (stat.S_ISREG, "a file"), (stat.S_ISLNK, "a link to nothing"))
+         (stat.S_ISSOCK, "a socket"), (stat.S_ISBLK, "a block device"), (stat.S_ISREG, "a file"),
+         (stat.S_ISLNK, "a link to nothing"))
+
+
+def _in_place(mode: int) -> bool:
+    """What a rename would destroy but a write reaches: a character device, a FIFO, a socket."""
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
 def kind(mode: int) -> str:
@@ -157,7 +163,7 @@ def output(path: str | Path, flag: str | None = None, *, stdout: bool = True, in
             raise UcfpipeError(f"{who}{link} {problem}; {_fix(problem, fix)}")
         return Output(path, target, False)
     descriptor = _descriptor(path)
-    if descriptor is not None and in_place and (stat.S_ISREG(mode) or stat.S_ISCHR(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+    if descriptor is not None and in_place and (stat.S_ISREG(mode) or _in_place(mode)):
         # /dev/stdout and the like: through the descriptor itself, so a file behind it (`> page.html`) gets the
         # bytes where the process is (a rename would take the file away from under the shell's redirection)
         return Output(path, path, True, descriptor if descriptor >= 0 else None)
@@ -167,9 +173,9 @@ def output(path: str | Path, flag: str | None = None, *, stdout: bool = True, in
         if problem:
             raise UcfpipeError(f"{who}: {problem}; it is replaced through a new file there; {_fix(problem, fix)}")
         return Output(path, target, False)
-    if (stat.S_ISCHR(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)) and not in_place:
+    if _in_place(mode) and not in_place:
         raise UcfpipeError(f"{who} is {kind(mode)}, not a file, and files are written beside it; {fix}")
-    if stat.S_ISCHR(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+    if _in_place(mode):
         if not os.access(path, os.W_OK):
             raise UcfpipeError(f"{who} is {kind(mode)} this user cannot write to; {fix}")
         return Output(path, path, True)
@@ -341,11 +347,6 @@ def replacing(path: str | Path, *, keep_suffix: bool = False, durable: bool = Tr
 def write_bytes(path: str | Path, data: bytes, *, tell_size: bool = False) -> None:
     """`data` as the file `path`, synced; `tell_size`: a full disk says how much it needed. A device, FIFO,
     socket or `-` gets `data` in place."""
-    out = output(path)
-    if out.direct:
-        with _direct(out, "", len(data) if tell_size else None) as tmp:
-            tmp.write_bytes(data)
-        return
     with replacing(path, needed=len(data) if tell_size else None) as tmp:
         tmp.write_bytes(data)
 
