@@ -149,8 +149,10 @@ def test_dash_is_standard_output_where_the_command_allows_it(capsys):
 
 @pytest.mark.slow
 def test_dev_stdout_into_a_file_keeps_what_was_printed_before_and_after(tmp_path):
-    """`--html /dev/stdout > page.html`: the descriptor is written through, never the file renamed away."""
-    script = "from ucfpipe.core import files; print('before'); files.write_text('/dev/stdout', 'page\\n'); print('after')"
+    """`--html /dev/stdout > page.html`: the descriptor is written through, never the file renamed away. (Named
+    /dev/fd/1 here, the same link: a regression then fails inside /proc instead of replacing the machine's
+    /dev/stdout, as the old code did.)"""
+    script = "from ucfpipe.core import files; print('before'); files.write_text('/dev/fd/1', 'page\\n'); print('after')"
     env = {**os.environ, "PYTHONPATH": str(Path(atomic.__file__).parents[2])}
     with open(tmp_path / "page.html", "w") as handle:
         subprocess.run([sys.executable, "-c", script], stdout=handle, env=env, check=True)
