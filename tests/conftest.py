@@ -75,3 +75,15 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if {"disk_of", "small_disk"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A real read-only file system (tmpfs mounted ro): root ignores chmod, not a read-only mount."""
+    point = tmp_path / "read-only"
+    point.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(point)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here ({done.stderr.strip()}); the test needs root")
+    yield point
+    subprocess.run(["umount", "-l", str(point)], check=False)

@@ -119,3 +119,51 @@ def fill(disk: Path) -> Path:
     finally:
         os.close(descriptor)
     return filler
+
+
+# -- outputs that are not regular files (real nodes: the tests run as root, as CI does) -------------------------
+def make_nodes(folder: Path) -> dict[str, Path]:
+    """In `folder`: a character device like /dev/null (1, 3), a FIFO, a link to a file in another folder, a link
+    to a file not yet made (in an existing folder), a link into a missing folder, a folder and a block device."""
+    import stat
+
+    folder.mkdir(parents=True, exist_ok=True)
+    elsewhere = folder / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "real.out").write_text("old\n")
+    nodes = {"device": folder / "null", "fifo": folder / "fifo", "link": folder / "link.out",
+             "dangling": folder / "dangling.out", "into_missing": folder / "nowhere.out", "folder": folder / "folder",
+             "block": folder / "block"}
+    os.mknod(nodes["device"], stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    os.mkfifo(nodes["fifo"])
+    os.symlink(elsewhere / "real.out", nodes["link"])
+    os.symlink(elsewhere / "made.out", nodes["dangling"])
+    os.symlink(folder / "missing" / "x.out", nodes["into_missing"])
+    nodes["folder"].mkdir()
+    os.mknod(nodes["block"], stat.S_IFBLK | 0o600, os.makedev(7, 0))
+    return nodes
+
+
+class FifoReader:
+    """Reads a FIFO on a thread (a writer blocks until a reader opens it): `with FifoReader(path) as got: ...`,
+    then `got.data`. Released at the end even if nothing wrote."""
+
+    def __init__(self, path: Path):
+        import threading
+
+        self.path, self.data = path, b""
+        self.thread = threading.Thread(target=self._read, daemon=True)
+
+    def _read(self):
+        with open(self.path, "rb") as handle:
+            self.data = handle.read()
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.thread.join(timeout=30)
+        if self.thread.is_alive():  # no writer came: open it once so the reader ends
+            os.close(os.open(self.path, os.O_WRONLY | os.O_NONBLOCK))
+            self.thread.join(timeout=5)

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import click
 
-from ucfpipe.commands.options import config_option, json_out_option, setting_option, user_errors
+from ucfpipe.commands.options import config_option, json_out_option, setting_option, stdout_echo, user_errors
 from ucfpipe.config import CHOICES, PRECISIONS, ExtractConfig, TrainConfig, load_config
 from ucfpipe.core.comma_list import comma_list
 from ucfpipe.core.errors import UcfpipeError
+from ucfpipe.core.files import output, write_json
 from ucfpipe.models.backbones import BACKBONES
 
 
@@ -47,16 +48,16 @@ def bench_extract(clip_counts, frames, size, batch_size, workers, weights, preci
     """Stage one side by side: model-only, ucfpipe's extraction, a naive tutorial-style peer, decoding alone
     (also `ucfpipe bench`)."""
     from ucfpipe.bench import extract as bench
-    from ucfpipe.core.files import write_json
 
+    echo = _echo(json_out)
     counts = comma_list(clip_counts, "--clips", int, positive=True)
     engines = comma_list(engine_names, "--engine", choices=CHOICES["engine"], repeats="drop")
     if "ray" in engines:
         from ucfpipe.stage_one.ray_engine import import_ray
 
         import_ray()  # not installed: one line naming the extra, before any measurement
-    results = bench.run(counts, frames, size, batch_size, workers, weights, precision, log=click.echo, engines=engines)
-    click.echo(bench.format_table(results))
+    results = bench.run(counts, frames, size, batch_size, workers, weights, precision, log=echo, engines=engines)
+    echo(bench.format_table(results))
     if json_out:
         write_json(Path(json_out), results)
 
@@ -78,16 +79,16 @@ def bench_model(batch_sizes, precisions, backbone_names, size, weights, videos, 
     """The backbones alone, side by side, by precision and batch size (frames/s, feature size), and how far each
     precision's features are from float32's."""
     from ucfpipe.bench import model as bench
-    from ucfpipe.core.files import write_json
 
+    echo = _echo(json_out)
     sizes = comma_list(batch_sizes, "--batch-sizes", int, positive=True, repeats="drop")  # each once, in the order given
     chosen = comma_list(precisions, "--precisions", choices=PRECISIONS, repeats="drop")
     names = tuple(BACKBONES) if backbone_names.strip() == "all" else comma_list(backbone_names, "--backbone", repeats="drop")
     if min(effect_frames, rounds) < 1:
         raise UcfpipeError("--effect-frames and --rounds must be at least 1")
-    results = bench.run(sizes, chosen, size, weights, videos, effect_frames, rounds, min_seconds, log=click.echo,
+    results = bench.run(sizes, chosen, size, weights, videos, effect_frames, rounds, min_seconds, log=echo,
                         backbones=names)
-    click.echo(bench.format_table(results))
+    echo(bench.format_table(results))
     if json_out:
         write_json(Path(json_out), results)
 
@@ -104,15 +105,22 @@ def bench_model(batch_sizes, precisions, backbone_names, size, weights, videos, 
 def bench_long(run_dir, minutes, size, fps, directory, json_out):
     """Windowed prediction on generated long videos, each length in its own process: frames/s and peak RSS."""
     from ucfpipe.bench import long as bench
-    from ucfpipe.core.files import write_json
 
+    echo = _echo(json_out)
     lengths = comma_list(minutes, "--minutes", float)
     if min(lengths) <= 0 or size < 16 or fps <= 0:
         raise UcfpipeError("--minutes and --fps must be positive, --size at least 16")
-    results = bench.run(run_dir, lengths, size, fps, directory, log=click.echo)
-    click.echo(bench.format_table(results))
+    results = bench.run(run_dir, lengths, size, fps, directory, log=echo)
+    echo(bench.format_table(results))
     if json_out:
         write_json(Path(json_out), results)
+
+
+def _echo(json_out):
+    """--json-out is checked before any measurement; `-` sends the JSON alone to standard output."""
+    if json_out is not None:
+        output(json_out, "--json-out")
+    return stdout_echo(json_out)
 
 
 @bench.command("train")

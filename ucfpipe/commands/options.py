@@ -11,6 +11,7 @@ import click
 from ucfpipe.config import CHOICES, ExtractConfig, setting
 from ucfpipe.core import interrupts
 from ucfpipe.core.errors import EXIT_INTERRUPTED, EXIT_USAGE, UcfpipeError
+from ucfpipe.core.files import STDOUT
 from ucfpipe.models.backbones import BACKBONES
 
 
@@ -66,7 +67,15 @@ def json_option(help: str):
 
 
 def json_out_option():
-    return click.option("--json-out", type=click.Path(dir_okay=False), help="Also write the results as JSON here.")
+    return click.option("--json-out", type=click.Path(), help="Also write the results as JSON here (- for standard "
+                        "output; the table then goes to stderr).")
+
+
+def stdout_echo(named: str | None):
+    """click.echo, or to stderr when the one named output is `-`: standard output then holds that file alone."""
+    if named == STDOUT:
+        return functools.partial(click.echo, err=True)
+    return click.echo
 
 
 def config_option(stage: str):

@@ -12,6 +12,7 @@ import click
 from ucfpipe.commands.options import interrupted, json_option, run_option, top_option, user_errors, weights_option
 from ucfpipe.core import interrupts
 from ucfpipe.core.errors import EXIT_OK, EXIT_SOURCE_LOST, UcfpipeError
+from ucfpipe.core.files import kind, output_dir
 from ucfpipe.serving.predictor import check_top
 
 
@@ -23,7 +24,7 @@ from ucfpipe.serving.predictor import check_top
 @weights_option()
 @click.option("--window", help="Sliding windows of this many seconds over each whole video; auto: the run's typical clip duration.")
 @click.option("--stride", type=float, help="Seconds between window starts (implies windows).  [default: half the window]")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+@click.option("--out", "out_dir", type=click.Path(),
               help="Windows: write OUT/<video>/windows.csv, seconds.csv, timeline.png and report.html (a page to browse).")
 @user_errors
 def predict(videos, run_dir, top, as_json, weights, window, stride, out_dir):
@@ -109,6 +110,7 @@ def _video_files(paths) -> list[str]:
 def _check_out(out: Path, videos: list[str]) -> None:
     """--out gets one folder per video, named by its file name: two videos of one name, or a file where a
     folder must go, would fail only after every video was classified."""
+    output_dir(out, "--out")  # a file, a device, a read-only folder: refused before the model loads
     seen: dict[str, str] = {}
     for video in videos:
         stem = Path(video).stem
@@ -116,14 +118,10 @@ def _check_out(out: Path, videos: list[str]) -> None:
             raise UcfpipeError(f"--out writes each video's results to OUT/<file name>/, and {seen[stem]} and {video} would "
                                f"both write {out / stem}; predict them in separate runs with different --out folders")
         seen[stem] = video
-        if (out / stem).exists() and not (out / stem).is_dir():
-            raise UcfpipeError(f"{out / stem} is a file, where --out would write {video}'s results; "
+        if os.path.lexists(out / stem) and not (out / stem).is_dir():
+            found = kind((os.stat if (out / stem).exists() else os.lstat)(out / stem).st_mode)
+            raise UcfpipeError(f"{out / stem} is {found}, where --out would write {video}'s results; "
                                "move it or pick another --out")
-    parent = out
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise UcfpipeError(f"--out {out}: {parent} is a file, not a folder; pick another --out")
 
 
 def _predict_windows(videos, run_dir, run, top, as_json, weights, seconds, stride, out_dir):
@@ -168,7 +166,7 @@ LIVE_EXIT = {"end": EXIT_OK, "quit": EXIT_OK, "dropped": EXIT_SOURCE_LOST, "stal
 @click.option("--stride", type=float, help="Seconds between predictions, at most the window.  [default: half the window]")
 @top_option("Classes per prediction.")
 @json_option("One JSON object per prediction and line: time, latency, top.")
-@click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Also write the video with the top-3 drawn on it (.mp4 or .avi).")
+@click.option("--out", "out_path", type=click.Path(), help="Also write the video with the top-3 drawn on it (.mp4 or .avi).")
 @click.option("--display", is_flag=True, help="Show the annotated video in a window (needs OpenCV with GUI support); q quits.")
 @click.option("--realtime", is_flag=True, help="Play a file source at its own speed instead of as fast as it decodes.")
 @click.option("--stall", "stall_seconds", type=float, default=10.0, show_default=True,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -13,11 +14,13 @@ from ucfpipe.commands.options import (
     config_option,
     run_option,
     setting_option,
+    stdout_echo,
     user_errors,
 )
 from ucfpipe.config import ExtractConfig, FinetuneConfig, TrainConfig, load_config
 from ucfpipe.core.comma_list import comma_list
 from ucfpipe.core.errors import EXIT_INCOMPLETE, UcfpipeError
+from ucfpipe.core.files import output
 
 
 @click.command()
@@ -92,6 +95,8 @@ def extract(config_file, no_progress, **flags):
 def finetune(config_file, **flags):
     """Transfer learning: train the backbone's last stage on the split's training frames; extract with --weights OUT."""
     config = load_config(FinetuneConfig, config_file, flags)  # bad settings fail before Keras loads
+    if os.path.lexists(config.out):  # a folder, a device: refused before Keras (a missing folder is made)
+        output(config.out, "--out", stdout=False, in_place=False)
     from ucfpipe.stage_one import finetune as stage
 
     stage.run(config, log=click.echo)
@@ -179,8 +184,9 @@ def eval_command(run_dir, features, splits, allow_missing, baseline, tta):
 @click.option("--markdown", "as_markdown", is_flag=True, help="Print a markdown table (figures x splits), as pasted in the README.")
 @click.option("--require-margin", type=float, metavar="M",
               help="Exit 3 unless every run's LSTM top-1 beats its order-blind top-1 (eval --baseline) by at least M.")
-@click.option("--html", type=click.Path(dir_okay=False), metavar="FILE",
-              help="Also write one self-contained page of every run (headline table, curves, confusion, misclassified clips).")
+@click.option("--html", type=click.Path(), metavar="FILE",
+              help="Also write one self-contained page of every run (headline table, curves, confusion, misclassified "
+                   "clips); - writes it to standard output (the table then goes to stderr).")
 @click.option("--protocol", type=click.Path(file_okay=False), metavar="ROOT",
               help="Instead of RUN_DIRs: the tree `make reproduce` makes (ROOT/split<k>/lstm, aug, ensemble), as one "
                    "markdown table of setups x splits with published figures beside it.")
@@ -195,7 +201,9 @@ def report(run_dirs, as_markdown, require_margin, html, protocol):
         raise UcfpipeError("give either RUN_DIR... or --protocol ROOT: `ucfpipe report RUN_DIR...`")
     if protocol and require_margin is not None:
         raise UcfpipeError("--require-margin checks RUN_DIRs; with --protocol, drop it")
-    stage.run(run_dirs, log=click.echo, as_markdown=as_markdown, require_margin=require_margin,
+    if html is not None:
+        output(html, "--html")  # a folder, a missing or read-only one: refused before any run is read
+    stage.run(run_dirs, log=stdout_echo(html), as_markdown=as_markdown, require_margin=require_margin,
               warn=lambda line: click.echo(line, err=True), html=html, protocol=protocol)
 
 

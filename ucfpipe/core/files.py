@@ -7,6 +7,12 @@ rerun after a crash, Ctrl-C or a full disk) sees the old file or the new one, ne
     with replacing_dir(out) as staging: ...             # a whole new directory, renamed into place at the end
 
 On any failure the temporary is removed and the target is as it was; a full disk becomes one line (`DiskFull`).
+
+Only a regular file is ever replaced (`output`): a symlink is followed (the link stays, the file it points to is
+replaced whole), a character device, FIFO or socket is written to in place (`/dev/null` stays a device,
+`/dev/stdout` works), `-` is standard output, and a folder or anything else is refused in one line, which
+commands ask for up front (`output(path, "--html")`), before any work. Errors name the path the user gave,
+never the temporary.
 """
 
 from __future__ import annotations
@@ -19,10 +25,13 @@ import json
 import os
 import re
 import shutil
+import stat
 import sys
+import tempfile
 import traceback
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 from ucfpipe.core.errors import UcfpipeError
 
@@ -75,11 +84,197 @@ def _release(err: BaseException) -> None:
         sys.unraisablehook = hook
 
 
+# -- where a write goes: only a regular file is ever replaced ------------------------------------------------------
+STDOUT = "-"  # where a command writes one named file, `-` is standard output
+
+KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"), (stat.S_ISFIFO, "a FIFO"),
+         (stat.S_ISSOCK, "a socket"), (stat.S_ISBLK, "a block device"), (stat.S_ISREG, "a file"),
+         (stat.S_ISLNK, "a link to nothing"))
+
+
+def _in_place(mode: int) -> bool:
+    """What a rename would destroy but a write reaches: a character device, a FIFO, a socket."""
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
+def kind(mode: int) -> str:
+    return next((name for test, name in KINDS if test(mode)), "not a file")
+
+
+class Output(NamedTuple):
+    """A write of `path` (as the user gave it) goes to `target`: the regular file to replace (links resolved),
+    or, when `direct`, the device, FIFO, socket or standard output (`-`) written in place."""
+
+    path: Path
+    target: Path
+    direct: bool
+    descriptor: int | None = None  # /dev/stdout, /dev/fd/N: this process's own descriptor, written through it
+
+
+def _who(path, flag: str | None) -> tuple[str, str]:
+    """How a refusal names the output, and the end of its line (how to fix it)."""
+    return (f"{flag} {path}", f"pass another {flag}") if flag else (str(path), "write elsewhere")
+
+
+def folder_problem(folder: Path) -> str:
+    """Why no file can be created in `folder`, or "" when one can (root ignores permissions, not a read-only
+    mount: os.access says so for both)."""
+    if not folder.exists():
+        return f"folder {folder} does not exist"
+    if not folder.is_dir():
+        return f"{folder} is {kind(folder.stat().st_mode)}, not a folder"
+    if os.access(folder, os.W_OK | os.X_OK):
+        return ""
+    try:
+        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    return f"folder {folder} is {'on a read-only file system' if read_only else 'not writable by this user'}"
+
+
+def _fix(problem: str, fix: str) -> str:
+    return f"create the folder or {fix}" if problem.endswith("does not exist") else (
+        f"make it writable or {fix}" if "writable" in problem or "read-only" in problem else fix)
+
+
+def output(path: str | Path, flag: str | None = None, *, stdout: bool = True, in_place: bool = True) -> Output:
+    """Where a write of `path` goes, or one line (UcfpipeError) saying why it cannot: a folder, a block device,
+    a missing or read-only folder, `-` where standard output is not allowed (`stdout=False`), a device or FIFO
+    where only a regular file will do (`in_place=False`: files are written beside it). `flag` names the option
+    in that line. Commands call it before any work; `replacing` calls it again when it writes."""
+    who, fix = _who(path, flag)
+    if str(path) == STDOUT:
+        if not stdout:
+            raise UcfpipeError(f"{flag or 'this output'} cannot be - (standard output) here: the command prints "
+                               "its own results there; pass a file name")
+        return Output(Path(STDOUT), Path(STDOUT), True)
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode  # follows links, /dev/stdout's /proc/self/fd/1 included
+    except FileNotFoundError:
+        mode = None
+    except OSError as err:  # a loop of links, a folder on the way that is a file, no permission to look
+        raise UcfpipeError(f"{who}: {err.strerror}; {fix}") from None
+    if mode is None:  # nothing there, or a link to nothing: the file it names is created
+        target = Path(os.path.realpath(path)) if os.path.islink(path) else path
+        problem = folder_problem(target.parent)
+        if problem:
+            link = f" is a link to {target}, and its" if target != path else ":"
+            raise UcfpipeError(f"{who}{link} {problem}; {_fix(problem, fix)}")
+        return Output(path, target, False)
+    descriptor = _descriptor(path)
+    if descriptor is not None and in_place and (stat.S_ISREG(mode) or _in_place(mode)):
+        # /dev/stdout and the like: through the descriptor itself, so a file behind it (`> page.html`) gets the
+        # bytes where the process is (a rename would take the file away from under the shell's redirection)
+        return Output(path, path, True, descriptor if descriptor >= 0 else None)
+    if stat.S_ISREG(mode):
+        target = Path(os.path.realpath(path))
+        problem = folder_problem(target.parent)
+        if problem:
+            raise UcfpipeError(f"{who}: {problem}; it is replaced through a new file there; {_fix(problem, fix)}")
+        return Output(path, target, False)
+    if _in_place(mode) and not in_place:
+        raise UcfpipeError(f"{who} is {kind(mode)}, not a file, and files are written beside it; {fix}")
+    if _in_place(mode):
+        if not os.access(path, os.W_OK):
+            raise UcfpipeError(f"{who} is {kind(mode)} this user cannot write to; {fix}")
+        return Output(path, path, True)
+    what = "name a file in it" if stat.S_ISDIR(mode) else "name a file"
+    raise UcfpipeError(f"{who} is {kind(mode)}, not a file; {what} or {fix}")
+
+
+def _descriptor(path: Path) -> int | None:
+    """The descriptor of this process that `path` names through /proc (/dev/stdout, /dev/fd/N, /proc/self/fd/N);
+    -1 for another file under /proc; None for a path elsewhere."""
+    name = str(path)
+    for _ in range(40):
+        folder = os.path.realpath(os.path.dirname(name) or ".")
+        if folder.startswith("/proc/"):
+            own = re.fullmatch(rf"/proc/{os.getpid()}(/task/\d+)?/fd", folder)
+            return int(os.path.basename(name)) if own and os.path.basename(name).isdigit() else -1
+        if not os.path.islink(name):
+            return None
+        name = os.path.join(os.path.dirname(name), os.readlink(name))
+    return None
+
+
+def output_dir(out: str | Path, flag: str | None = None) -> None:
+    """The same refusals for an output that is a new folder (export --out, predict --out): it must be a folder
+    (a link to one counts) or not exist yet, under a folder this user can write in."""
+    who, fix = _who(out, flag)
+    out = Path(os.path.realpath(out)) if os.path.islink(out) else Path(out)
+    if out.exists():
+        mode = out.stat().st_mode
+        if not stat.S_ISDIR(mode):
+            raise UcfpipeError(f"{who} is {kind(mode)}, not a folder; {fix}")
+        return
+    parent = out.parent
+    while not parent.exists() and not os.path.islink(parent) and parent != parent.parent:
+        parent = parent.parent
+    problem = folder_problem(parent)
+    if problem:
+        raise UcfpipeError(f"{who}: {problem}; {_fix(problem, fix)}")
+
+
+def _cannot_write(path: Path, target: Path, err: OSError) -> UcfpipeError:
+    """An OSError met while writing `target` (the temporary's name in it) as one line naming the user's path."""
+    problem = folder_problem(target.parent) or err.strerror or str(err)
+    return UcfpipeError(f"{path}: {problem}; {_fix(problem, 'write elsewhere')}")
+
+
+def _names(err: BaseException, *paths: Path) -> bool:
+    names = {str(p) for p in paths}
+    return isinstance(err, OSError) and (str(err.filename) in names or str(err.filename2) in names)
+
+
+def _send(out: Output, source) -> None:
+    """Copy the readable binary `source` into a device, FIFO, socket or standard output, in place."""
+    if out.target == Path(STDOUT):
+        sys.stdout.flush()
+        shutil.copyfileobj(source, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return
+    if out.descriptor is not None:
+        sys.stdout.flush()  # what was printed before comes first
+        sys.stderr.flush()
+        while chunk := source.read(1 << 20):
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(out.descriptor, view):]
+        return
+    with open(out.target, "wb") as sink:  # a FIFO blocks here until a reader opens it, as `cat > FIFO` does
+        shutil.copyfileobj(source, sink)
+
+
+@contextmanager
+def _direct(out: Output, suffix: str, needed: int | None):
+    """`replacing` for what is written in place: the writer fills a private temporary (Keras, OpenCV and
+    matplotlib want a path), which is then copied over."""
+    scratch = Path(tempfile.mkdtemp(prefix="ucfpipe-"))
+    try:
+        tmp = scratch / f"output{suffix}"
+        yield tmp
+        with open(tmp, "rb") as source:
+            _send(out, source)
+    except OSError as err:
+        if is_disk_full(err):
+            raise disk_full(out.path, needed) from None
+        if _names(err, out.target, tmp):
+            raise UcfpipeError(f"{out.path}: {err.strerror}; write elsewhere") from None
+        raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _suffix(path: Path) -> str:
+    return ".weights.h5" if path.name.endswith(".weights.h5") else path.suffix
+
+
 def temp_path(path: Path, keep_suffix: bool = False) -> Path:
     """`.NAME.PID.tmp` beside `path`: hidden (never matches v_*.avi or shard-*.h5), one per process. `keep_suffix`
     ends it in the target's own suffix too, from which Keras (.keras, .weights.h5) and FFmpeg pick the format."""
     path = Path(path)
-    suffix = (".weights.h5" if path.name.endswith(".weights.h5") else path.suffix) if keep_suffix else ""
+    suffix = _suffix(path) if keep_suffix else ""
     return path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
 
 
@@ -114,14 +309,24 @@ def sync_directory(directory: Path) -> None:
 def replacing(path: str | Path, *, keep_suffix: bool = False, durable: bool = True, needed: int | None = None):
     """Yield a temporary path beside `path`; when the block ends normally it replaces `path`. On any failure the
     temporary is removed and `path` is as it was; a full disk becomes `disk_full(path, needed)`. `durable`: sync
-    the file before the rename and the directory after it (off for what a rerun simply makes again)."""
-    path = Path(path)
-    tmp = temp_path(path, keep_suffix)
+    the file before the rename and the directory after it (off for what a rerun simply makes again).
+
+    What is replaced is always a regular file (`output`): through a link, the file it points to (the temporary
+    beside that file); a device, FIFO, socket or `-` gets the finished temporary's bytes in place."""
+    out = output(path)
+    suffix = _suffix(out.path) if keep_suffix else ""  # the name the user gave picks the format
+    if out.direct:
+        with _direct(out, suffix, needed) as tmp:
+            yield tmp
+        return
+    target = out.target
+    tmp = temp_path(target)
+    tmp = tmp.with_name(tmp.name + suffix)
     try:
         yield tmp
         if durable:
             _fsync_file(tmp)
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException as err:
         full = is_disk_full(err)
         if full:
@@ -131,14 +336,17 @@ def replacing(path: str | Path, *, keep_suffix: bool = False, durable: bool = Tr
         except OSError:
             pass
         if full:
-            raise disk_full(path, needed) from None
+            raise disk_full(out.path, needed) from None
+        if _names(err, tmp, target):
+            raise _cannot_write(out.path, target, err) from None
         raise
     if durable:
-        sync_directory(path.parent)
+        sync_directory(target.parent)
 
 
 def write_bytes(path: str | Path, data: bytes, *, tell_size: bool = False) -> None:
-    """`data` as the file `path`, synced; `tell_size`: a full disk says how much it needed."""
+    """`data` as the file `path`, synced; `tell_size`: a full disk says how much it needed. A device, FIFO,
+    socket or `-` gets `data` in place."""
     with replacing(path, needed=len(data) if tell_size else None) as tmp:
         tmp.write_bytes(data)
 
@@ -188,23 +396,64 @@ def write_csv(path: str | Path, header: list[str], rows: list[list]) -> None:
     write_text(path, text.getvalue())
 
 @contextmanager
-def replacing_dir(out: str | Path, staging: str | Path | None = None):
+def replacing_dir(out: str | Path, staging: str | Path | None = None, *, update: bool = False):
     """Yield a new, empty staging directory beside `out` (by default `.NAME.PID.tmp`); when the block ends
-    normally it takes the name `out`, which must be absent or an empty directory. On any failure the staging
-    directory is removed and `out` is as it was. Staging directories of writers that were killed are removed
-    first."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    normally it takes the name `out`, which must be absent or an empty directory (`update`: an existing folder
+    instead receives the staged files, each renamed over its old one). On any failure the staging directory, and
+    any folder above `out` made for it, are removed and `out` is as it was. Staging directories of writers that
+    were killed are removed first. `out` may be a link to a folder (the link stays); anything else that is not a
+    folder is refused in one line."""
+    given = Path(out)
+    out = Path(os.path.realpath(given)) if os.path.islink(given) else given
+    if os.path.lexists(out) and not out.is_dir():
+        raise UcfpipeError(f"{given} is {kind(os.lstat(out).st_mode)}, not a folder; write elsewhere")
+    made = _make_parents(given, out.parent)
     if staging is None:
         clear_stale_dirs(out)
     staging = Path(staging) if staging is not None else out.with_name(f".{out.name}.{os.getpid()}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
+    done = False
     try:
         staging.mkdir()
         yield staging
-        if out.exists():
-            out.rmdir()  # empty (the caller checked): the rename needs the name free on every platform
-        os.replace(staging, out)
+        if update and out.is_dir():
+            for item in sorted(staging.iterdir()):
+                os.replace(item, out / item.name)
+        else:
+            if out.exists():
+                out.rmdir()  # empty (the caller checked): the rename needs the name free on every platform
+            os.replace(staging, out)
+        done = True
+    except OSError as err:
+        name = str(err.filename or "")
+        inside = name.startswith(str(staging) + os.sep)
+        if not is_disk_full(err) and (inside or _names(err, staging, out)):
+            raise _cannot_write(given / os.path.relpath(name, staging) if inside else given, staging, err) from None
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        for folder in reversed(made if not done else []):
+            try:
+                folder.rmdir()  # only what was made for this write, and only while empty
+            except OSError:
+                break
     sync_directory(out.parent)
+
+
+def _make_parents(given: Path, folder: Path) -> list[Path]:
+    """Make `folder` and the folders above it that are missing; return those made, outermost first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    missing.reverse()
+    for made in missing:
+        try:
+            made.mkdir()
+        except FileExistsError:
+            pass
+        except OSError:
+            problem = folder_problem(made.parent)
+            raise UcfpipeError(f"{given}: {problem or 'cannot create folder ' + str(made)}; "
+                               f"{_fix(problem, 'write elsewhere')}") from None
+    return missing

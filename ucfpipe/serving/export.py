@@ -29,7 +29,7 @@ import numpy as np
 from ucfpipe import __version__
 from ucfpipe.config import ExtractConfig
 from ucfpipe.core.errors import UcfpipeError
-from ucfpipe.core.files import replacing_dir
+from ucfpipe.core.files import output_dir, replacing_dir
 from ucfpipe.models import backbones
 from ucfpipe.stage_two import runs
 
@@ -73,6 +73,7 @@ def check_format(format: str, backend: str | None, precision: str = "float32", b
 
 
 def check_out(out: Path) -> None:
+    output_dir(out, "--out")  # a file, a device, a read-only folder above it
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UcfpipeError(f"--out {out} exists and is not an empty directory; choose a new directory (export never overwrites)")
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from ucfpipe.core import interrupts
 from ucfpipe.core.errors import UcfpipeError
-from ucfpipe.core.files import replacing
+from ucfpipe.core.files import output, replacing
 from ucfpipe.core.queues import put_unless_stopped
 from ucfpipe.serving.featuriser import Rate, StreamingFeaturiser
 from ucfpipe.serving.predictor import top_classes
@@ -200,10 +200,9 @@ class AnnotatedWriter:
 
     def __init__(self, path: str | Path, fps: float):
         self.path = Path(path)
+        output(self.path, "--out", stdout=False)  # a folder, a missing or read-only one: refused before any frame
         if self.path.suffix.lower() not in ANNOTATED_CODECS:
             raise UcfpipeError(f"--out {self.path} must end in {' or '.join(ANNOTATED_CODECS)}")
-        if not self.path.parent.is_dir():
-            raise UcfpipeError(f"--out {self.path}: folder {self.path.parent} does not exist")
         self.fps = fps if fps > 0 else 25.0
         self.writer = None
         self.frames = 0

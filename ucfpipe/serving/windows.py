@@ -287,12 +287,13 @@ def second_rows(prediction: WindowedPrediction) -> tuple[list[str], list[list]]:
 
 
 def write_outputs(prediction: WindowedPrediction, directory: Path, top: int) -> None:
-    """directory/windows.csv, seconds.csv, timeline.png and report.html, each written whole then renamed."""
-    from ucfpipe.core.files import write_csv, write_text
+    """directory/windows.csv, seconds.csv, timeline.png and report.html: all four or none (a full disk leaves
+    neither a half folder nor an empty one; a rerun replaces the four of an earlier run)."""
+    from ucfpipe.core.files import replacing_dir, write_csv, write_text
     from ucfpipe.serving.timeline import page, plot_timeline
 
-    directory.mkdir(parents=True, exist_ok=True)
-    write_csv(directory / "windows.csv", *window_rows(prediction, top))
-    write_csv(directory / "seconds.csv", *second_rows(prediction))
-    plot_timeline(prediction, directory / "timeline.png")
-    write_text(directory / "report.html", page(prediction, top))
+    with replacing_dir(directory, update=True) as staging:
+        write_csv(staging / "windows.csv", *window_rows(prediction, top))
+        write_csv(staging / "seconds.csv", *second_rows(prediction))
+        plot_timeline(prediction, staging / "timeline.png")
+        write_text(staging / "report.html", page(prediction, top))

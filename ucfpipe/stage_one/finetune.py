@@ -119,6 +119,7 @@ def run(config: FinetuneConfig, log=print, verbose: int = 2) -> dict:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UcfpipeError(f"cannot create {out.parent}: {err.strerror}; choose a writable --out") from None
+    files.output(out, "--out", stdout=False, in_place=False)  # the lock and NAME.json go beside it
     with locked(out.with_name(f".{out.name}.lock"), f"output {out}"):
         return _run(config, out, log, verbose)
 

@@ -232,8 +232,7 @@ def _write_page_data(directory: Path, store: FeatureStore, clips, labels, probab
 def _write_page(directory: Path, log) -> None:
     from ucfpipe.stage_two import report_page
 
-    path = report_page.write([directory], directory / report_page.PAGE, log=log)
-    log(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB): open it in a browser")
+    log(report_page.write([directory], directory / report_page.PAGE, log=log) + ": open it in a browser")
 
 
 def _log_to_tensorboard(directory: Path, metrics: dict, members, log) -> None:

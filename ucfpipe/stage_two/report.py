@@ -126,8 +126,7 @@ def run(run_dirs, log=print, as_markdown: bool = False, require_margin: float | 
 def _write_html(run_dirs, path, warn, before: str = "") -> None:
     from ucfpipe.stage_two import report_page
 
-    written = report_page.write(run_dirs, path, log=warn, before=before)
-    warn(f"wrote {written} ({written.stat().st_size / 2**20:.1f} MiB)")
+    warn(report_page.write(run_dirs, path, log=warn, before=before))
 
 
 def _protocol(root, log, warn, html) -> dict:

@@ -411,11 +411,12 @@ def render(run_dirs, log=print, before: str = "") -> str:
     return document(title, body, {"runs": data})
 
 
-def write(run_dirs, path: str | Path, log=print, before: str = "") -> Path:
-    """The page of `run_dirs` into `path`, written whole; `before`: HTML placed above the headline table."""
-    from ucfpipe.core.files import write_text
+def write(run_dirs, path: str | Path, log=print, before: str = "") -> str:
+    """The page of `run_dirs` into `path` (`-`: standard output), written whole; `before`: HTML placed above the
+    headline table. Returns the line that says where it went and how big it is."""
+    from ucfpipe.core.files import STDOUT, write_text
 
-    path = Path(path)
     page = render(run_dirs, log, before)
     write_text(path, page)
-    return path
+    where = "the page to standard output" if str(path) == STDOUT else str(path)
+    return f"wrote {where} ({len(page.encode('utf-8')) / 2**20:.1f} MiB)"
