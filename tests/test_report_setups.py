@@ -82,6 +82,20 @@ def test_an_ensemble_and_a_single_run_are_not_one_setup(tmp_path):
         f"(ensemble members 1 in {single}, 2 in {members})")
 
 
+def test_the_protocol_table_gives_no_mean_for_a_setup_whose_splits_were_trained_differently(tmp_path):
+    for split in (1, 2, 3):
+        for folder in ("lstm", "aug", "ensemble"):
+            run = evaluated(tmp_path / f"split{split}" / folder, split, 0.7, units=128 if (folder, split) == ("lstm", 2) else 64)
+            metrics = json.loads((run / runs.METRICS).read_text())
+            (run / runs.METRICS).write_text(json.dumps({**metrics, "tta": metrics}))
+    text = report.protocol_markdown(report.protocol_table(tmp_path))
+    lstm = tmp_path / "split{}" / "lstm"
+    assert "| LSTM (centre view) | 70.0 | 70.0 | 70.0 | – |" in text
+    assert "| + augmentation views | 70.0 | 70.0 | 70.0 | 70.0 ± 0.0 |" in text
+    assert (f"Note: LSTM (centre view): no mean ± std: the runs are not one setup: they were trained with different "
+            f"settings (--units 64 in {str(lstm).format(1)}, {str(lstm).format(3)}, 128 in {str(lstm).format(2)}).") in text
+
+
 def test_top5_of_a_run_of_fewer_classes_is_called_by_its_k_everywhere(tmp_path):
     dirs = [evaluated(tmp_path / f"split{s}", s, 0.8, classes=CLASSES[:4]) for s in (1, 2)]
     said = reports(dirs, tmp_path)
