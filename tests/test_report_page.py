@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from helpers import QUIET, TINY, tiny_config
-from ucfpipe.stage_two import report, report_page, runs
+from ucfpipe.stage_two import report, report_page, runs, setups
 
 EVIL = "<img src=x onerror=alert(1)>"
 CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if os.path.exists(p)), None)
@@ -284,13 +284,18 @@ def test_a_ucf101_sized_page_stays_small(tmp_path):
 
 def test_runs_of_different_setups_get_no_mean_on_the_page(tmp_path):
     """The protocol page holds several setups per split: averaging them would mix the setups; runs of one
-    setup over splits or seeds get their mean ± std."""
+    setup over splits or seeds get their mean ± std (the rule: ucfpipe.stage_two.setups)."""
     from ucfpipe.stage_two.report_page import _headline
 
     def row(number, split, seed, top1, **config):
-        return {"name": f"run{number}", "directory": tmp_path / f"run{number}",
-                "metrics": {"split": split, "top1": top1, "num_test_clips": 10},
-                "config": {"split": split, "seed": seed, "out": f"runs/{number}", "units": 64, **config}}
+        metrics = {"split": split, "top1": top1, "num_test_clips": 10, "fingerprint": "f"}
+        directory = tmp_path / f"run{number}"
+        directory.mkdir()
+        (directory / runs.RUN).write_text(json.dumps({"classes": ["a", "b"]}))
+        (directory / runs.CONFIG).write_text(json.dumps({"split": split, "seed": seed, "out": f"runs/{number}",
+                                                          "units": 64, **config}))
+        return {"name": f"run{number}", "directory": directory, "metrics": metrics,
+                "setup": setups.of_run(directory, metrics)}
 
     one_setup = [row(1, 1, 1, 0.5), row(2, 2, 2, 0.7), row(3, 1, 3, 0.9)]
     assert 'data-mean="0.7000"' in _headline(one_setup)

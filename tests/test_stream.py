@@ -28,7 +28,7 @@ from ucfpipe.datasets.synth import DEFAULT_CLASSES, render_clip, video_fourcc
 from ucfpipe.serving import live
 from ucfpipe.serving import predictor as predict
 from ucfpipe.serving import windows
-from ucfpipe.serving.featuriser import StreamingFeaturiser, run_rate
+from ucfpipe.serving.featuriser import Rate, StreamingFeaturiser, run_rate
 from ucfpipe.stage_two import train
 from ucfpipe.video.decode import resize_rgb
 
@@ -226,7 +226,8 @@ def test_a_file_source_prints_json_lines_at_each_stride_writes_the_annotated_vid
     assert len(lines) > 10 and all(set(line) == {"time", "latency", "top"} and len(line["top"]) == 3 for line in lines)
     times = np.array([line["time"] for line in lines])
     assert times[0] >= (rate.steps - 1) * rate.sample_seconds - 1e-6  # the ring is full first
-    assert np.all(np.diff(times) >= 0.5 - 1e-6) and np.all(np.diff(times) < 0.5 + rate.sample_seconds + 1e-6)
+    grid = times[0] + 0.5 * np.arange(len(times))  # on the stride's grid: the first sample at or after each k x 0.5 s
+    assert np.all(times >= grid - 1e-3) and np.all(times < grid + rate.sample_seconds + 1e-3)
     assert all(line["latency"] >= 0 for line in lines)
     assert "ended: end" in result.stderr
     assert len(decoded_frames(annotated)) == len(decoded_frames(video))
@@ -490,3 +491,61 @@ def test_sigterm_keeps_the_recording_whole_prints_the_summary_and_exits_143(run_
         assert 0 < len(held) < len(decoded_frames(video))
         assert int(cv2.VideoCapture(str(annotated)).get(cv2.CAP_PROP_FRAME_COUNT)) == len(held)
     assert [p.name for p in tmp_path.iterdir()] in ([], ["annotated.mp4"])  # no hidden temporary
+
+
+class CountingFeaturiser:
+    """A featuriser without a model: what `live.run` asks of one, for the loop's timing alone."""
+
+    classes = ("a", "b")
+    steps = 4
+
+    def __init__(self):
+        self.pushed = 0
+
+    def warm_up(self):
+        pass
+
+    def prepare(self, image):
+        return image
+
+    def featurise(self, frames):
+        return np.zeros((len(frames), 1))
+
+    def push(self, feature):
+        self.pushed += 1
+
+    @property
+    def ready(self):
+        return self.pushed >= self.steps
+
+    def classify_ring(self):
+        return np.array([0.6, 0.4])
+
+    classify = classify_ring
+
+
+def test_live_predicts_on_the_strides_grid_without_drifting():
+    """At 25 fps, sampling every 0.24 s and a stride of 1.01 s, a prediction lands at the first sample at or
+    after each k x 1.01 s from the first: never a whole sample later than its grid time, so the mean interval
+    is the stride (it was 1.2 s when each next time counted from the last prediction)."""
+    rate = Rate(steps=4, clip_seconds=0.96)
+    image = np.zeros((2, 2, 3), np.uint8)
+    emitted = []
+    live.run(CountingFeaturiser(), [(i / FPS, image) for i in range(int(60 * FPS))], rate, stride=1.01,
+             emit=emitted.append)
+    times = [p.time for p in emitted]
+    for k, moment in enumerate(times):
+        assert times[0] + k * 1.01 - 1e-9 <= moment < times[0] + k * 1.01 + rate.sample_seconds + 1e-9
+    assert (times[-1] - times[0]) / (len(times) - 1) == pytest.approx(1.01, abs=0.01)
+
+
+def test_live_takes_window_auto_as_predict_does(run_dir, concatenated):
+    video, _ = concatenated
+    said = [CliRunner().invoke(main, ["live", "--run", str(run_dir), "--source", str(video), "--json", *flags])
+            for flags in ([], ["--window", "auto"])]
+    assert [result.exit_code for result in said] == [0, 0], said[1].output
+    lines = [[{k: v for k, v in json.loads(line).items() if k != "latency"} for line in result.stdout.splitlines()]
+             for result in said]
+    assert lines[0] == lines[1] and lines[0]
+    refused = CliRunner().invoke(main, ["live", "--run", str(run_dir), "--source", str(video), "--window", "soon"])
+    assert refused.exit_code == 2 and "--window must be a number of seconds or auto, got 'soon'" in refused.output

@@ -89,3 +89,16 @@ def test_a_full_disk_stops_the_logs_in_one_line_not_the_run(small_disk):
         board.epoch(epoch, {"loss": 1.0, "accuracy": 0.5, "val_loss": 1.1, "val_accuracy": 0.4}, 1e-3)
     board.close()
     assert len(lines) == 1 and lines[0].startswith("TensorBoard logs stopped: "), lines
+
+
+def test_a_re_eval_replaces_the_last_evals_figures_and_names_top_k_by_its_k(tmp_path):
+    """A 4-class run's top-5 is top-4; a re-eval without --baseline leaves no order-blind figure of the last."""
+    from ucfpipe.stage_two.plots import TensorBoardLog
+
+    first = {"top1": 0.5, "top5": 1.0, "top5_k": 4, "order_blind_top1": 0.3}
+    for metrics in (first, {"top1": 0.6, "top5": 1.0, "top5_k": 4}):
+        with TensorBoardLog(tmp_path) as board:
+            board.evaluation(3, metrics)
+    tested = read_events(tmp_path / TENSORBOARD / "test")
+    assert set(tested) == {"test/top1", "test/top4"}
+    assert [float(v) for _, v in tested["test/top1"]] == pytest.approx([0.6])

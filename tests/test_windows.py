@@ -155,3 +155,26 @@ def test_a_refused_weights_file_leaves_no_out_folder(run_dir, video, tmp_path):
                                        "--weights", str(weights), "--out", str(out)])
     assert result.exit_code == 2 and "other features than the run was trained on" in result.output, result.output
     assert not out.exists()
+
+
+def test_windows_csv_rows_match_its_header_when_top_exceeds_the_classes(tmp_path):
+    import csv
+
+    import numpy as np
+
+    prediction = windows.WindowedPrediction("v.avi", classes=("a", "b", "c"), duration=4.0,
+                                            windows=[windows.Window(0.0, 2.0, np.array([0.2, 0.5, 0.3])),
+                                                     windows.Window(2.0, 4.0, np.array([0.6, 0.1, 0.3]))])
+    windows.write_outputs(prediction, tmp_path, top=5)
+    with open(tmp_path / "windows.csv", newline="") as handle:
+        header, *rows = list(csv.reader(handle))
+    assert len(header) == 2 + 2 * 3 and all(len(row) == len(header) for row in rows)
+    assert "<th>top 3</th>" in (tmp_path / "report.html").read_text()
+
+
+def test_predict_window_on_a_bad_file_says_its_error_once(run_dir, tmp_path):
+    fake = tmp_path / "fake.avi"
+    fake.write_text("this is not a video\n")
+    result = CliRunner().invoke(main, ["predict", "--run", str(run_dir), "--window", "auto", str(fake)])
+    assert result.exit_code == 2, result.output
+    assert result.output.count(str(fake)) == 1 and result.output.startswith("Error: "), result.output

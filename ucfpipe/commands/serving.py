@@ -42,17 +42,7 @@ def predict(videos, run_dir, top, as_json, weights, window, stride, out_dir):
     # Every setting that needs no model is checked before Keras loads (10-30 s): a typo is refused at once.
     check_top(top)
     windowed = window is not None or stride is not None or out_dir is not None
-    seconds = None
-    if window not in (None, "auto"):
-        try:
-            seconds = float(window)
-        except ValueError:
-            raise UcfpipeError(f"--window must be a number of seconds or auto, got {window!r}") from None
-        windows.check_seconds(seconds, "--window", "auto")
-    if stride is not None and seconds is not None:
-        windows.check_window(seconds, stride)
-    elif stride is not None:
-        windows.check_seconds(stride, "--stride", "1")  # against the run's window once its record is read
+    seconds = windows.check_flags(window, stride)
     videos = _video_files(videos)
     if out_dir is not None:
         _check_out(Path(out_dir), videos)
@@ -66,9 +56,7 @@ def predict(videos, run_dir, top, as_json, weights, window, stride, out_dir):
         written = "; the --out folders written so far are whole" if out_dir is not None else ""
         raise interrupted("interrupted; a rerun of the same command classifies every video again from the start"
                            f"{written}") from None
-    failed = [p for p in predictions if p.error is not None]
-    if len(predictions) == 1 and failed:
-        raise UcfpipeError(failed[0].error)
+    _refuse_a_single_failure(predictions)
     if as_json:
         click.echo(json.dumps([p.as_dict() for p in predictions], indent=2))
     else:
@@ -78,6 +66,18 @@ def predict(videos, run_dir, top, as_json, weights, window, stride, out_dir):
                 width = max(len(name) for name, _ in prediction.top)
                 for rank, (name, probability) in enumerate(prediction.top, 1):
                     click.echo(f"  {rank}. {name:<{width}}  {probability:.4f}")
+    _report_failures(predictions)
+
+
+def _refuse_a_single_failure(predictions) -> None:
+    """One video that cannot be read: its error is the one line (printed once), and nothing else is printed."""
+    if len(predictions) == 1 and predictions[0].error is not None:
+        raise UcfpipeError(predictions[0].error)
+
+
+def _report_failures(predictions) -> None:
+    """Of several videos, each that could not be read on stderr, then how many."""
+    failed = [p for p in predictions if p.error is not None]
     for prediction in failed:
         click.echo(f"error: {prediction.error}", err=True)
     if failed:
@@ -135,6 +135,7 @@ def _predict_windows(videos, run_dir, run, top, as_json, weights, seconds, strid
     windows.check_videos(videos, rate, stride)
     predictor = Predictor(run_dir, weights)
     predictions = windows.run(videos, predictor, rate, stride, progress=sys.stderr.isatty(), keyframes=bool(out_dir))
+    _refuse_a_single_failure(predictions)
     done = [p for p in predictions if p.error is None]
     if out_dir:
         for prediction in done:
@@ -149,11 +150,7 @@ def _predict_windows(videos, run_dir, run, top, as_json, weights, seconds, strid
                 click.echo(f"  {start:8.1f} - {end:8.1f} s  {name}")
             if out_dir:
                 click.echo(f"  -> {Path(out_dir) / Path(prediction.video).stem}/windows.csv, seconds.csv, timeline.png, report.html")
-    failed = [p for p in predictions if p.error is not None]
-    for prediction in failed:
-        click.echo(f"error: {prediction.error}", err=True)
-    if failed:
-        raise UcfpipeError(failed[0].error if len(predictions) == 1 else f"{len(failed)} of {len(predictions)} videos could not be read")
+    _report_failures(predictions)
 
 
 LIVE_EXIT = {"end": EXIT_OK, "quit": EXIT_OK, "dropped": EXIT_SOURCE_LOST, "stalled": EXIT_SOURCE_LOST}  # interrupted: exit_status()
@@ -162,7 +159,7 @@ LIVE_EXIT = {"end": EXIT_OK, "quit": EXIT_OK, "dropped": EXIT_SOURCE_LOST, "stal
 @click.command()
 @run_option()
 @click.option("--source", required=True, help="Camera index (0), stream URL (rtsp://, http://...), video file or file:// URL.")
-@click.option("--window", type=float, help="Seconds the run sees at once (T sampled frames).  [default: the run's typical clip]")
+@click.option("--window", help="Seconds the run sees at once (T sampled frames); auto: the run's typical clip duration.  [default: auto]")
 @click.option("--stride", type=float, help="Seconds between predictions, at most the window.  [default: half the window]")
 @top_option("Classes per prediction.")
 @json_option("One JSON object per prediction and line: time, latency, top.")
@@ -188,8 +185,7 @@ def live(run_dir, source, window, stride, top, as_json, out_path, display, realt
 
     check_top(top)
     stage.check_settings(stride, stall_seconds)
-    if window is not None:
-        windows.check_window(window, stride if stride is not None else window / 2)
+    window = windows.check_flags(window, stride)  # predict's --window, auto included
     if display:
         stage.check_display()
     writer = stage.AnnotatedWriter(out_path, 0.0) if out_path else None

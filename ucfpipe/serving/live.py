@@ -4,8 +4,9 @@ A source is any iterable of (time in seconds, BGR frame): `open_source` wraps cv
 a generator. A reader thread pulls frames into a small queue, so a source that stalls is noticed (no frame
 for `stall_seconds`) instead of blocking forever. Frames are sampled at the run's rate (T over the typical
 clip duration of its cache), each sampled frame goes through the CNN once into a ring buffer of the last T
-features, and every `stride` seconds of source time the ring is classified. Latency is measured from the
-arrival of the newest frame in the ring to the prediction.
+features, and every `stride` seconds of source time the ring is classified (at the first sample at or after
+each k x stride from the first prediction). Latency is measured from the arrival of the newest frame in the
+ring to the prediction.
 
 How a run ends: "end" (a file or a generator source ran out), "dropped" (a camera or URL stopped giving
 frames), "stalled" (no frame for `stall_seconds`), "interrupted" (Ctrl-C or SIGTERM) or "quit" (q in the
@@ -16,6 +17,7 @@ frames, sampled the way `predict` samples a clip.
 from __future__ import annotations
 
 import errno
+import math
 import os
 import queue
 import shutil
@@ -337,7 +339,7 @@ def run(featuriser: StreamingFeaturiser, source, rate: Rate, stride: float, top:
     frames: queue.Queue = queue.Queue(maxsize=8)
     stop = threading.Event()
     reader = threading.Thread(target=_read_into, args=(source, frames, stop), name="ucfpipe-live-reader", daemon=True)
-    next_sample = next_prediction = None
+    next_sample = next_prediction = first_prediction = None
     latest: list[tuple[str, float]] | None = None
     before_first: list[np.ndarray] = []  # every frame, prepared, until the first prediction (a short source's one)
     arrived = 0.0
@@ -378,7 +380,10 @@ def run(featuriser: StreamingFeaturiser, source, rate: Rate, stride: float, top:
                     prediction = LivePrediction(moment, time.perf_counter() - arrived, latest)
                     summary.predictions += 1
                     summary.latencies.append(prediction.latency)
-                    next_prediction = moment + stride
+                    # On the stride's grid (k x stride from the first): `moment + stride` would make a sample
+                    # landing just before the next time wait a whole sample more, and every delay would add up.
+                    first_prediction = moment if first_prediction is None else first_prediction
+                    next_prediction = first_prediction + (math.floor((moment - first_prediction) / stride + 1e-9) + 1) * stride
                     before_first.clear()
                     emit(prediction)
             if out is not None:

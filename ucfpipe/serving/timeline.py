@@ -105,6 +105,7 @@ def page(prediction, top: int) -> str:
     from ucfpipe.serving.predictor import top_classes
     from ucfpipe.stage_two.report_page import document, escape, line_chart
 
+    top = min(top, len(prediction.classes))
     indices = plotted_classes(prediction)
     colours = {i: to_hex(plt.get_cmap("tab10")(n % 10)) for n, i in enumerate(indices)}
     names = list(prediction.classes)

@@ -135,6 +135,24 @@ def check_window(window: float, stride: float) -> None:
                            "use a stride of at most the window")
 
 
+def check_flags(window: str | None, stride: float | None) -> float | None:
+    """--window (seconds, or auto: the run's typical clip) and --stride as predict and live take them, checked
+    before anything loads; the window's seconds, or None for the run's own (the stride is checked against
+    that once the run's record is read)."""
+    seconds = None
+    if window not in (None, "auto"):
+        try:
+            seconds = float(window)
+        except ValueError:
+            raise UcfpipeError(f"--window must be a number of seconds or auto, got {window!r}") from None
+        check_seconds(seconds, "--window", "auto")
+    if stride is not None and seconds is not None:
+        check_window(seconds, stride)
+    elif stride is not None:
+        check_seconds(stride, "--stride", "1")
+    return seconds
+
+
 def layout(rate: Rate, stride: float, fps: float, where: str = "") -> Layout:
     window_frames = round(rate.clip_seconds * fps)
     if window_frames < rate.steps:
@@ -269,6 +287,7 @@ def run(videos, predictor, rate: Rate, stride: float, progress: bool = False, ke
 
 
 def window_rows(prediction: WindowedPrediction, top: int) -> tuple[list[str], list[list]]:
+    top = min(top, len(prediction.classes))  # --top beyond the class count: every class, and a header to match
     header = ["start", "end"] + [f"{name}_{rank}" for rank in range(1, top + 1) for name in ("class", "probability")]
     rows = []
     for w in prediction.windows:

@@ -88,3 +88,14 @@ def most_confused_pairs(matrix: np.ndarray, classes, count: int = 10) -> list[di
         }
         for r, c in order
     ]
+
+
+def top_k(metrics: dict, classes=None) -> int:
+    """The k of a metrics.json's "top5" figure (min(5, classes)): recorded as "top5_k" since eval records it;
+    for older files, from the run's classes when known, else 5."""
+    return int(metrics.get("top5_k") or (min(5, len(classes)) if classes else 5))
+
+
+def top_k_title(ks) -> str:
+    """'top-5', or 'top-4/5' for runs of different k side by side."""
+    return "top-" + "/".join(str(k) for k in sorted(set(ks)))

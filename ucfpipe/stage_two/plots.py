@@ -52,8 +52,11 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path, title: st
     # A square-root colour scale: a class confused 5% of the time is still visible next to the diagonal.
     scale = matplotlib.colors.PowerNorm(gamma=0.5, vmin=0.0, vmax=1.0)
     image = axis.imshow(normalised, cmap="Blues", norm=scale, interpolation="nearest")
-    axis.set_xticks(range(k), classes, rotation=90, fontsize=font)
-    axis.set_yticks(range(k), classes, fontsize=font)
+    labels, properties, numbered = drawable_labels(classes)
+    axis.set_xticks(range(k), labels, rotation=90, fontsize=font, fontproperties=properties)
+    axis.set_yticks(range(k), labels, fontsize=font, fontproperties=properties)
+    if numbered:
+        figure.text(0.01, 0.005, "#n: class n of per_class.csv (no installed font draws its name)", fontsize=8)
     axis.set_xlabel("predicted class")
     axis.set_ylabel("true class")
     if k <= 20:  # room for the numbers themselves
@@ -67,6 +70,46 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path, title: st
     _save(figure, path)
 
 
+def _characters(path: str) -> frozenset:
+    from matplotlib import ft2font
+
+    try:
+        return frozenset(ft2font.FT2Font(path).get_charmap())
+    except (OSError, RuntimeError):  # a font file FreeType cannot read covers nothing
+        return frozenset()
+
+
+_CHARACTERS: dict[str, frozenset] = {}
+
+
+def _covers(path: str, needed: set[int]) -> bool:
+    if path not in _CHARACTERS:
+        _CHARACTERS[path] = _characters(path)
+    return needed <= _CHARACTERS[path]
+
+
+def drawable_labels(names: list[str]):
+    """(labels, font properties or None, whether some are numbered) such that every label draws without a
+    missing glyph (matplotlib draws a box and warns): the names in the default font if it has their glyphs
+    (UCF-101's do), else in an installed font that has them all (e.g. Noto CJK for Chinese class names), else
+    each name the default font cannot draw as #n, its row in per_class.csv."""
+    from matplotlib import font_manager
+
+    def needed(name: str) -> set[int]:
+        return {ord(c) for c in name if not c.isspace()}
+
+    default = font_manager.findfont(font_manager.FontProperties())
+    everything = set().union(*map(needed, names)) if names else set()
+    if _covers(default, everything):
+        return list(names), None, False
+    for entry in font_manager.fontManager.ttflist:
+        # Last Resort has every character, each drawn as a box naming its Unicode block: no name is legible.
+        if not entry.name.startswith("Last Resort") and _covers(entry.fname, everything):
+            return list(names), font_manager.FontProperties(fname=entry.fname), False
+    labels = [name if _covers(default, needed(name)) else f"#{n}" for n, name in enumerate(names, 1)]
+    return labels, None, True
+
+
 # -- TensorBoard: the one TensorFlow-only corner of stage two ------------------------------------------------
 TENSORBOARD = "tensorboard"  # under the run: train/, validation/ (per epoch), test/ (eval); `tensorboard --logdir runs`
 
@@ -75,7 +118,7 @@ class TensorBoardLog:
     """tf.summary writers under RUN/tensorboard/: per epoch loss and accuracy in train/ and validation/ (the same
     tags, so TensorBoard draws them on one chart, as Keras' own callback does) and the learning rate; eval adds
     the test metrics as scalars and the confusion matrix as an image in test/. Event files are appended to; a
-    resumed run adds a new one, and TensorBoard reads them in order."""
+    resumed run adds a new one, and TensorBoard reads them in order. test/ holds the last eval's alone."""
 
     def __init__(self, directory: Path, log=print):
         import tensorflow as tf
@@ -122,14 +165,28 @@ class TensorBoardLog:
 
     def _evaluation(self, step: int, metrics: dict, confusion_png: Path | None) -> None:
         keys = ("top1", "top5", "mean_class_accuracy", "macro_precision", "macro_recall", "macro_f1", "order_blind_top1")
-        scalars = {f"test/{k}": metrics.get(k) for k in keys}
-        scalars.update({f"test/tta_{k}": metrics.get("tta", {}).get(k) for k in ("top1", "top5", "mean_class_accuracy")})
+        tta = metrics.get("tta", {})
+
+        def tag(key: str, figures: dict) -> str:  # top-5 under the k it used: a 4-class run's is top-4
+            return f"top{figures.get('top5_k', 5)}" if key == "top5" else key
+
+        scalars = {f"test/{tag(k, metrics)}": metrics.get(k) for k in keys}
+        scalars.update({f"test/tta_{tag(k, tta)}": tta.get(k) for k in ("top1", "top5", "mean_class_accuracy")})
+        self._forget("test")
         self._scalars("test", scalars, step)
         if confusion_png is not None and Path(confusion_png).is_file():
             image = self._tf.io.decode_png(Path(confusion_png).read_bytes(), channels=3)
             with self._writer("test").as_default(step=int(step)):
                 self._tf.summary.image("confusion_matrix", image[None], max_outputs=1)
         self.flush()
+
+    def _forget(self, name: str) -> None:
+        """Remove what an earlier eval wrote into `name`/: each eval's figures replace the last one's whole (event
+        files are appended to, so a figure this eval does not write, such as the order-blind top-1 of an eval
+        with --baseline, would otherwise still show as current)."""
+        if name not in self._writers:
+            for path in (self.root / name).glob("events.out.tfevents.*"):
+                path.unlink()
 
     def flush(self) -> None:
         for writer in self._writers.values():

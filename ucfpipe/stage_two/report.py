@@ -2,8 +2,9 @@
 runs, the way papers report UCF-101 over splits 1-3.
 
 Runs of different datasets are refused (a mean over UCF-101 and HMDB51 splits is no figure of either); runs
-of different caches (fingerprints, backbones) are averaged with a note saying so. `require_margin` turns the
-demo's claim, that the LSTM beats the order-blind reference by a wide margin, into a check that fails."""
+that are not one setup (other classes, cache or training settings: `setups.verdict`, the rule the page
+follows too) are listed without a mean, and one line says why. `require_margin` turns the demo's claim, that
+the LSTM beats the order-blind reference by a wide margin, into a check that fails."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import statistics
 from pathlib import Path
 
 from ucfpipe.core.errors import EXIT_INCOMPLETE, UcfpipeError
-from ucfpipe.stage_two import runs
+from ucfpipe.stage_two import runs, setups
+from ucfpipe.stage_two.metrics import top_k, top_k_title
 
-COLUMNS = (("top1", "top-1"), ("top5", "top-5"), ("mean_class_accuracy", "mean class acc"))
+COLUMNS = (("top1", "top-1"), ("top5", "top-5"), ("mean_class_accuracy", "mean class acc"))  # top-5: the k used
 
 
 class MarginNotMet(UcfpipeError):
@@ -25,10 +27,7 @@ class MarginNotMet(UcfpipeError):
 def _recorded(directory: Path) -> dict:
     """run.json of a run, or of an ensemble's first member: where metrics.json of older evals lacks the
     dataset and backbone."""
-    for path in [directory / runs.RUN, *sorted(directory.glob(f"*/{runs.RUN}"))]:
-        if path.is_file():
-            return runs.read_json(path)
-    return {}
+    return next(iter(setups.recorded(directory)), ({}, {}))[0]
 
 
 def collect(run_dirs) -> list[dict]:
@@ -43,7 +42,8 @@ def collect(run_dirs) -> list[dict]:
             extract = record.get("cache", {}).get("extract_config", {})
             metrics.setdefault("dataset", record.get("dataset", extract.get("dataset")))
             metrics.setdefault("backbone", extract.get("backbone"))
-        rows.append({"run": str(directory), **metrics})
+        setup = setups.of_run(directory, metrics)
+        rows.append({"run": str(directory), **metrics, "setup": setup, "top_k": top_k(metrics, setup["classes"])})
     if not rows:
         raise UcfpipeError("no run directories given: `ucfpipe report RUN_DIR...`")
     by_dataset: dict[str, list[str]] = {}
@@ -72,6 +72,16 @@ def check_margin(rows: list[dict], margin: float) -> str:
             f"(the least: {gap:.3f}, {worst['run']})")
 
 
+def verdict(rows: list[dict]) -> str | None:
+    """None when the rows are one setup (a mean ± std means something); else the line saying why not."""
+    return setups.verdict([(row["run"], row["setup"]) for row in rows])
+
+
+def titles(rows: list[dict], columns) -> dict:
+    """Each column's title, top-5's with the k the runs used."""
+    return {key: top_k_title(row["top_k"] for row in rows) if key == "top5" else title for key, title in columns}
+
+
 def summarise(rows: list[dict], columns=COLUMNS) -> dict:
     """Mean and sample standard deviation (n - 1; 0 for a single run) of each column."""
     summary = {}
@@ -85,14 +95,16 @@ MARKDOWN_ROWS = {"top1": "LSTM top-1", "top5": "LSTM top-5", "mean_class_accurac
                  "order_blind_top1": "order-blind top-1 (logistic regression on time-averaged features)"}
 
 
-def markdown(rows: list[dict], summary: dict, columns) -> str:
+def markdown(rows: list[dict], summary: dict | None, columns) -> str:
     """The table as the README shows it: one row per figure, one column per run (named by its split), then
-    mean ± std. Pasted verbatim, so the README's figures are exactly what this command printed."""
-    header = "| | " + " | ".join(f"split {row['split']}" for row in rows) + " | mean ± std |"
-    lines = [header, "| --- |" + " --- |" * (len(rows) + 1)]
+    mean ± std (none without a `summary`: not one setup). Pasted verbatim, so the README's figures are exactly
+    what this command printed."""
+    named = {**MARKDOWN_ROWS, "top5": "LSTM " + titles(rows, columns)["top5"]}
+    header = "| | " + " | ".join(f"split {row['split']}" for row in rows) + (" | mean ± std |" if summary else " |")
+    lines = [header, "| --- |" + " --- |" * (len(rows) + bool(summary))]
     for key, _ in columns:
-        mean = f"{summary[key]['mean']:.3f} ± {summary[key]['std']:.3f}"
-        lines.append(f"| {MARKDOWN_ROWS.get(key, key)} | " + " | ".join(f"{row[key]:.3f}" for row in rows) + f" | {mean} |")
+        mean = f" {summary[key]['mean']:.3f} ± {summary[key]['std']:.3f} |" if summary else ""
+        lines.append(f"| {named.get(key, key)} | " + " | ".join(f"{row[key]:.3f}" for row in rows) + f" |{mean}")
     return "\n".join(lines)
 
 
@@ -108,12 +120,15 @@ def run(run_dirs, log=print, as_markdown: bool = False, require_margin: float | 
         raise UcfpipeError(f"--require-margin {require_margin} is not a top-1 difference; give one in [0, 1], e.g. 0.2")
     rows = collect(run_dirs)
     columns = COLUMNS + ((("order_blind_top1", "order-blind"),) if all("order_blind_top1" in r for r in rows) else ())
-    summary = summarise(rows, columns)
+    apart = verdict(rows)
+    summary = None if apart else summarise(rows, columns)
     notes = _notes(rows)
     if as_markdown:
         log(markdown(rows, summary, columns))
+        if apart:  # beside the table, so that the table can be redirected into a file whole
+            notes.insert(0, apart)
     else:
-        _table(rows, summary, columns, log)
+        _table(rows, summary, columns, log, apart)
     for note in notes:
         warn(f"note: {note}")
     if require_margin is not None:
@@ -138,12 +153,17 @@ def _protocol(root, log, warn, html) -> dict:
     return table
 
 
-def _table(rows: list[dict], summary: dict, columns, log) -> None:
+def _table(rows: list[dict], summary: dict | None, columns, log, apart: str | None = None) -> None:
+    """The runs, then their mean ± std, or in its place the line saying why there is none."""
     width = max(len("mean ± std"), *(len(row["run"]) for row in rows))
-    log(f"{'run':<{width}}  split" + "".join(f"{title:>18}" for _, title in columns) + "   test clips")
+    named = titles(rows, columns)
+    log(f"{'run':<{width}}  split" + "".join(f"{named[key]:>18}" for key, _ in columns) + "   test clips")
     for row in rows:
         log(f"{row['run']:<{width}}  {row['split']:>5}" + "".join(f"{row[key]:>18.4f}" for key, _ in columns)
             + f"   {row['num_test_clips']}" + (f" ({row['num_not_evaluated']} not evaluated)" if row.get("num_not_evaluated") else ""))
+    if summary is None:
+        log(apart)
+        return
     log(f"{'mean ± std':<{width}}  {'':>5}" + "".join(f"{summary[k]['mean']:.4f} ± {summary[k]['std']:.4f}".rjust(18) for k, _ in columns)
         + f"   over {len(rows)} runs")
 
@@ -153,12 +173,6 @@ def _notes(rows: list[dict]) -> list[str]:
     splits = [row["split"] for row in rows]
     if len(set(splits)) < len(splits):
         notes.append(f"splits repeat ({', '.join(map(str, splits))}): the spread is not the usual over-splits figure")
-    backbones = sorted({str(row.get("backbone")) for row in rows if row.get("backbone")})
-    if len(backbones) > 1:
-        notes.append(f"the runs used different backbones ({', '.join(backbones)}): the mean ± std mixes their figures")
-    elif len({row.get("fingerprint") for row in rows}) > 1:
-        notes.append("the runs used feature caches of different fingerprints (different stage-one settings): "
-                     "the mean ± std mixes their figures")
     if any(row.get("num_not_evaluated") for row in rows):
         notes.append("some runs scored a reduced test set (clips missing from the cache)")
     return notes
@@ -199,23 +213,32 @@ def protocol_table(root: str | Path) -> dict:
     """Rows of top-1 (as fractions) per split and their mean ± std, then the published rows."""
     found = protocol_runs(root)
     splits = sorted(found)
-    rows = []
+    rows, notes = [], []
+
+    def row(label: str, values: list[float], apart: str | None) -> dict:
+        """A setup's figures over the splits, with their mean ± std where its runs are one setup."""
+        if apart:
+            notes.append(f"{label}: {apart}")
+            return {"row": label, "values": values, "mean": None, "std": None}
+        return {"row": label, "values": values, **summarise([{"v": v} for v in values], (("v", ""),))["v"]}
+
+    apart_of = {}
     for label, folder, part in PROTOCOL:
-        values = []
+        values, named = [], []
         for split in splits:
             metrics = runs.read_json(found[split][folder] / runs.METRICS)
             if part is not None and part not in metrics:
                 raise UcfpipeError(f"{found[split][folder]} was evaluated without --{part}; rerun `ucfpipe eval --run "
                                    f"{found[split][folder]} --{part}`")
             values.append((metrics[part] if part else metrics)["top1"])
-        rows.append({"row": label, "values": values, **summarise([{"v": v} for v in values], (("v", ""),))["v"]})
+            named.append((str(found[split][folder]), setups.of_run(found[split][folder], metrics)))
+        apart_of[folder] = setups.verdict(named)
+        rows.append(row(label, values, apart_of[folder]))
     blind = [runs.read_json(found[s]["lstm"] / runs.METRICS).get("order_blind_top1") for s in splits]
     if all(v is not None for v in blind):
-        rows.append({"row": "order-blind reference (time-averaged features)", "values": blind,
-                     **summarise([{"v": v} for v in blind], (("v", ""),))["v"]})
+        rows.append(row("order-blind reference (time-averaged features)", blind, apart_of["lstm"]))
     dataset = runs.read_json(found[splits[0]]["lstm"] / runs.METRICS).get("dataset")
     weights = _recorded(found[splits[0]]["lstm"]).get("cache", {}).get("extract_config", {}).get("weights")
-    notes = []
     if dataset != "ucf101":
         notes.append(f"these runs are of the {dataset} dataset; the published rows are UCF-101's")
     if weights == "none":
@@ -225,6 +248,11 @@ def protocol_table(root: str | Path) -> dict:
             "run_dirs": [found[s][folder] for s in splits for folder in ("lstm", "aug", "ensemble")]}
 
 
+def _mean(row: dict) -> str:
+    """A protocol row's mean ± std in %, or – where its runs are not one setup (a note says why)."""
+    return "–" if row["mean"] is None else f"{100 * row['mean']:.1f} ± {100 * row['std']:.1f}"
+
+
 def protocol_markdown(table: dict) -> str:
     """The table in the form papers use: top-1 % per split, mean ± std over the splits; published rows below,
     numbered to their sources."""
@@ -232,8 +260,7 @@ def protocol_markdown(table: dict) -> str:
     lines = ["| setup (top-1 %) | " + " | ".join(f"split {s}" for s in splits) + " | mean ± std |",
              "| --- |" + " ---: |" * (len(splits) + 1)]
     for row in table["rows"]:
-        lines.append(f"| {row['row']} | " + " | ".join(f"{100 * v:.1f}" for v in row["values"])
-                     + f" | {100 * row['mean']:.1f} ± {100 * row['std']:.1f} |")
+        lines.append(f"| {row['row']} | " + " | ".join(f"{100 * v:.1f}" for v in row["values"]) + f" | {_mean(row)} |")
     for number, row in enumerate(table["published"], 1):
         lines.append(f"| {row['row']} [{number}] | " + " | ".join("–" for _ in splits) + f" | {100 * row['top1']:.1f} ({row['splits']}) |")
     lines.append("")
@@ -250,7 +277,7 @@ def protocol_html(table: dict) -> str:
     splits = table["splits"]
     head = "<tr><th>setup (top-1 %)</th>" + "".join(f"<th class=n>split {s}</th>" for s in splits) + "<th class=n>mean ± std</th></tr>"
     body = "".join(f"<tr><td>{escape(r['row'])}</td>" + "".join(f"<td class=n>{100 * v:.1f}</td>" for v in r["values"])
-                   + f"<td class=n>{100 * r['mean']:.1f} ± {100 * r['std']:.1f}</td></tr>" for r in table["rows"])
+                   + f"<td class=n>{_mean(r)}</td></tr>" for r in table["rows"])
     body += "".join(f"<tr><td>{escape(r['row'])} [{n}]</td>" + "<td class=n>–</td>" * len(splits)
                     + f"<td class=n>{100 * r['top1']:.1f} ({escape(r['splits'])})</td></tr>"
                     for n, r in enumerate(table["published"], 1))

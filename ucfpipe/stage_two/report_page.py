@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from ucfpipe.core.errors import UcfpipeError
-from ucfpipe.stage_two import ensemble, runs
+from ucfpipe.stage_two import runs, setups
+from ucfpipe.stage_two.metrics import top_k, top_k_title
 
 PAGE = "report.html"
 CLIPS_FILE = "test_clips.json"  # what eval records for the page: see module docstring
@@ -247,7 +248,7 @@ def load_run(directory: str | Path) -> dict:
         clips = None
     return {"directory": directory, "name": str(directory), "metrics": metrics, "record": record, "config": config,
             "history": _read_csv(holder / runs.HISTORY), "per_class": _read_csv(directory / runs.PER_CLASS),
-            "clips": clips}
+            "clips": clips, "setup": setups.of_run(directory, metrics)}
 
 
 def _confusion(clips: dict, k: int) -> list[list[int]]:
@@ -284,18 +285,16 @@ def _videos_root(clips: dict) -> Path | None:
 
 
 # -- the page -----------------------------------------------------------------------------------------------
-# What may differ between runs of one setup: the split and seed measured over, and where things are.
-PER_RUN = ("split", "seed", "out", "features", "splits")
-
-
-def _setup(row: dict) -> str:
-    """The settings that make a run's figures comparable to another's, as one string."""
-    settings = {key: value for key, value in row["config"].items() if key not in PER_RUN}
-    return json.dumps([(Path(row["directory"]) / ensemble.ENSEMBLE).is_file(), settings, "tta" in row["metrics"]], sort_keys=True)
+def _titles(rows: list[dict]) -> dict:
+    """The headline's column titles, top-5's with the k the runs used."""
+    ks = [top_k(row["metrics"], row["setup"]["classes"]) for row in rows]
+    return {key: top_k_title(ks) if key == "top5" else title for key, title in HEADLINE}
 
 
 def _headline(rows: list[dict]) -> str:
-    columns = [(key, title) for key, title in HEADLINE if all(key in row["metrics"] for row in rows)]
+    titles = _titles(rows)
+    columns = [(key, titles[key]) for key, _ in HEADLINE if all(key in row["metrics"] for row in rows)]
+    apart = setups.verdict([(row["name"], row["setup"]) for row in rows])
     head = "<tr><th>run</th><th class=n>split</th>" + "".join(f"<th class=n>{escape(t)}</th>" for _, t in columns) + "<th class=n>test clips</th></tr>"
     body = []
     for number, row in enumerate(rows):
@@ -303,10 +302,8 @@ def _headline(rows: list[dict]) -> str:
         cells = "".join(f'<td class=n data-run="{number}" data-metric="{key}">{m[key]:.4f}</td>' for key, _ in columns)
         body.append(f"<tr><td>{escape(row['name'])}</td><td class=n>{escape(m.get('split', ''))}</td>{cells}"
                     f"<td class=n>{escape(m.get('num_test_clips', ''))}</td></tr>")
-    if len(rows) > 1 and len({_setup(row) for row in rows}) > 1:
-        # The protocol's LSTM, + views and ensemble side by side: a mean over different setups means nothing.
-        body.append(f'<tr><td colspan="{len(columns) + 3}" class="note">no mean ± std: these runs are not one setup '
-                    "over different splits</td></tr>")
+    if apart:  # e.g. the protocol's LSTM, + views and ensemble side by side
+        body.append(f'<tr><td colspan="{len(columns) + 3}" class="note" id="no-mean">{escape(apart)}</td></tr>')
     elif len(rows) > 1:
         cells = ""
         for key, _ in columns:
@@ -406,7 +403,7 @@ def render(run_dirs, log=print, before: str = "") -> str:
     datasets = sorted({str(r["metrics"].get("dataset")) for r in rows})
     title = f"ucfpipe report: {', '.join(datasets)}, {len(rows)} run{'s' if len(rows) > 1 else ''}"
     body = (f"<h1>{escape(title)}</h1>" + before + _headline(rows) +
-            '<p class="note">top-1 and top-5: share of test clips; mean class accuracy: mean of per-class recall; '
+            f'<p class="note">top-1 and {_titles(rows)["top5"]}: share of test clips; mean class accuracy: mean of per-class recall; '
             "order-blind: logistic regression on time-averaged features (eval --baseline)</p>" + "".join(sections))
     return document(title, body, {"runs": data})
 
