@@ -27,17 +27,14 @@ def _recorded(directory: Path) -> dict:
     dataset and backbone."""
     for path in [directory / runs.RUN, *sorted(directory.glob(f"*/{runs.RUN}"))]:
         if path.is_file():
-            return runs.read_json(path)
+            return runs.Run(path.parent).record
     return {}
 
 
 def collect(run_dirs) -> list[dict]:
     rows = []
     for directory in run_dirs:
-        path = Path(directory) / runs.METRICS
-        if not path.is_file():
-            raise UcfpipeError(f"{directory} has no {runs.METRICS}; run `ucfpipe eval --run {directory}` first")
-        metrics = runs.read_json(path)
+        metrics = runs.read_metrics(directory)
         if "dataset" not in metrics or "backbone" not in metrics:
             record = _recorded(Path(directory))
             extract = record.get("cache", {}).get("extract_config", {})
@@ -204,17 +201,17 @@ def protocol_table(root: str | Path) -> dict:
     for label, folder, part in PROTOCOL:
         values = []
         for split in splits:
-            metrics = runs.read_json(found[split][folder] / runs.METRICS)
+            metrics = runs.read_metrics(found[split][folder])
             if part is not None and part not in metrics:
                 raise UcfpipeError(f"{found[split][folder]} was evaluated without --{part}; rerun `ucfpipe eval --run "
                                    f"{found[split][folder]} --{part}`")
             values.append((metrics[part] if part else metrics)["top1"])
         rows.append({"row": label, "values": values, **summarise([{"v": v} for v in values], (("v", ""),))["v"]})
-    blind = [runs.read_json(found[s]["lstm"] / runs.METRICS).get("order_blind_top1") for s in splits]
+    blind = [runs.read_metrics(found[s]["lstm"]).get("order_blind_top1") for s in splits]
     if all(v is not None for v in blind):
         rows.append({"row": "order-blind reference (time-averaged features)", "values": blind,
                      **summarise([{"v": v} for v in blind], (("v", ""),))["v"]})
-    dataset = runs.read_json(found[splits[0]]["lstm"] / runs.METRICS).get("dataset")
+    dataset = runs.read_metrics(found[splits[0]]["lstm"]).get("dataset")
     weights = _recorded(found[splits[0]]["lstm"]).get("cache", {}).get("extract_config", {}).get("weights")
     notes = []
     if dataset != "ucf101":
