@@ -275,7 +275,11 @@ def test_a_ucf101_sized_page_stays_small(tmp_path):
     (run / report_page.CLIPS_FILE).write_text(json.dumps({"format": report_page.CLIPS_FORMAT, "videos": "", "clips": clips}))
     (run / runs.METRICS).write_text(json.dumps({"split": 1, "dataset": "ucf101", "top1": 0.75, "top5": 0.9,
                                                 "mean_class_accuracy": 0.75, "macro_f1": 0.74, "num_test_clips": 3783}))
-    (run / runs.RUN).write_text(json.dumps({"classes": classes}))
+    (run / runs.RUN).write_text(json.dumps({"format": runs.FORMAT, "status": "finished", "split": 1, "splits_dir": "/lists",
+                                            "classes": classes, "best": {"epoch": 1},
+                                            "cache": {"directory": "/features", "fingerprint": "f", "settings": {},
+                                                      "extract_config": {}}}))
+    (run / runs.CONFIG).write_text("{}")
     (run / runs.PER_CLASS).write_text("class,accuracy,precision,recall,f1,support\n"
                                       + "".join(f"{c},0.75,0.75,0.75,0.75,37\n" for c in classes))
     size = len(report_page.render([run]).encode())

@@ -157,6 +157,13 @@ def test_a_run_file_of_the_wrong_shape_is_one_line_naming_it(tmp_path, command, 
     assert expected in result.output
 
 
+def test_a_per_class_table_with_a_word_for_an_accuracy_is_one_line_naming_it(tmp_path):
+    run = valid_run(tmp_path / "run")
+    (run / runs.PER_CLASS).write_text("class,accuracy,precision,recall,f1,support\na,high,1,1,1,3\n")
+    assert_one_line_error(invoke("report", "--html", tmp_path / "page.html", run),
+                          f"{run / runs.PER_CLASS} has a row without class, accuracy (a number) and support")
+
+
 def test_eval_on_a_run_json_of_the_wrong_shape_is_one_line(tmp_path):
     run = valid_run(tmp_path / "run")
     (run / runs.RUN).write_text("[]")

@@ -244,8 +244,18 @@ def load_run(directory: str | Path) -> dict:
     record, config, holder = _record(directory)
     clips = _page_clips(directory / CLIPS_FILE)
     return {"directory": directory, "name": str(directory), "metrics": metrics, "record": record, "config": config,
-            "history": _read_csv(holder / runs.HISTORY), "per_class": _read_csv(directory / runs.PER_CLASS),
+            "history": _read_csv(holder / runs.HISTORY), "per_class": _per_class_rows(directory),
             "clips": clips}
+
+
+def _per_class_rows(directory: Path) -> list[dict]:
+    """per_class.csv, checked: every row names its class, test clips and a numeric accuracy."""
+    rows = _read_csv(directory / runs.PER_CLASS)
+    for row in rows:
+        if row.get("class") is None or row.get("support") is None or _number(row.get("accuracy")) is None:
+            raise UcfpipeError(f"{directory / runs.PER_CLASS} has a row without class, accuracy (a number) and support "
+                               f"({row}); rerun `ucfpipe eval --run {directory}` to rewrite it")
+    return rows
 
 
 def _page_clips(path: Path) -> dict | None:
