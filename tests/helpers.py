@@ -167,3 +167,12 @@ class FifoReader:
         if self.thread.is_alive():  # no writer came: open it once so the reader ends
             os.close(os.open(self.path, os.O_WRONLY | os.O_NONBLOCK))
             self.thread.join(timeout=5)
+
+
+def run_record(classes, split: int = 1, fingerprint: str = "f", **changes) -> dict:
+    """A whole run.json as `train` writes it (what runs.Run checks), for tests that fake a run without training."""
+    from ucfpipe.stage_two import runs
+
+    return {"format": runs.FORMAT, "status": "finished", "split": split, "splits_dir": "/lists", "classes": list(classes),
+            "best": {"epoch": 1}, "cache": {"directory": "/features", "fingerprint": fingerprint, "settings": {},
+                                            "extract_config": {}}, **changes}

@@ -91,7 +91,7 @@ def test_eval_of_a_run_whose_cache_moved_points_at_features(trained, synth_cache
     record = json.loads((run / runs.RUN).read_text())
     record["cache"]["directory"] = str(tmp_path / "moved-away")
     (run / runs.RUN).write_text(json.dumps(record))
-    with pytest.raises(UcfpipeError, match="no longer at .*moved-away; if it moved, pass its new directory with --features"):
+    with pytest.raises(UcfpipeError, match="the feature cache .*moved-away recorded by run .* is gone; if it moved, pass --features with where it is now"):
         evaluate.run(run, log=lambda *_: None)
     assert evaluate.run(run, features=str(synth_cache), log=lambda *_: None)["num_test_clips"] == 36
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import QUIET, TINY, tiny_config
+from helpers import QUIET, TINY, run_record, tiny_config
 from ucfpipe.stage_two import report, report_page, runs, setups
 
 EVIL = "<img src=x onerror=alert(1)>"
@@ -275,7 +275,8 @@ def test_a_ucf101_sized_page_stays_small(tmp_path):
     (run / report_page.CLIPS_FILE).write_text(json.dumps({"format": report_page.CLIPS_FORMAT, "videos": "", "clips": clips}))
     (run / runs.METRICS).write_text(json.dumps({"split": 1, "dataset": "ucf101", "top1": 0.75, "top5": 0.9,
                                                 "mean_class_accuracy": 0.75, "macro_f1": 0.74, "num_test_clips": 3783}))
-    (run / runs.RUN).write_text(json.dumps({"classes": classes}))
+    (run / runs.RUN).write_text(json.dumps(run_record(classes)))
+    (run / runs.CONFIG).write_text("{}")
     (run / runs.PER_CLASS).write_text("class,accuracy,precision,recall,f1,support\n"
                                       + "".join(f"{c},0.75,0.75,0.75,0.75,37\n" for c in classes))
     size = len(report_page.render([run]).encode())
@@ -291,7 +292,7 @@ def test_runs_of_different_setups_get_no_mean_on_the_page(tmp_path):
         metrics = {"split": split, "top1": top1, "num_test_clips": 10, "fingerprint": "f"}
         directory = tmp_path / f"run{number}"
         directory.mkdir()
-        (directory / runs.RUN).write_text(json.dumps({"classes": ["a", "b"]}))
+        (directory / runs.RUN).write_text(json.dumps(run_record(["a", "b"], split)))
         (directory / runs.CONFIG).write_text(json.dumps({"split": split, "seed": seed, "out": f"runs/{number}",
                                                           "units": 64, **config}))
         return {"name": f"run{number}", "directory": directory, "metrics": metrics,

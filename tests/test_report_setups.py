@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import invoke
+from helpers import invoke, run_record
 from ucfpipe.stage_two import report, runs
 from ucfpipe.stage_two.plots import plot_confusion
 
@@ -25,7 +25,7 @@ def evaluated(directory: Path, split: int, top1: float, classes=CLASSES, fingerp
     (directory / runs.METRICS).write_text(json.dumps({
         "split": split, "top1": top1, "top5": 1.0, "top5_k": k, "mean_class_accuracy": top1, "num_test_clips": 12,
         "fingerprint": fingerprint, "dataset": "ucf101", "backbone": "vgg16"}))
-    (directory / runs.RUN).write_text(json.dumps({"format": runs.FORMAT, "classes": list(classes), "split": split}))
+    (directory / runs.RUN).write_text(json.dumps(run_record(classes, split, fingerprint)))
     config = {"split": split, "seed": split, "out": str(directory), "features": "features", "splits": "lists",
               "units": 64, "epochs": 5, "memory_limit_gb": 4.0, **settings}
     (directory / runs.CONFIG).write_text(json.dumps(config))

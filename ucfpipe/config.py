@@ -170,6 +170,21 @@ def to_dict(config) -> dict:
     return dataclasses.asdict(config)
 
 
+# The settings that name files or folders (a `weights` of "imagenet" or "none" names none).
+PATH_SETTINGS = ("videos", "splits", "features", "out", "weights")
+
+
+def recorded(config) -> dict:
+    """The settings as a record keeps them (a cache's manifest, a run's config.json): every path absolute, so the
+    record means the same from any folder. Fingerprints hold no paths, so no fingerprint changes."""
+    values = to_dict(config)
+    for name in PATH_SETTINGS:
+        value = values.get(name)
+        if isinstance(value, str) and value and value not in ("imagenet", "none"):
+            values[name] = str(Path(value).resolve())
+    return values
+
+
 def fingerprint(settings: dict) -> str:
     """A stable hash of everything that produced an artifact (Hugging Face datasets' idea): equal settings,
     equal fingerprint; any change, a different one."""

@@ -8,7 +8,16 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ucfpipe.cache.format import FORMAT, MANIFEST, SHARD_GLOB, UNCHECKSUMMED_FORMATS, ClipFeatures, read_strings
+from ucfpipe.cache.format import (
+    FORMAT,
+    MANIFEST,
+    SHARD_GLOB,
+    UNCHECKSUMMED_FORMATS,
+    ClipFeatures,
+    Source,
+    clip_sources,
+    read_strings,
+)
 from ucfpipe.core.errors import UcfpipeError
 
 
@@ -100,6 +109,23 @@ class FeatureStore:
     def config(self) -> dict:
         """The full extract configuration of the run that made the cache."""
         return self.manifest["config"]
+
+    def recorded_path(self, name: str) -> Path | None:
+        """A path the extract config recorded ("videos", "splits"), absolute; None when it recorded none. Caches
+        made before records held absolute paths hold them as typed, relative to the folder extract ran in: the
+        folder from which the recorded `out` leads to this cache (else the current one, the best guess left)."""
+        value = self.config.get(name) or ""
+        if not value or Path(value).is_absolute():
+            return Path(value) if value else None
+        out, here = Path(self.config.get("out") or ""), self.directory.resolve()
+        depth = len(out.parts)
+        if depth and not out.is_absolute() and ".." not in out.parts and here.parts[-depth:] == out.parts:
+            return Path(*here.parts[:-depth]) / value
+        return Path(value).resolve()
+
+    def sources(self) -> dict[str, Source | None]:
+        """{video_id: the video file its features were computed from} (None in a format-1 cache)."""
+        return {video_id: source for name in self.manifest["shards"] for video_id, source in clip_sources(self.directory / name)}
 
     @property
     def views(self) -> list[str]:

@@ -303,7 +303,7 @@ def run(run_dir: str | Path, out: str | Path, format: str = "keras", weights: st
     # KERAS_BACKEND is what Keras will use when set; else Keras' own config decides, checked once it has loaded.
     check_format(format, os.environ.get("KERAS_BACKEND") or None)
     check_out(out)
-    recorded = load_run_or_ensemble(run_dir)[0].record["cache"]["extract_config"]
+    recorded = load_run_or_ensemble(run_dir)[0].extract_config
     check_format(format, None, recorded.get("precision", "float32"), recorded.get("backbone", "vgg16"))
     if weights not in (None, "imagenet", "none") and not Path(weights).is_file():
         raise UcfpipeError(f"--weights {weights}: no such file; pass the weights file the run's features were extracted with")

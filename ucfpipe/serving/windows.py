@@ -255,7 +255,7 @@ def recorded_rate(run, window: float | None = None) -> Rate:
 
     from ucfpipe.config import ExtractConfig
 
-    frames = run.record["cache"]["extract_config"].get("frames", ExtractConfig.frames)
+    frames = run.extract_config.get("frames", ExtractConfig.frames)
     return run_rate(SimpleNamespace(run=run, stage_one=SimpleNamespace(frames=int(frames))), window)
 
 

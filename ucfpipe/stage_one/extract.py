@@ -20,7 +20,7 @@ import numpy as np
 from ucfpipe import datasets
 from ucfpipe.cache.format import FORMAT, LOCK, MANIFEST, ClipFeatures, Source
 from ucfpipe.cache.writer import open_for_writing, write_manifest
-from ucfpipe.config import ExtractConfig, fingerprint, to_dict
+from ucfpipe.config import ExtractConfig, fingerprint, recorded
 from ucfpipe.core import interrupts
 from ucfpipe.core.errors import Interrupted, UcfpipeError
 from ucfpipe.core.queues import put_unless_stopped
@@ -58,15 +58,6 @@ def feature_settings(config: ExtractConfig) -> dict:
         # nothing, so its caches made before datasets existed keep their fingerprint.
         **({} if config.dataset == "ucf101" else {"dataset": config.dataset}),
     }
-
-
-def recorded_config(config: ExtractConfig) -> dict:
-    """The config as the manifest records it, a weights file as an absolute path: runs trained on the cache
-    copy it, and `predict` from another directory must still find the file (its SHA-256 is in the settings)."""
-    values = to_dict(config)
-    if config.weights not in ("imagenet", "none"):
-        values["weights"] = str(Path(config.weights).resolve())
-    return values
 
 
 @dataclass
@@ -383,7 +374,7 @@ def _write_manifest(out: Path, config: ExtractConfig, settings: dict, cache_fing
     from ucfpipe.core.provenance import versions
 
     write_manifest(
-        out, fingerprint=cache_fingerprint, settings=settings, config=recorded_config(config), versions=versions(),
+        out, fingerprint=cache_fingerprint, settings=settings, config=recorded(config), versions=versions(),
         shards=writer.shards, checksums=writer.checksums, num_clips=len(writer.done_ids),
         report={"listed": len(clips) + len(missing), "missing": [c.video_id for c in missing], "failed": failed},
         part=part, last_run=last_run,

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 
 from ucfpipe import datasets
-from ucfpipe.config import FinetuneConfig
+from ucfpipe.config import FinetuneConfig, recorded
 from ucfpipe.core import files, interrupts
 from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.core.files import write_json
@@ -149,7 +149,7 @@ def _run(config: FinetuneConfig, out: Path, log, verbose: int) -> dict:
     with files.replacing(out, keep_suffix=True) as tmp:  # keeps the .weights.h5 ending Keras requires
         backbone.save_weights(tmp)
     record = {
-        "config": vars(config),
+        "config": recorded(config),
         "started_from": weights_identity(config.weights, config.seed, config.backbone),
         "val_groups": val_groups,
         "history": {k: [float(v) for v in values] for k, values in history.history.items()},

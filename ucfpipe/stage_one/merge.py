@@ -61,10 +61,10 @@ def merge(parts: list[str | Path], out: str | Path) -> dict:
             shards, checksums = _gather(stores, staging)
             write_manifest(
                 staging, fingerprint=first["fingerprint"], settings=first["settings"], versions=first["versions"],
-                config={**first["config"], "shard": "", "out": str(out)}, shards=shards, checksums=checksums,
+                config={**first["config"], "shard": "", "out": str(out.resolve())}, shards=shards, checksums=checksums,
                 num_clips=len(seen), report={"listed": listed, "missing": sorted(missing), "failed": failed},
                 part={"index": 0, "count": 1, "clip_list": first["part"]["clip_list"]},
-                merged_from=[str(store.directory) for store in stores],
+                merged_from=[str(store.directory.resolve()) for store in stores],
             )
     finally:
         for store in stores:

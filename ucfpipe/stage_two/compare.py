@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from ucfpipe.cache.store import FeatureStore
-from ucfpipe.config import TrainConfig
+from ucfpipe.config import TrainConfig, recorded
 from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.core.files import write_json, write_text
 from ucfpipe.stage_two import ensemble, evaluate, runs, train
@@ -82,13 +82,13 @@ def run(config: TrainConfig, members: int = 3, log=print, verbose: int = 0) -> d
 
     log("order-blind reference")
     baseline_run = runs.Run(base.out)
-    clips = runs.read_json(baseline_run.path(runs.CLIPS))
+    clips = baseline_run.clip_ids
     top1, blind_s = _timed(evaluate.order_blind_top1_of, baseline_run, store, clips["test"])
     rows.append(_row("order-blind (time-averaged, logistic regression)", {"top1": top1}, blind_s,
                      "top-1 only"))
 
     table = markdown(rows, config, views)
-    write_json(out / RESULTS, {"rows": rows, "views": views, "config": dataclasses.asdict(config), "members": members,
+    write_json(out / RESULTS, {"rows": rows, "views": views, "config": recorded(config), "members": members,
                                       "num_test_clips": len(clips["test"])})
     write_text(out / TABLE, table + "\n")
     log("")

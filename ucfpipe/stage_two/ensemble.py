@@ -79,7 +79,7 @@ def finish(out: Path, record: dict) -> dict:
     """Check the trained members belong together, then mark the ensemble at `out` finished."""
     members = load_members(out, require_finished=True, record={**record, "status": "finished"})
     record.update(status="finished", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), fingerprint=members[0].fingerprint,
-                  split=members[0].record["split"])
+                  split=members[0].split)
     write_json(Path(out) / ENSEMBLE, record)
     return record
 
@@ -96,15 +96,17 @@ def load_run_or_ensemble(directory: str | Path) -> list[runs.Run]:
 def load_members(directory: str | Path, require_finished: bool = True, record: dict | None = None) -> list[runs.Run]:
     """The member runs of the ensemble at `directory`, checked to share classes, split and cache fingerprint."""
     directory = Path(directory)
+    fix = f"rerun the `ucfpipe train --seeds ... --out {directory}` that made it"
     if record is None:
         if not is_ensemble(directory):
             raise UcfpipeError(f"{directory} is not an ensemble directory (no {ENSEMBLE}); pass the --out of `ucfpipe train --seeds`")
-        record = runs.read_json(directory / ENSEMBLE)
+        record = runs.read_json(directory / ENSEMBLE, {}, fix)
     if record.get("format") != FORMAT:
         raise UcfpipeError(f"{directory / ENSEMBLE} is not a {FORMAT} record (format {record.get('format')!r})")
     if record.get("status") != "finished":
         raise UcfpipeError(f"{directory} is an unfinished ensemble; rerun the same `ucfpipe train --seeds ... --out {directory}` "
                            "to train the missing members")
+    runs.check_shape(directory / ENSEMBLE, record, {"members": "a list"}, fix)
     members = [runs.Run(directory / name) for name in record["members"]]
     if not members:
         raise UcfpipeError(f"{directory / ENSEMBLE} lists no members")
@@ -117,7 +119,7 @@ def load_members(directory: str | Path, require_finished: bool = True, record: d
                 f"ensemble members {first.directory.name} and {member.directory.name} were trained on feature caches of "
                 f"different fingerprints ({first.fingerprint} vs {member.fingerprint}); an ensemble needs one cache"
             )
-        if member.classes != first.classes or member.record["split"] != first.record["split"]:
+        if member.classes != first.classes or member.split != first.split:
             raise UcfpipeError(
                 f"ensemble members {first.directory.name} and {member.directory.name} differ in classes or split; "
                 "an ensemble needs one split"

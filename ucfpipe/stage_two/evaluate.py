@@ -82,7 +82,7 @@ def _run(directory: Path, features, splits, allow_missing, baseline, tta, log) -
     members = ensemble.load_run_or_ensemble(directory)
     run = members[0]
     store = _open_cache(members, features)
-    splits_dir = splits or run.record["splits_dir"]
+    splits_dir = run.splits_dir(splits)
     split = _read_split(run, store, splits_dir)
     allow = run.config.allow_missing if allow_missing is None else allow_missing
     clips, missing = _test_clips(split, store, allow)
@@ -113,19 +113,14 @@ def _run(directory: Path, features, splits, allow_missing, baseline, tta, log) -
 
 def _open_cache(members: list[runs.Run], features: str | None) -> FeatureStore:
     """The cache the run was trained on (or `features`), refused unless every member was trained on its numbers."""
-    run = members[0]
-    recorded = run.record["cache"]["directory"]
-    if features is None and not Path(recorded).exists():
-        raise UcfpipeError(f"the feature cache {run.directory} was trained on is no longer at {recorded}; "
-                           "if it moved, pass its new directory with --features")
-    store = FeatureStore(features or recorded)
+    store = FeatureStore(members[0].features_dir(features))
     for member in members:
         member.check_cache(store)
     return store
 
 
-def _read_split(run: runs.Run, store: FeatureStore, splits_dir: str) -> datasets.Split:
-    split = datasets.read_split(datasets.of_cache(store.config), splits_dir, run.record["split"])
+def _read_split(run: runs.Run, store: FeatureStore, splits_dir: Path) -> datasets.Split:
+    split = datasets.read_split(datasets.of_cache(store.config), splits_dir, run.split)
     if split.classes != run.classes:
         raise UcfpipeError(
             f"classInd.txt in {splits_dir} lists other classes than {run.directory} was trained on "
@@ -176,9 +171,9 @@ def _metrics(members, is_ensemble, labels, probabilities, split, splits_dir, sto
         "splits_dir": str(Path(splits_dir).resolve()),
         "features": str(store.directory.resolve()),
         "fingerprint": store.fingerprint,
-        "model": each(lambda m: str(m.path(runs.MODEL))),
-        "config": each(lambda m: str(m.path(runs.CONFIG))),
-        "best_epoch": each(lambda m: m.record["best"]["epoch"]),
+        "model": each(lambda m: str(m.path(runs.MODEL).resolve())),
+        "config": each(lambda m: str(m.path(runs.CONFIG).resolve())),
+        "best_epoch": each(lambda m: m.best_epoch),
         "evaluated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     return metrics, per_class, confusion
@@ -188,7 +183,7 @@ def order_blind_top1_of(run: runs.Run, store: FeatureStore, test_ids: list[str])
     """The order-blind reference for `run`: fitted on its training and validation clips, scored on `test_ids`."""
     from ucfpipe.stage_two.order_blind import order_blind_top1
 
-    clip_ids = runs.read_json(run.path(runs.CLIPS))
+    clip_ids = run.clip_ids
     train_ids = clip_ids["train"] + clip_ids["val"]
     return order_blind_top1(store, train_ids, store.labels(train_ids), test_ids, store.labels(test_ids), seed=run.config.seed)
 
@@ -212,19 +207,24 @@ def _write_outputs(directory: Path, classes, metrics, per_class, confusion, vide
 
 
 def _write_page_data(directory: Path, store: FeatureStore, clips, labels, probabilities, top: int = 3) -> None:
-    """test_clips.json: per test clip its video (relative to the videos folder), true class, top-3 and the frame
-    indices stage one sampled (centre view), so a page can show what the model saw without the model."""
+    """test_clips.json: per test clip its video (relative to the videos folder), true class, top-3, the frame
+    indices stage one sampled (centre view) and the video file they came from (size, mtime, content digest),
+    so a page can show what the model saw without the model, and say when a video changed since."""
+    from dataclasses import asdict
+
     from ucfpipe.stage_two.report_page import CLIPS_FILE, CLIPS_FORMAT
 
-    videos = store.config.get("videos") or ""
+    videos = store.recorded_path("videos")
     frames = store.frame_indices([c.video_id for c in clips])
+    sources = store.sources()
     order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top]
     files.write_json(directory / CLIPS_FILE, {
         "format": CLIPS_FORMAT,
-        "videos": str(Path(videos).resolve()) if videos else "",
+        "videos": str(videos) if videos else "",
         "clips": [{"id": c.video_id, "video": c.video_id + c.extension, "true": int(label),
                    "top": [[int(k), round(float(probabilities[i, k]), 6)] for k in order[i]],
-                   "frames": [int(f) for f in frames[i]]}
+                   "frames": [int(f) for f in frames[i]],
+                   **({"source": asdict(sources[c.video_id])} if sources.get(c.video_id) else {})}
                   for i, (c, label) in enumerate(zip(clips, labels))],
     })
 

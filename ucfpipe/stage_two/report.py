@@ -33,10 +33,7 @@ def _recorded(directory: Path) -> dict:
 def collect(run_dirs) -> list[dict]:
     rows = []
     for directory in run_dirs:
-        path = Path(directory) / runs.METRICS
-        if not path.is_file():
-            raise UcfpipeError(f"{directory} has no {runs.METRICS}; run `ucfpipe eval --run {directory}` first")
-        metrics = runs.read_json(path)
+        metrics = runs.read_metrics(directory)
         if "dataset" not in metrics or "backbone" not in metrics:
             record = _recorded(Path(directory))
             extract = record.get("cache", {}).get("extract_config", {})
@@ -226,7 +223,7 @@ def protocol_table(root: str | Path) -> dict:
     for label, folder, part in PROTOCOL:
         values, named = [], []
         for split in splits:
-            metrics = runs.read_json(found[split][folder] / runs.METRICS)
+            metrics = runs.read_metrics(found[split][folder])
             if part is not None and part not in metrics:
                 raise UcfpipeError(f"{found[split][folder]} was evaluated without --{part}; rerun `ucfpipe eval --run "
                                    f"{found[split][folder]} --{part}`")
@@ -234,10 +231,10 @@ def protocol_table(root: str | Path) -> dict:
             named.append((str(found[split][folder]), setups.of_run(found[split][folder], metrics)))
         apart_of[folder] = setups.verdict(named)
         rows.append(row(label, values, apart_of[folder]))
-    blind = [runs.read_json(found[s]["lstm"] / runs.METRICS).get("order_blind_top1") for s in splits]
+    blind = [runs.read_metrics(found[s]["lstm"]).get("order_blind_top1") for s in splits]
     if all(v is not None for v in blind):
         rows.append(row("order-blind reference (time-averaged features)", blind, apart_of["lstm"]))
-    dataset = runs.read_json(found[splits[0]]["lstm"] / runs.METRICS).get("dataset")
+    dataset = runs.read_metrics(found[splits[0]]["lstm"]).get("dataset")
     weights = _recorded(found[splits[0]]["lstm"]).get("cache", {}).get("extract_config", {}).get("weights")
     if dataset != "ucf101":
         notes.append(f"these runs are of the {dataset} dataset; the published rows are UCF-101's")

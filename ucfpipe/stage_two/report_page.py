@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ucfpipe.cache.format import Source
 from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.stage_two import runs, setups
 from ucfpipe.stage_two.metrics import top_k, top_k_title
@@ -29,6 +30,8 @@ from ucfpipe.stage_two.metrics import top_k, top_k_title
 PAGE = "report.html"
 CLIPS_FILE = "test_clips.json"  # what eval records for the page: see module docstring
 CLIPS_FORMAT = "ucfpipe-test-clips/1"
+CLIP_FIELDS = {"id": "text", "video": "text", "true": "an integer", "top": "a list", "frames": "a list",
+               "source?": "an object", "source.size": "an integer", "source.mtime_ns": "an integer", "source.digest": "text"}
 HEADLINE = (("top1", "top-1"), ("top5", "top-5"), ("mean_class_accuracy", "mean class acc."), ("macro_f1", "macro F1"),
             ("order_blind_top1", "order-blind top-1"))
 STRIPS = 40  # misclassified clips per run shown with frames; the rest are listed as text (page size)
@@ -230,25 +233,44 @@ def _record(directory: Path) -> tuple[dict, dict, Path]:
     """(run.json, config.json, the directory holding them): an ensemble's first member speaks for it."""
     for folder in [directory, *sorted(p.parent for p in directory.glob(f"*/{runs.RUN}"))]:
         if (folder / runs.RUN).is_file():
-            config = runs.read_json(folder / runs.CONFIG) if (folder / runs.CONFIG).is_file() else {}
-            return runs.read_json(folder / runs.RUN), config, folder
+            run = runs.Run(folder)
+            return run.record, runs.read_json(folder / runs.CONFIG), folder
     return {}, {}, directory
 
 
 def load_run(directory: str | Path) -> dict:
     """What the page shows of one evaluated run, read from its files."""
     directory = Path(directory)
-    if not (directory / runs.METRICS).is_file():
-        raise UcfpipeError(f"{directory} has no {runs.METRICS}; run `ucfpipe eval --run {directory}` first")
-    metrics = runs.read_json(directory / runs.METRICS)
+    metrics = runs.read_metrics(directory)
     record, config, holder = _record(directory)
-    clips_path = directory / CLIPS_FILE
-    clips = runs.read_json(clips_path) if clips_path.is_file() else None
-    if clips is not None and clips.get("format") != CLIPS_FORMAT:
-        clips = None
+    clips = _page_clips(directory / CLIPS_FILE)
     return {"directory": directory, "name": str(directory), "metrics": metrics, "record": record, "config": config,
-            "history": _read_csv(holder / runs.HISTORY), "per_class": _read_csv(directory / runs.PER_CLASS),
+            "history": _read_csv(holder / runs.HISTORY), "per_class": _per_class_rows(directory),
             "clips": clips, "setup": setups.of_run(directory, metrics)}
+
+
+def _per_class_rows(directory: Path) -> list[dict]:
+    """per_class.csv, checked: every row names its class, test clips and a numeric accuracy."""
+    rows = _read_csv(directory / runs.PER_CLASS)
+    for row in rows:
+        if row.get("class") is None or row.get("support") is None or _number(row.get("accuracy")) is None:
+            raise UcfpipeError(f"{directory / runs.PER_CLASS} has a row without class, accuracy (a number) and support "
+                               f"({row}); rerun `ucfpipe eval --run {directory}` to rewrite it")
+    return rows
+
+
+def _page_clips(path: Path) -> dict | None:
+    """test_clips.json, checked; None when eval wrote none (or an older format)."""
+    if not path.is_file():
+        return None
+    fix = f"rerun `ucfpipe eval --run {path.parent}` to rewrite it"
+    clips = runs.read_json(path, {"format": "text"}, fix)
+    if clips["format"] != CLIPS_FORMAT:
+        return None
+    runs.check_shape(path, clips, {"videos": "text", "clips": "a list"}, fix)
+    for clip in clips["clips"]:
+        runs.check_shape(path, clip, CLIP_FIELDS, fix)
+    return clips
 
 
 def _confusion(clips: dict, k: int) -> list[list[int]]:
@@ -268,6 +290,10 @@ def misclassified(clips: dict, confusion: list[list[int]]) -> list[dict]:
 def _strip(clip: dict, videos: Path | None) -> str:
     if videos is None:
         return ""
+    recorded = clip.get("source")  # evals before sources were recorded cannot tell
+    if recorded and (how := Source(clip["video"], recorded["size"], recorded["mtime_ns"], recorded["digest"]).change(videos)):
+        return (f'<div class="note changed">the video changed since its features were extracted ({escape(how)}): no frames, '
+                "they would not be what the model saw; extract again and rerun `ucfpipe eval` to score it as it is now</div>")
     indices = clip["frames"]
     if len(indices) > STRIP_FRAMES:
         indices = [indices[i] for i in np.linspace(0, len(indices) - 1, STRIP_FRAMES).round().astype(int)]

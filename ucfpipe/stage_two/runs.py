@@ -56,15 +56,79 @@ def load_model(path: Path, compile: bool = False):
         raise UcfpipeError(f"cannot load the model {path} ({type(err).__name__}: {str(err)[:160]}); retrain the run") from None
 
 
-def read_json(path: Path) -> dict:
+def read_json(path: Path, fields: dict | None = None, fix: str = "the run directory is damaged, retrain it"):
+    """The JSON at `path`; with `fields` ({"key": kind}, kinds from KINDS), an object checked to hold them (see
+    `check_shape`): a file of the wrong shape is one line naming it, what was expected and `fix`."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UcfpipeError(f"{path} is missing; {fix}") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise UcfpipeError(f"{path} is not valid JSON; the run directory is damaged, retrain it") from None
+        raise UcfpipeError(f"{path} is not valid JSON; {fix}") from None
+    if fields is not None:
+        check_shape(path, value, fields, fix)
+    return value
+
+
+# What a run file holds, as JSON kinds: bool is no number here (json's true is not a top-1 of 1.0).
+KINDS = {"an object": dict, "a list": list, "text": str, "an integer": int, "a number": (int, float)}
+
+
+def check_shape(path: Path, value, fields: dict, fix: str) -> None:
+    """One line when `value` is not an object holding `fields`: "key?" may be absent, "parent.key" is checked
+    when its parent is there."""
+    if not isinstance(value, dict):
+        raise UcfpipeError(f"{path} holds {_kind_of(value)} where a JSON object was expected; {fix}")
+    for name, kind in fields.items():
+        optional = name.endswith("?")
+        *parents, key = name.rstrip("?").split(".")
+        holder = value
+        for parent in parents:
+            holder = holder.get(parent) if isinstance(holder, dict) else None
+        if not isinstance(holder, dict):
+            continue  # an optional parent that is absent (a required one was refused before its children)
+        if key not in holder:
+            if optional:
+                continue
+            raise UcfpipeError(f"{path} has no {name!r} ({kind} was expected); {fix}")
+        found = holder[key]
+        if isinstance(found, bool) or not isinstance(found, KINDS[kind]):
+            raise UcfpipeError(f"{path}: {name.rstrip('?')!r} is {_kind_of(found)} ({json.dumps(found)[:40]}) where "
+                               f"{kind} was expected; {fix}")
+
+
+def _kind_of(value) -> str:
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    for kind, types in KINDS.items():
+        if isinstance(value, types):
+            return kind
+    return type(value).__name__
+
+
+RUN_FIELDS = {"format": "text", "status": "text", "split": "an integer", "splits_dir": "text", "classes": "a list",
+              "cache": "an object", "cache.directory": "text", "cache.fingerprint": "text", "cache.settings": "an object",
+              "cache.extract_config": "an object", "best?": "an object", "best.epoch": "an integer"}
+CLIPS_FIELDS = {"train": "a list", "val": "a list", "test": "a list"}
+STATE_FIELDS = {"epoch": "an integer", "checkpoint": "text"}
+# What `report` and the page read of an evaluation; older evals lack the optional ones.
+METRICS_FIELDS = {"top1": "a number", "top5": "a number", "mean_class_accuracy": "a number", "split": "an integer",
+                  "num_test_clips": "an integer", "num_not_evaluated?": "an integer", "order_blind_top1?": "a number",
+                  "macro_f1?": "a number", "tta?": "an object", "tta.top1": "a number", "dataset?": "text",
+                  "backbone?": "text", "fingerprint?": "text"}
+
+
+def read_metrics(directory: str | Path) -> dict:
+    """metrics.json of an evaluated run or ensemble, checked to hold the figures reports read."""
+    path = Path(directory) / METRICS
+    if not path.is_file():
+        raise UcfpipeError(f"{directory} has no {METRICS}; run `ucfpipe eval --run {directory}` first")
+    return read_json(path, METRICS_FIELDS, f"rerun `ucfpipe eval --run {directory}` to rewrite it")
 
 
 class Run:
-    """A finished (or interrupted) training run: `Run(dir)`."""
+    """A finished (or interrupted) training run: `Run(dir)`, its run.json and config.json read and checked once.
+    Paths it recorded are absolute (train resolves them), so they mean the same from any folder."""
 
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
@@ -72,11 +136,15 @@ class Run:
             raise UcfpipeError(
                 f"{self.directory} is not a ucfpipe run directory (no {RUN}); pass the --out directory of `ucfpipe train`"
             )
-        self.record = read_json(self.directory / RUN)
+        path = self.directory / RUN
+        self.record = read_json(path, {})
         if self.record.get("format") != FORMAT:
-            raise UcfpipeError(f"{self.directory / RUN} is not a {FORMAT} record (format {self.record.get('format')!r})")
+            raise UcfpipeError(f"{path} is not a {FORMAT} record (format {self.record.get('format')!r})")
+        check_shape(path, self.record, RUN_FIELDS, "the run directory is damaged, retrain it")
+        if self.finished:
+            check_shape(path, self.record, {"best": "an object"}, "the run directory is damaged, retrain it")
         known = {f.name for f in fields(TrainConfig)}
-        values = {**PRE_AUGMENTATION, **read_json(self.directory / CONFIG)}
+        values = {**PRE_AUGMENTATION, **read_json(self.directory / CONFIG, {})}
         self.config = TrainConfig(**{k: v for k, v in values.items() if k in known})
 
     def path(self, name: str) -> Path:
@@ -91,8 +159,47 @@ class Run:
         return tuple(self.record["classes"])
 
     @property
+    def split(self) -> int:
+        return self.record["split"]
+
+    @property
+    def best_epoch(self) -> int | None:
+        return self.record.get("best", {}).get("epoch")
+
+    @property
     def fingerprint(self) -> str:
         return self.record["cache"]["fingerprint"]
+
+    @property
+    def extract_config(self) -> dict:
+        """The extract settings of the cache the run was trained on (what serving rebuilds its stage one from)."""
+        return self.record["cache"]["extract_config"]
+
+    @property
+    def clip_ids(self) -> dict[str, list[str]]:
+        """clips.json: the train / val / test video ids the run used."""
+        return read_json(self.path(CLIPS), CLIPS_FIELDS)
+
+    @property
+    def metrics(self) -> dict:
+        return read_metrics(self.directory)
+
+    def features_dir(self, given: str | Path | None = None) -> Path:
+        """`given` (--features) when passed, else the feature cache the run recorded, which must still be there."""
+        return self._recorded(given, self.record["cache"]["directory"], "feature cache", "--features")
+
+    def splits_dir(self, given: str | Path | None = None) -> Path:
+        """`given` (--splits) when passed, else the split files' folder the run recorded, which must still be there."""
+        return self._recorded(given, self.record["splits_dir"], "splits folder", "--splits")
+
+    def _recorded(self, given, recorded: str, what: str, flag: str) -> Path:
+        if given is not None:
+            return Path(given)
+        # Older runs' config.json held paths as typed; run.json always held them absolute.
+        if not Path(recorded).exists():
+            raise UcfpipeError(f"the {what} {recorded} recorded by run {self.directory} is gone; if it moved, pass "
+                               f"{flag} with where it is now")
+        return Path(recorded)
 
     def require_finished(self) -> None:
         if not self.finished:

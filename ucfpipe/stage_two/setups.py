@@ -23,7 +23,8 @@ def recorded(directory: str | Path) -> list[tuple[dict, dict]]:
     directory = Path(directory)
     folders = ([directory] if (directory / runs.RUN).is_file()
                else sorted(p.parent for p in directory.glob(f"*/{runs.RUN}")))
-    return [(runs.read_json(folder / runs.RUN),
+    # Run() checks run.json's shape (one line naming the file, never a traceback on a damaged record).
+    return [(runs.Run(folder).record,
              runs.read_json(folder / runs.CONFIG) if (folder / runs.CONFIG).is_file() else {}) for folder in folders]
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from ucfpipe import datasets
 from ucfpipe.cache.store import FeatureStore
-from ucfpipe.config import TrainConfig, to_dict
+from ucfpipe.config import TrainConfig, recorded, to_dict
 from ucfpipe.core import files, interrupts
 from ucfpipe.core.errors import Interrupted, UcfpipeError
 from ucfpipe.core.rng import seed_everything
@@ -221,9 +221,14 @@ def resume_config(run_dir: str | Path, overrides: dict | None = None) -> TrainCo
     """The interrupted run's own configuration, with only RESUMABLE_OVERRIDES allowed to change."""
     run = runs.Run(run_dir)
     if run.finished:
-        raise UcfpipeError(f"{run_dir} is a finished run (best epoch {run.record['best']['epoch']}); nothing to resume")
+        raise UcfpipeError(f"{run_dir} is a finished run (best epoch {run.best_epoch}); nothing to resume")
     values = to_dict(run.config)
-    for name, value in (overrides or {}).items():
+    overrides = dict(overrides or {})
+    # Where the inputs are: as passed now, else as run.json recorded them (absolute; an old config.json may
+    # hold them relative to a folder this command need not run in).
+    values["features"] = str(run.features_dir(overrides.pop("features", None)))
+    values["splits"] = str(run.splits_dir(overrides.pop("splits", None)))
+    for name, value in overrides.items():
         if value is None or value == values.get(name) or name == "out":
             continue
         if name not in RESUMABLE_OVERRIDES:
@@ -339,7 +344,7 @@ def _run_locked(config: TrainConfig, out: Path, store: FeatureStore, split: data
     except KeyboardInterrupt:
         if not (out / runs.RUN).is_file() or (not resume and _never_trained(out)):
             raise  # the run never finished an epoch: `run` removes what there is, the same command starts it again
-        done = runs.read_json(out / runs.CHECKPOINTS / runs.STATE)["epoch"] if (out / runs.CHECKPOINTS / runs.STATE).is_file() else 0
+        done = runs.read_json(out / runs.CHECKPOINTS / runs.STATE, runs.STATE_FIELDS)["epoch"] if (out / runs.CHECKPOINTS / runs.STATE).is_file() else 0
         raise TrainingInterrupted(f"interrupted after epoch {done}; continue with {resume_hint}") from None
     except files.DiskFull as err:
         if not (out / runs.RUN).is_file() or (not resume and _never_trained(out)):
@@ -418,7 +423,7 @@ def _open_run(out: Path, config: TrainConfig, store: FeatureStore, split: datase
     if resume:
         previous = runs.Run(out)
         previous.check_cache(store)
-        if runs.read_json(out / runs.CLIPS) != _clip_ids(plan):
+        if previous.clip_ids != _clip_ids(plan):
             raise UcfpipeError(
                 f"the clips of split {config.split} in {config.splits} are not the ones {out} was trained on; "
                 "pass the --splits folder of the original run, or start a new run"
@@ -427,13 +432,13 @@ def _open_run(out: Path, config: TrainConfig, store: FeatureStore, split: datase
         record["cache"]["directory"] = str(Path(config.features).resolve())
         record["splits_dir"] = str(Path(config.splits).resolve())
         state_path = out / runs.CHECKPOINTS / runs.STATE
-        state = runs.read_json(state_path) if state_path.is_file() else None
+        state = runs.read_json(state_path, runs.STATE_FIELDS) if state_path.is_file() else None
     else:
         out.mkdir(parents=True, exist_ok=True)
         record = _record(config, store, split, plan, in_memory)
         files.write_json(out / runs.CLIPS, _clip_ids(plan))
     record["placement"] = where_to.describe()  # a resumed run may continue on other devices: the latest is kept
-    files.write_json(out / runs.CONFIG, to_dict(config))
+    files.write_json(out / runs.CONFIG, recorded(config))
     files.write_json(out / runs.RUN, record)
     return record, state
 
