@@ -40,7 +40,8 @@ def test_stored_features_equal_keras_applications_with_its_own_preprocess_input(
     spec = backbones.BACKBONES[name]
     size = spec.min_size  # the smallest input each backbone allows keeps the test fast (InceptionV3: 75)
     keras.utils.set_random_seed(123)
-    reference = getattr(keras.applications, spec.constructor)(include_top=False, weights=None, input_shape=(size, size, 3))
+    reference = getattr(keras.applications, spec.constructor)(include_top=False, weights=None, input_shape=(size, size, 3),
+                                                              **dict(spec.options))
     weights = tmp_path / f"{name}.weights.h5"
     reference.save_weights(weights)  # a seeded weights file of our own, as a user passes with --weights PATH
     # float32 storage: random MobileNetV3/EfficientNet features are ~1e-11/1e-6, below float16's range; this test
@@ -149,4 +150,6 @@ def test_a_weights_file_of_another_backbone_is_a_one_line_error(synth_dataset, t
     keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(vgg16_file)
     result = invoke("extract", "--videos", synth_dataset["videos"], "--splits", synth_dataset["splits"],
                     "--out", tmp_path / "f", *tiny_flags(), "--weights", vgg16_file, "--backbone", "resnet50")
-    assert_one_line_error(result, f"{vgg16_file} is not a resnet50 (include_top=False) weights file")
+    assert_one_line_error(result, f"{vgg16_file} holds the weights of another model (Keras 3 .weights.h5, 13 layers with "
+                                  "weights, 14,714,688 parameters), but --backbone resnet50 is ResNet50(): its layer conv1_conv")
+    assert not (tmp_path / "f").exists()
