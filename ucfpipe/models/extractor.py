@@ -194,7 +194,8 @@ def _what_it_holds(held, backbone: str) -> str:
         signature = [(_Named(name), key, shapes) for name, key, shapes in _bare_signature(other.name)]
         difference, _, extras = _match(held, signature)
         if not difference:
-            top = f"with {len(extras)} more layers (its ImageNet classifier)" if extras else "without the ImageNet classifier"
+            top = (f"with its ImageNet classifier ({len(extras)} more layer{'s' * (len(extras) > 1)})" if extras
+                   else "without the ImageNet classifier")
             return f"{other.title} weights {top} ({held.summary()})"
     return f"the weights of another model ({held.summary()})"
 
