@@ -130,16 +130,21 @@ def _keras3_key(class_name: str) -> str:
     return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
-def _signature(model: keras.Model) -> list[tuple[object, str, tuple]]:
-    """(layer, its Keras 3 file key, its arrays' shapes) of every layer with weights, in model order."""
+def _signature(model: keras.Model, layout: str) -> list[tuple[object, str, tuple]]:
+    """(layer, its key in a file of `layout`, its arrays' shapes) of every layer with weights, in model order. A
+    legacy file holds a nested model (ConvNeXt's stem) as one layer; Keras 3 files each of its layers, under
+    `<key>/layers/`."""
     counts: dict[str, int] = {}
     signature = []
     for layer in model.layers:
         base = _keras3_key(type(layer).__name__)
         counts[base] = counts.get(base, -1) + 1
-        if layer.weights:
-            key = base if counts[base] == 0 else f"{base}_{counts[base]}"
-            signature.append((layer, key, tuple(tuple(weight.shape) for weight in layer.weights)))
+        key = base if counts[base] == 0 else f"{base}_{counts[base]}"
+        if layout == weights_file.KERAS3 and isinstance(layer, keras.Model):
+            signature += [(inner, f"{key}/layers/{inner_key}", shapes) for inner, inner_key, shapes in _signature(layer, layout)]
+        elif layer.weights:
+            signature.append((layer, layer.name if layout == weights_file.LEGACY else key,
+                              tuple(tuple(weight.shape) for weight in layer.weights)))
     return signature
 
 
@@ -171,14 +176,6 @@ def _match(held, signature) -> tuple[str, list[str], list[str]]:
     return "", keys, [key for key in filed if key not in set(keys)]
 
 
-@functools.lru_cache(maxsize=None)
-def _bare_signature(backbone: str) -> tuple:
-    """The no-top signature of `backbone` (random weights, smallest size: the shapes do not depend on it)."""
-    spec = get(backbone)
-    return tuple((layer.name, key, shapes)
-                 for layer, key, shapes in _signature(load_application(backbone, "none", spec.min_size, 0)))
-
-
 class _Named:
     """A layer stand-in for a cached signature (only its name is read)."""
 
@@ -186,13 +183,21 @@ class _Named:
         self.name = name
 
 
+@functools.lru_cache(maxsize=None)
+def _bare_signature(backbone: str, layout: str) -> tuple:
+    """The no-top signature of `backbone` (random weights, smallest size: the shapes do not depend on it), with
+    a stand-in for each layer that only keeps its name."""
+    spec = get(backbone)
+    application = load_application(backbone, "none", spec.min_size, 0)
+    return tuple((_Named(layer.name), key, shapes) for layer, key, shapes in _signature(application, layout))
+
+
 def _what_it_holds(held, backbone: str) -> str:
     """The file named as the backbone of the table it matches among those built by the same constructor
     (another width, or the same without its classifier), else by its size alone."""
     spec = get(backbone)
     for other in (b for b in BACKBONES.values() if b.constructor == spec.constructor):
-        signature = [(_Named(name), key, shapes) for name, key, shapes in _bare_signature(other.name)]
-        difference, _, extras = _match(held, signature)
+        difference, _, extras = _match(held, _bare_signature(other.name, held.layout))
         if not difference:
             top = (f"with its ImageNet classifier ({len(extras)} more layer{'s' * (len(extras) > 1)})" if extras
                    else "without the ImageNet classifier")
@@ -204,8 +209,7 @@ def check_weights_file(backbone: str, path: str, include_top: bool = False) -> N
     """Refuse, before any work, a weights file that does not hold every layer of `backbone` (no top) with its
     shapes: one line saying what the file holds and what was asked. Builds the backbone once (random, small)."""
     held = weights_file.read(path)
-    signature = [(_Named(name), key, shapes) for name, key, shapes in _bare_signature(backbone)]
-    difference, _, _ = _match(held, signature)
+    difference, _, _ = _match(held, _bare_signature(backbone, held.layout))
     if difference:
         raise UcfpipeError(_mismatch(path, held, backbone, difference, include_top))
 
@@ -223,7 +227,7 @@ def load_weights_file(model: keras.Model, path: str, backbone: str, include_top:
     layer with its shapes (compared first, all of them); layers beyond them (a with-top file's classifier, for a
     model without it) are not read. Read back after loading, so no layer can stay random."""
     held = weights_file.read(path)
-    signature = _signature(model)
+    signature = _signature(model, held.layout)
     difference, keys, _ = _match(held, signature)
     if difference:
         raise UcfpipeError(_mismatch(path, held, backbone, difference, include_top))

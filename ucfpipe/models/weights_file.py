@@ -77,14 +77,23 @@ def read(path: str | Path) -> WeightsFile:
                     layers.append((name, tuple(tuple(group[n].shape) for n in names)))
             return WeightsFile(str(path), LEGACY, tuple(layers))
         if isinstance(handle.get("layers"), h5py.Group):
-            layers = []
-            for key, group in handle["layers"].items():
-                variables = group.get("vars")
-                if isinstance(variables, h5py.Group) and len(variables):
-                    layers.append((key, tuple(tuple(variables[str(i)].shape) for i in range(len(variables)))))
-            return WeightsFile(str(path), KERAS3, tuple(layers))
+            return WeightsFile(str(path), KERAS3, tuple(_keras3_layers(handle["layers"], "")))
     raise UcfpipeError(f"{path} is an HDF5 file but not Keras weights (neither layer_names nor layers/ in it); "
                        "pass a .h5 or .weights.h5 file saved by Keras")
+
+
+def _keras3_layers(group, prefix: str) -> list:
+    """(key, shapes) of each layer under `group`: `<key>/vars/<i>`, a nested model's layers under `<key>/layers/`."""
+    import h5py
+
+    layers = []
+    for key, layer in group.items():
+        variables = layer.get("vars")
+        if isinstance(variables, h5py.Group) and len(variables):
+            layers.append((prefix + key, tuple(tuple(variables[str(i)].shape) for i in range(len(variables)))))
+        if isinstance(layer.get("layers"), h5py.Group):
+            layers += _keras3_layers(layer["layers"], f"{prefix}{key}/layers/")
+    return layers
 
 
 def _legacy_root(handle):
