@@ -1,7 +1,7 @@
 """Every feature with every other (issue 17): each backbone of the table through every serving path, each
 dataset kind through every stage, driven through the CLI in this process (Keras loads once).
 
-Backbones: one extract (T = 4, each backbone's smallest input, random weights, two stored views) and one
+Backbones (each model of the table once: MobileNet v1 at its narrowest width): one extract (T = 4, each backbone's smallest input, random weights, two stored views) and one
 training run per backbone, shared by its tests: predict, predict --window and live on a genuine clip, export
 in every format (each equal to predict within 1e-3), eval --tta, and an ensemble. The features are stored as
 float32 for every backbone: random-weight MobileNetV3 and EfficientNet features underflow float16 (issue 17,

@@ -1,5 +1,5 @@
 """A trained run at work: predict (files, whole or in windows), live (a camera, stream or file) and export
-(one deployable model)."""
+(one deployable model); and inspect: what a backbone's ImageNet classifier sees in stage one's frames."""
 
 from __future__ import annotations
 
