@@ -19,7 +19,7 @@ SPLIT_NUMBERS ?= 1 2 3
 # The offline demo: a synthetic dataset, random VGG16 weights, small frames.
 DEMO ?= demo
 
-.PHONY: setup demo demo-backbones compare test test-fast check extract train eval report bench bench-model bench-train bench-long clean-demo docs reproduce reproduce-demo protocol
+.PHONY: setup demo demo-backbones compare test test-fast check extract train eval report bench bench-model bench-train bench-long clean-demo docs reproduce reproduce-demo protocol inspect-demo
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -38,6 +38,17 @@ test-fast: setup
 
 check: setup
 	$(UCFPIPE) check --videos $(VIDEOS) --splits $(SPLITS)
+
+# What ImageNet sees in a folder of clips, through stage one's own frames: one table (clip, its folder's class,
+# the clip's top-1, probability). WEIGHTS: a weights file WITH the ImageNet classifier (or imagenet); VIDEOS: clips.
+INSPECT_BACKBONE ?= mobilenet_v1_075
+ifeq ($(filter inspect-demo,$(MAKECMDGOALS)),inspect-demo)
+ifeq ($(and $(WEIGHTS),$(wildcard $(VIDEOS)/.)),)
+$(error pass WEIGHTS=FILE (a $(INSPECT_BACKBONE) weights file with its ImageNet classifier, or imagenet) and VIDEOS=DIR (a folder of clips), e.g. make inspect-demo WEIGHTS=../shared/realdata/weights/mobilenet_7_5_224_tf_from_tfjs.h5 VIDEOS=../shared/ucf101/UCF-101)
+endif
+endif
+inspect-demo: setup
+	$(UCFPIPE) inspect $(VIDEOS) --backbone $(INSPECT_BACKBONE) --weights $(WEIGHTS) --table
 
 extract: setup
 	$(UCFPIPE) extract --config stages/extract.toml --videos $(VIDEOS) --splits $(SPLITS) --out $(FEATURES)

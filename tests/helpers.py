@@ -176,3 +176,28 @@ def run_record(classes, split: int = 1, fingerprint: str = "f", **changes) -> di
     return {"format": runs.FORMAT, "status": "finished", "split": split, "splits_dir": "/lists", "classes": list(classes),
             "best": {"epoch": 1}, "cache": {"directory": "/features", "fingerprint": fingerprint, "settings": {},
                                             "extract_config": {}}, **changes}
+
+
+# -- genuine pretrained weights, photos and clips (../shared/realdata) ------------------------------------------------
+REALDATA = REPO.parent / "shared" / "realdata"
+
+
+def realdata() -> Path:
+    """../shared/realdata, or the test is skipped with one line saying so."""
+    import pytest
+
+    if not (REALDATA / "REFERENCE.json").is_file():
+        pytest.skip(f"genuine weights and data not found at {REALDATA} (../shared/realdata beside the checkout)")
+    return REALDATA
+
+
+def genuine_rgb(path, frame_indices, size: int) -> np.ndarray:
+    """The sampled frames of a clip, decoded and resized with OpenCV alone, as RGB."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while (frame := capture.read()[1]) is not None:
+        frames.append(frame)
+    return np.stack([cv2.cvtColor(cv2.resize(frames[i], (size, size), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+                     for i in frame_indices])

@@ -4,11 +4,11 @@ one line."""
 
 import json
 
-import cv2
+import h5py
 import numpy as np
 import pytest
 
-from helpers import QUIET, assert_one_line_error, extract_tiny, invoke, tiny_config, tiny_flags
+from helpers import QUIET, assert_one_line_error, extract_tiny, genuine_rgb, invoke, realdata, tiny_config, tiny_flags
 from ucfpipe.cache.store import FeatureStore
 from ucfpipe.config import ExtractConfig, fingerprint, to_dict
 from ucfpipe.core.errors import UcfpipeError
@@ -22,16 +22,6 @@ pytestmark = pytest.mark.slow  # subprocesses, exports or every backbone: `make 
 FRAMES = 2
 
 
-def genuine_rgb(path, frame_indices, size: int) -> np.ndarray:
-    """The sampled frames of a clip, decoded and resized with OpenCV alone, as RGB."""
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while (frame := capture.read()[1]) is not None:
-        frames.append(frame)
-    return np.stack([cv2.cvtColor(cv2.resize(frames[i], (size, size), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
-                     for i in frame_indices])
-
-
 @pytest.mark.parametrize("name", list(backbones.BACKBONES))
 def test_stored_features_equal_keras_applications_with_its_own_preprocess_input(
         name, genuine_videos, official_splits, tmp_path):
@@ -40,7 +30,8 @@ def test_stored_features_equal_keras_applications_with_its_own_preprocess_input(
     spec = backbones.BACKBONES[name]
     size = spec.min_size  # the smallest input each backbone allows keeps the test fast (InceptionV3: 75)
     keras.utils.set_random_seed(123)
-    reference = getattr(keras.applications, spec.constructor)(include_top=False, weights=None, input_shape=(size, size, 3))
+    reference = getattr(keras.applications, spec.constructor)(include_top=False, weights=None, input_shape=(size, size, 3),
+                                                              **dict(spec.options))
     weights = tmp_path / f"{name}.weights.h5"
     reference.save_weights(weights)  # a seeded weights file of our own, as a user passes with --weights PATH
     # float32 storage: random MobileNetV3/EfficientNet features are ~1e-11/1e-6, below float16's range; this test
@@ -149,4 +140,60 @@ def test_a_weights_file_of_another_backbone_is_a_one_line_error(synth_dataset, t
     keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(vgg16_file)
     result = invoke("extract", "--videos", synth_dataset["videos"], "--splits", synth_dataset["splits"],
                     "--out", tmp_path / "f", *tiny_flags(), "--weights", vgg16_file, "--backbone", "resnet50")
-    assert_one_line_error(result, f"{vgg16_file} is not a resnet50 (include_top=False) weights file")
+    assert_one_line_error(result, f"{vgg16_file} holds the weights of another model (Keras 3 .weights.h5, 13 layers with "
+                                  "weights, 14,714,688 parameters), but --backbone resnet50 is ResNet50(): its layer conv1_conv")
+    assert not (tmp_path / "f").exists()
+
+
+# -- weights files: checked layer by layer before any work, loaded whole --------------------------------------------
+MOBILENET_025 = "mobilenet_2_5_224_tf_no_top.h5"
+MOBILENET_075_TOP = "mobilenet_7_5_224_tf_from_tfjs.h5"
+
+
+@pytest.mark.parametrize(
+    "backbone, fragment",
+    [("mobilenet_v1_075", "holds MobileNet(alpha=0.25) weights without the ImageNet classifier (legacy Keras HDF5, 54 "
+                          "layers with weights, 218,544 parameters), but --backbone mobilenet_v1_075 is MobileNet(alpha=0.75): "
+                          "its layer conv1 (number 1 with weights) holds 3x3x3x24, the file's conv1 3x3x3x8"),
+     ("vgg16", "holds the weights of another model (legacy Keras HDF5, 54 layers with weights, 218,544 parameters), but "
+               "--backbone vgg16 is VGG16(): its layer block1_conv1")],
+)
+def test_a_genuine_weights_file_of_another_width_or_backbone_is_one_line_before_any_work(
+        backbone, fragment, synth_dataset, tmp_path):
+    weights = realdata() / "weights" / MOBILENET_025
+    out = tmp_path / "f"
+    result = invoke("extract", "--videos", synth_dataset["videos"], "--splits", synth_dataset["splits"], "--out", out,
+                    *tiny_flags(), "--weights", weights, "--backbone", backbone)
+    assert_one_line_error(result, f"{weights} {fragment}")
+    assert not out.exists()
+
+
+def test_a_with_top_file_is_loaded_whole_into_the_backbone_without_its_classifier():
+    """Every layer of the backbone takes the file's arrays (read back and compared); the classifier is skipped."""
+    from ucfpipe.models.extractor import load_application
+
+    weights = realdata() / "weights" / MOBILENET_075_TOP
+    application = load_application("mobilenet_v1_075", str(weights), 32, 0)
+    with h5py.File(weights, "r") as handle:
+        for name in ("conv1", "conv_dw_7", "conv_pw_13_bn"):
+            filed = [handle[name][n][()] for n in handle[name].attrs["weight_names"]]
+            assert all(np.array_equal(a, b) for a, b in zip(application.get_layer(name).get_weights(), filed)), name
+    assert "conv_preds" not in [layer.name for layer in application.layers]
+
+
+def test_a_keras3_weights_file_with_its_classifier_is_accepted_and_another_width_refused(tmp_path):
+    import keras
+
+    from ucfpipe.models.extractor import check_weights_file, load_application
+
+    keras.utils.set_random_seed(1)
+    full = keras.applications.MobileNet(alpha=0.25, include_top=True, weights=None, input_shape=(64, 64, 3))
+    path = tmp_path / "mobilenet_025_top.weights.h5"
+    full.save_weights(path)
+    application = load_application("mobilenet_v1_025", str(path), 32, 0)
+    for layer in (layer for layer in application.layers if layer.weights):
+        assert all(np.array_equal(a, b) for a, b in zip(layer.get_weights(), full.get_layer(layer.name).get_weights()))
+    with pytest.raises(UcfpipeError, match=r"holds MobileNet\(alpha=0.25\) weights with its ImageNet classifier \(1 more "
+                                           r"layer\) \(Keras 3 .weights.h5, .*, but --backbone mobilenet_v1_050 is "
+                                           r"MobileNet\(alpha=0.5\): its layer conv1 \(filed as conv2d\) holds 3x3x3x16"):
+        check_weights_file("mobilenet_v1_050", str(path))

@@ -70,7 +70,7 @@ def main():
     live, export. Commands in pipeline order; `ucfpipe COMMAND --help` for each."""
 
 
-for command in (data.synth, data.splits, data.check, stages.extract, data.merge, stages.finetune, stages.train,
+for command in (data.synth, data.splits, data.check, serving.inspect, stages.extract, data.merge, stages.finetune, stages.train,
                 stages.eval_command, stages.report, stages.compare, serving.predict, serving.live, serving.export,
                 bench.bench):
     main.add_command(command)

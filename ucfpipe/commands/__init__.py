@@ -1,3 +1,3 @@
 """The click commands, by group: data (synth, splits, check, merge), stages (extract, finetune, train, eval,
-report, compare), serving (predict, live, export) and bench. Thin: parse, call the library, print. Only
+report, compare), serving (inspect, predict, live, export) and bench. Thin: parse, call the library, print. Only
 `ucfpipe.cli` imports this package; the library never does."""

@@ -1,5 +1,5 @@
 """A trained run at work: predict (files, whole or in windows), live (a camera, stream or file) and export
-(one deployable model)."""
+(one deployable model); and inspect: what a backbone's ImageNet classifier sees in stage one's frames."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from ucfpipe.commands.options import interrupted, json_option, run_option, top_o
 from ucfpipe.core import interrupts
 from ucfpipe.core.errors import EXIT_OK, EXIT_SOURCE_LOST, UcfpipeError
 from ucfpipe.core.files import kind, output_dir
+from ucfpipe.models.backbones import BACKBONES
 from ucfpipe.serving.predictor import check_top
 
 
@@ -84,12 +85,13 @@ def _report_failures(predictions) -> None:
         raise UcfpipeError(f"{len(failed)} of {len(predictions)} videos could not be read")
 
 
-def _video_files(paths) -> list[str]:
-    """Files as given; a directory stands for every video under it (by extension, recursively, sorted). A path
-    that does not exist is a typo, refused before anything loads; a file that cannot be decoded is reported
-    per file once the model is there."""
+def _video_files(paths, extensions=()) -> list[str]:
+    """Files as given; a directory stands for every video under it (by extension, recursively, sorted; also
+    `extensions`). A path that does not exist is a typo, refused before anything loads; a file that cannot be
+    decoded is reported per file once the model is there."""
     from ucfpipe.datasets.base import VIDEO_EXTENSIONS
 
+    extensions = (*VIDEO_EXTENSIONS, *extensions)
     missing = [str(path) for path in paths if not os.path.lexists(path)]
     if missing:
         raise UcfpipeError(f"{len(missing)} of {len(paths)} videos do not exist ({', '.join(missing[:3])}"
@@ -99,12 +101,59 @@ def _video_files(paths) -> list[str]:
         if not path.is_dir():
             files.append(str(path))
             continue
-        found = sorted(p for p in path.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+        found = sorted(p for p in path.rglob("*") if p.suffix.lower() in extensions and p.is_file())
         if not found:
-            raise UcfpipeError(f"{path} is a directory with no video files under it ({', '.join(VIDEO_EXTENSIONS)}); "
+            raise UcfpipeError(f"{path} is a directory with no video files under it ({', '.join(extensions)}); "
                                "pass video files or a folder that holds some")
         files += map(str, found)
     return files
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--backbone", required=True, type=click.Choice(list(BACKBONES)), help="The backbone to look through.")
+@click.option("--weights", required=True, help="imagenet (Keras downloads it) or a weights file WITH the ImageNet classifier.")
+@click.option("--frames", type=int, default=8, show_default=True, help="Frames sampled per video, as extract samples them.")
+@click.option("--size", type=int, help="Frames are resized to size x size.  [default: the backbone's native size]")
+@top_option("ImageNet classes to show per frame and per clip.")
+@json_option("Print JSON (a list, one object per path: its frames' and its mean's top classes).")
+@click.option("--table", is_flag=True, help="Print one row per path: file, folder, the clip's top-1 and its probability.")
+@user_errors
+def inspect(paths, backbone, weights, frames, size, top, as_json, table):
+    """What the backbone's own ImageNet classifier sees in each sampled frame of a video (or in an image) and in
+    the clip's mean: the check to run on a new dataset before a long extraction (docs/backbones.md). Frames are
+    decoded, sampled, resized and preprocessed by stage one's own code. A directory stands for every video and
+    image under it. Exit status 2 when a path cannot be read."""
+    import json
+
+    from ucfpipe.serving import inspect as library
+    from ucfpipe.video.decode import IMAGE_EXTENSIONS
+
+    size = size if size is not None else BACKBONES[backbone].native_size
+    library.check(backbone, weights, frames, size, top)  # before Keras loads
+    paths = _video_files(paths, IMAGE_EXTENSIONS)
+    inspections = library.run(paths, backbone, weights, frames, size, top)
+    done = [i for i in inspections if i.error is None]
+    if as_json:
+        click.echo(json.dumps([i.as_dict() for i in done], indent=2))
+    elif table:
+        click.echo("\n".join(library.table(done)))
+    else:
+        labels = library.imagenet_labels()
+        for item in done:
+            click.echo(f"{item.path}: {len(item.frame_indices)} of {item.num_frames} frames")
+            for rank, (index, probability) in enumerate(item.mean, 1):
+                click.echo(f"  {rank}. {labels[index]}  {probability:.4f}")
+            for frame_index, frame_top in zip(item.frame_indices, item.frames):
+                index, probability = frame_top[0]
+                click.echo(f"     frame {frame_index:>5}: {labels[index]}  {probability:.4f}")
+    failed = [i for i in inspections if i.error is not None]
+    if len(inspections) == 1 and failed:
+        raise UcfpipeError(failed[0].error)
+    for item in failed:
+        click.echo(f"error: {item.error}", err=True)
+    if failed:
+        raise UcfpipeError(f"{len(failed)} of {len(inspections)} paths could not be read")
 
 
 def _check_out(out: Path, videos: list[str]) -> None:

@@ -38,6 +38,14 @@ class Backbone:
     # Why tf2onnx cannot convert it ("" = it can): export refuses --format onnx with this reason up front, where
     # the converter would write a model that onnxruntime cannot load (export also loads what it wrote, to be sure).
     onnx_problem: str = ""
+    # Keyword arguments of the constructor beyond include_top/weights/input_shape, as (name, value) pairs (a
+    # frozen record stays hashable): MobileNet's width multiplier `alpha`.
+    options: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def title(self) -> str:
+        """How messages name the model: its constructor call, e.g. MobileNet(alpha=0.75)."""
+        return f"{self.constructor}({', '.join(f'{key}={value}' for key, value in self.options)})"
 
 
 BACKBONES: dict[str, Backbone] = {
@@ -59,6 +67,16 @@ BACKBONES: dict[str, Backbone] = {
                  r"convnext_tiny_stage_\d_block_\d+_identity", "avg", 224, 32, 768, "convnext_tiny_notop.h5",
                  "convnext_tiny_downsampling_block_2", 0.813, 28.6,
                  onnx_problem="tf2onnx leaves its exact GELU (Erfc) and its depthwise convolutions unconverted"),
+        # MobileNet v1 at the four widths Keras publishes ImageNet weights for. Top-1 and parameters: the
+        # keras.applications docs list alpha 1.0 (0.704, 4.3 M); the other widths from the MobileNet paper's Table 6
+        # (arXiv:1704.04861), parameters as Keras counts them with the classifier.
+        *(Backbone(name, "MobileNet", "mobilenet", "tf", "conv_pw_13_relu", r"conv_pw_\d+_relu", "avg", 224, 32,
+                   int(1024 * alpha), f"mobilenet_{text}_224_tf_no_top.h5", "conv_dw_12", top1, params,
+                   options=(("alpha", alpha),))
+          for name, alpha, text, top1, params in (("mobilenet_v1", 1.0, "1_0", 0.704, 4.3),
+                                                  ("mobilenet_v1_075", 0.75, "7_5", 0.684, 2.6),
+                                                  ("mobilenet_v1_050", 0.5, "5_0", 0.637, 1.3),
+                                                  ("mobilenet_v1_025", 0.25, "2_5", 0.506, 0.5))),
     )
 }
 DEFAULT = "vgg16"

@@ -13,7 +13,6 @@ import functools
 import hashlib
 import random
 import re
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -22,7 +21,8 @@ import numpy as np
 from keras import ops
 
 from ucfpipe.core.errors import UcfpipeError
-from ucfpipe.models.backbones import DEFAULT, OUTPUT, Backbone, get
+from ucfpipe.models import weights_file
+from ucfpipe.models.backbones import BACKBONES, DEFAULT, OUTPUT, Backbone, get
 
 # The ImageNet channel means, in BGR order (keras.applications.imagenet_utils, mode="caffe").
 IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
@@ -93,40 +93,151 @@ def weights_identity(weights: str, seed: int, backbone: str = DEFAULT) -> dict:
     return {"weights": "file", "sha256": digest.hexdigest()}
 
 
-def load_application(backbone: str, weights: str, size: int, seed: int) -> keras.Model:
+def load_application(backbone: str, weights: str, size: int, seed: int, include_top: bool = False) -> keras.Model:
     """keras.applications.<constructor>(include_top=False) at size x size with `weights`: "imagenet", "none"
-    (seeded random) or a weights file, loaded the way Keras loads `weights=PATH`. The caller's Python and
-    NumPy random streams are left as they were, whatever the weights."""
+    (seeded random) or a weights file, checked layer by layer and loaded whole (`load_weights_file`). The
+    caller's Python and NumPy random streams are left as they were, whatever the weights. `include_top` builds
+    the ImageNet classifier too (`ucfpipe inspect`)."""
     with global_random_state_kept():
-        return _load_application(backbone, weights, size, seed)
+        return _load_application(backbone, weights, size, seed, include_top)
 
 
-def _load_application(backbone: str, weights: str, size: int, seed: int) -> keras.Model:
+def _load_application(backbone: str, weights: str, size: int, seed: int, include_top: bool) -> keras.Model:
     spec = get(backbone)
-    constructor = getattr(keras.applications, spec.constructor)
-    shape = (size, size, 3)
+    constructor = functools.partial(getattr(keras.applications, spec.constructor), include_top=include_top,
+                                    input_shape=(size, size, 3), **dict(spec.options))
     if weights == "none":
-        return seeded(seed, lambda: constructor(include_top=False, weights=None, input_shape=shape))
+        return seeded(seed, lambda: constructor(weights=None))
     if weights == "imagenet":
         try:
-            return constructor(include_top=False, weights="imagenet", input_shape=shape)
+            return constructor(weights="imagenet")
         except Exception as err:  # a download failure surfaces as several exception types
             raise UcfpipeError(
                 f"could not get {backbone}'s ImageNet weights ({type(err).__name__}: {' '.join(str(err).split())[:120]}); offline, download "
                 f"{spec.imagenet_file} elsewhere and put it in ~/.keras/models/, or pass --weights /path/to/it, "
                 "or use --weights none"
             ) from None
-    model = constructor(include_top=False, weights=None, input_shape=shape)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            model.load_weights(weights)
-            problem = next((str(w.message) for w in caught if "freshly-initialized" in str(w.message)), None)
-        except Exception as err:
-            problem = f"{type(err).__name__}: {err}"
-    if problem is not None:  # Keras' message spans lines; the user gets one
-        raise UcfpipeError(f"{weights} is not a {backbone} (include_top=False) weights file: {' '.join(problem.split())[:160]}")
+    model = constructor(weights=None)
+    load_weights_file(model, weights, backbone, include_top)
     return model
+
+
+# -- weights files: compared with the backbone layer by layer, then loaded whole ----------------------------------
+def _keras3_key(class_name: str) -> str:
+    """The key Keras 3's `.weights.h5` files a layer under: its class name in snake case (saving_lib's naming)."""
+    name = re.sub(r"\W+", "", class_name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def _signature(model: keras.Model, layout: str) -> list[tuple[object, str, tuple]]:
+    """(layer, its key in a file of `layout`, its arrays' shapes) of every layer with weights, in model order. A
+    legacy file holds a nested model (ConvNeXt's stem) as one layer; Keras 3 files each of its layers, under
+    `<key>/layers/`."""
+    counts: dict[str, int] = {}
+    signature = []
+    for layer in model.layers:
+        base = _keras3_key(type(layer).__name__)
+        counts[base] = counts.get(base, -1) + 1
+        key = base if counts[base] == 0 else f"{base}_{counts[base]}"
+        if layout == weights_file.KERAS3 and isinstance(layer, keras.Model):
+            signature += [(inner, f"{key}/layers/{inner_key}", shapes) for inner, inner_key, shapes in _signature(layer, layout)]
+        elif layer.weights:
+            signature.append((layer, layer.name if layout == weights_file.LEGACY else key,
+                              tuple(tuple(weight.shape) for weight in layer.weights)))
+    return signature
+
+
+def _shapes(shapes: tuple) -> str:
+    return ", ".join("x".join(map(str, shape)) for shape in shapes) or "nothing"
+
+
+def _match(held, signature) -> tuple[str, list[str], list[str]]:
+    """(what differs, "" if nothing; the file's key for each layer of `signature`; the file's layers beyond
+    them). A legacy file is matched by position, as Keras' own loader does (layer names are numbered per
+    process for some models); a Keras 3 file by its keys."""
+    if held.layout == weights_file.LEGACY:
+        for position, ((layer, _, shapes), (key, found)) in enumerate(zip(signature, held.layers), 1):
+            if shapes != found:
+                return (f"its layer {layer.name} (number {position} with weights) holds {_shapes(shapes)}, the file's "
+                        f"{key} {_shapes(found)}"), [], []
+        if len(held.layers) < len(signature):
+            missing = signature[len(held.layers)][0].name
+            return (f"the file has {len(held.layers)} layers with weights, it has {len(signature)} (from {missing} on "
+                    "nothing would be loaded)"), [], []
+        return "", [key for key, _ in held.layers[: len(signature)]], [key for key, _ in held.layers[len(signature):]]
+    filed = dict(held.layers)
+    for layer, key, shapes in signature:
+        if key not in filed:
+            return f"its layer {layer.name} (filed as {key}) is not in the file", [], []
+        if filed[key] != shapes:
+            return f"its layer {layer.name} (filed as {key}) holds {_shapes(shapes)}, the file {_shapes(filed[key])}", [], []
+    keys = [key for _, key, _ in signature]
+    return "", keys, [key for key in filed if key not in set(keys)]
+
+
+class _Named:
+    """A layer stand-in for a cached signature (only its name is read)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+
+@functools.lru_cache(maxsize=None)
+def _bare_signature(backbone: str, layout: str) -> tuple:
+    """The no-top signature of `backbone` (random weights, smallest size: the shapes do not depend on it), with
+    a stand-in for each layer that only keeps its name."""
+    spec = get(backbone)
+    application = load_application(backbone, "none", spec.min_size, 0)
+    return tuple((_Named(layer.name), key, shapes) for layer, key, shapes in _signature(application, layout))
+
+
+def _what_it_holds(held, backbone: str) -> str:
+    """The file named as the backbone of the table it matches among those built by the same constructor
+    (another width, or the same without its classifier), else by its size alone."""
+    spec = get(backbone)
+    for other in (b for b in BACKBONES.values() if b.constructor == spec.constructor):
+        difference, _, extras = _match(held, _bare_signature(other.name, held.layout))
+        if not difference:
+            top = (f"with its ImageNet classifier ({len(extras)} more layer{'s' * (len(extras) > 1)})" if extras
+                   else "without the ImageNet classifier")
+            return f"{other.title} weights {top} ({held.summary()})"
+    return f"the weights of another model ({held.summary()})"
+
+
+def check_weights_file(backbone: str, path: str, include_top: bool = False) -> None:
+    """Refuse, before any work, a weights file that does not hold every layer of `backbone` (no top) with its
+    shapes: one line saying what the file holds and what was asked. Builds the backbone once (random, small)."""
+    held = weights_file.read(path)
+    difference, _, _ = _match(held, _bare_signature(backbone, held.layout))
+    if difference:
+        raise UcfpipeError(_mismatch(path, held, backbone, difference, include_top))
+
+
+def _mismatch(path: str, held, backbone: str, difference: str, include_top: bool) -> str:
+    spec = get(backbone)
+    asked = f"--backbone {backbone} is {spec.title}" + (" with its ImageNet classifier" if include_top else "")
+    wanted = (f"a {backbone} file with the classifier (Keras publishes {spec.imagenet_file} without it: take the one "
+              "without no_top/notop in its name)") if include_top else f"a {backbone} weights file (Keras publishes {spec.imagenet_file})"
+    return f"{path} holds {_what_it_holds(held, backbone)}, but {asked}: {difference}; pass {wanted}"
+
+
+def load_weights_file(model: keras.Model, path: str, backbone: str, include_top: bool = False) -> None:
+    """Every layer of `model` from the file at `path`, or UcfpipeError and nothing loaded: the file must hold each
+    layer with its shapes (compared first, all of them); layers beyond them (a with-top file's classifier, for a
+    model without it) are not read. Read back after loading, so no layer can stay random."""
+    held = weights_file.read(path)
+    signature = _signature(model, held.layout)
+    difference, keys, _ = _match(held, signature)
+    if difference:
+        raise UcfpipeError(_mismatch(path, held, backbone, difference, include_top))
+    arrays = held.arrays(keys)
+    for (layer, _, _), key in zip(signature, keys):
+        layer.set_weights(arrays[key])
+    for (layer, _, _), key in zip(signature, keys):
+        if not all(np.array_equal(np.asarray(loaded), expected) for loaded, expected in zip(layer.get_weights(), arrays[key])):
+            raise UcfpipeError(f"{path}: layer {layer.name} did not take the file's {key} weights when loaded; "
+                               "report this with the file's origin")
 
 
 @functools.lru_cache(maxsize=None)

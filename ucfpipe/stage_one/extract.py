@@ -221,6 +221,10 @@ def run(config: ExtractConfig, progress: bool = True, log=print, model=None) -> 
     `model` is a prebuilt extractor for these settings (the benchmark passes a warmed-up one)."""
     config.validate()
     extract_clips = engine(config, log)  # --engine ray without Ray installed is refused before any planning
+    if config.weights not in ("imagenet", "none") and Path(config.weights).is_file():  # a missing one: feature_settings
+        from ucfpipe.models.extractor import check_weights_file
+
+        check_weights_file(config.backbone, config.weights)  # another model's or width's file: nothing written
     clips, missing, part = plan(config)
     settings = feature_settings(config)
     cache_fingerprint = fingerprint(settings)

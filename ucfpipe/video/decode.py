@@ -137,6 +137,20 @@ def read_views(path: str | Path, num_samples: int, size: int, view_names=("cente
     return SampledClip(rendered, indices, count, fps)
 
 
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def read_image(path: str | Path, size: int) -> SampledClip:
+    """An image file as a clip of one frame, resized and converted as every video frame is (`resize_rgb`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise VideoError(f"{path}: file not found")
+    frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if frame is None:
+        raise VideoError(f"{path}: OpenCV cannot read it as an image (damaged, or not {', '.join(IMAGE_EXTENSIONS)})")
+    return SampledClip(resize_rgb(frame, size)[None], np.zeros(1, np.int32), 1, 0.0)
+
+
 def read_clip(path: str | Path, num_samples: int, size: int) -> SampledClip:
     """The plain view only: frames (T, size, size, 3) uniformly spread over all decodable frames."""
     clip = read_views(path, num_samples, size)
