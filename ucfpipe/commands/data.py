@@ -41,9 +41,11 @@ def synth(out, num_classes, num_groups, clips_per_group, seed, replace):
 @click.pass_context
 @user_errors
 def splits(ctx, splits_dir, videos_dir, dataset):
-    """Check a dataset's split files and print each split's clip, class and group (or source) counts.
+    """Check a dataset's split files and print each split's clip, class and group (or source) counts; with
+    --videos, also the listed clips missing there (the download check).
 
-    `ucfpipe splits make` writes split lists for your own videos."""
+    Exit status 0 when the lists hold (and, with --videos, every listed clip is there), 3 when listed clips are
+    missing under --videos. `ucfpipe splits make` writes split lists for your own videos."""
     from ucfpipe import datasets
 
     if ctx.invoked_subcommand is not None:
@@ -68,6 +70,12 @@ def splits(ctx, splits_dir, videos_dir, dataset):
             click.echo(f"  missing: {clip.relative_path}")
         if len(missing) > 10:
             click.echo(f"  ... and {len(missing) - 10} more")
+        if missing:
+            exc = click.ClickException(
+                f"{len(missing)} of {len(clips)} listed clips are missing under {videos_dir}: finish the download (or "
+                "point --videos at the dataset's root), or pass --allow-missing to extract and train on the clips there")
+            exc.exit_code = EXIT_INCOMPLETE
+            raise exc
 
 
 @splits.command("make")
@@ -115,7 +123,8 @@ def check(videos, splits, dataset, features, frames, workers, errors_only):
 
     Exit status 0 when every clip is usable, 3 when some are not (missing, empty, not a video, unreadable,
     no decodable frames). Warnings (fewer frames than T, a misreported frame count) are handled by extract.
-    With --features: 0 when every shard is whole (and, with --videos, no video changed), 3 otherwise."""
+    With --features: 0 when every shard is whole (and, with --videos, no video changed or deleted), 3 otherwise,
+    an unfinished cache (extraction interrupted) included."""
     from ucfpipe.datasets import get
     from ucfpipe.stage_one import check as stage
 
