@@ -3,6 +3,7 @@ cache), merge (parts of a cache extracted as job-array tasks)."""
 
 from __future__ import annotations
 
+import re
 import sys
 
 import click
@@ -10,6 +11,9 @@ import click
 from ucfpipe.commands.options import dataset_option, user_errors
 from ucfpipe.config import ExtractConfig
 from ucfpipe.core.errors import EXIT_INCOMPLETE, UcfpipeError
+
+
+SYNTH_FLAGS = {"num_classes": "--classes", "num_groups": "--groups", "clips_per_group": "--clips-per-group", "seed": "--seed"}
 
 
 @click.command()
@@ -28,8 +32,9 @@ def synth(out, num_classes, num_groups, clips_per_group, seed, replace):
     try:
         summary = generate_dataset(out, num_classes=num_classes, num_groups=num_groups,
                                    clips_per_group=clips_per_group, seed=seed, replace=replace)
-    except ValueError as err:
-        raise UcfpipeError(str(err)) from None
+    except ValueError as err:  # generate_dataset names its parameters; the user typed these flags
+        raise UcfpipeError(re.sub(r"\b(num_classes|num_groups|clips_per_group|seed)\b",
+                                  lambda name: SYNTH_FLAGS[name.group()], str(err))) from None
     click.echo(f"wrote {summary['num_clips']} clips of {len(summary['classes'])} classes: "
                f"--videos {summary['videos']} --splits {summary['splits']}")
 
