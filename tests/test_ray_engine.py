@@ -342,7 +342,7 @@ def test_sigterm_while_checking_an_address_ends_at_once(small, tmp_path, silent_
         connection.close()
     finally:
         run.close()
-    assert code == 143 and time.monotonic() - started < 3, (code, time.monotonic() - started, output)
+    assert code == 143 and time.monotonic() - started < 5, (code, time.monotonic() - started, output)
     assert "interrupted" in output and "Traceback" not in output, output
 
 
