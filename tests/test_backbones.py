@@ -90,7 +90,7 @@ def resnet_run(synth_dataset, tmp_path_factory):
 
 
 def test_a_run_refuses_a_cache_of_another_backbone(resnet_run, synth_cache):
-    with pytest.raises(UcfpipeError, match=r"is not the one .* was trained on .*backbone: None here, 'resnet50' in training"):
+    with pytest.raises(UcfpipeError, match=r"is not the one .* was trained on .*backbone: the default here, resnet50 in training"):
         evaluate.run(resnet_run["run"], features=str(synth_cache), log=lambda *_: None)
 
 

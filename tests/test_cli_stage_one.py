@@ -8,13 +8,33 @@ from helpers import assert_one_line_error, invoke, tiny_flags
 from ucfpipe.cache.store import FeatureStore
 
 
-def test_splits_reports_official_counts(official_splits, genuine_videos):
-    result = invoke("splits", "--splits", official_splits, "--videos", genuine_videos)
+def test_splits_reports_official_counts(official_splits):
+    result = invoke("splits", "--splits", official_splits)
     assert result.exit_code == 0, result.output
     for counts in ("1        9537   3783      101", "2        9586   3734      101", "3        9624   3696      101"):
         assert counts in result.output
     assert "g08-g25 / g01-g07" in result.output
+
+
+def test_splits_with_videos_is_the_download_check_and_exits_3_when_clips_are_missing(official_splits, genuine_videos):
+    result = invoke("splits", "--splits", official_splits, "--videos", genuine_videos)  # 6 of UCF-101's clips
     assert "6 of 13320 listed clips are under" in result.output and "13314 missing" in result.output
+    assert_one_line_error(result, f"13314 of 13320 listed clips are missing under {genuine_videos}: finish the download",
+                          exit_code=3)
+    assert "--allow-missing" in result.output
+
+
+def test_check_features_on_an_interrupted_cache_exits_3_and_says_to_rerun_extract(synth_cache, tmp_path):
+    interrupted = tmp_path / "interrupted"  # what an interrupted extract leaves: whole shards, no manifest yet
+    interrupted.mkdir()
+    for shard in synth_cache.glob("shard-*.h5"):
+        shutil.copy(shard, interrupted / shard.name)
+    result = invoke("check", "--features", interrupted)
+    assert_one_line_error(result, f"{interrupted} is an unfinished cache", exit_code=3)
+    assert "rerun the same `ucfpipe extract` command to complete it" in result.output
+    helped = " ".join(invoke("check", "--help").output.split())
+    assert "With --features: 0 when every shard is whole" in helped and "3 otherwise, an unfinished cache" in helped
+    assert_one_line_error(invoke("check", "--features", tmp_path / "none"), "no feature cache at")  # no cache: bad input
 
 
 def test_splits_on_a_folder_without_lists_is_a_one_line_error(tmp_path):

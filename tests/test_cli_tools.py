@@ -5,7 +5,7 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from helpers import TINY
+from helpers import TINY, assert_one_line_error
 from ucfpipe.cache.store import FeatureStore
 from ucfpipe.cli import main
 
@@ -51,7 +51,10 @@ def test_sharded_extract_and_merge_through_the_cli(synth_dataset, tmp_path):
     again = invoke("merge", tmp_path / "part0", tmp_path / "part1", "--out", tmp_path / "all")
     assert again.exit_code == 2 and "already exists and is not empty" in again.output
     bad = invoke(*common, "--out", tmp_path / "x", "--shard", "2/2")
-    assert bad.exit_code == 2 and "shard must be 'i/N'" in bad.output
+    assert bad.exit_code == 2 and "--shard must be i/N" in bad.output
+    lost = invoke("merge", tmp_path / "part0", tmp_path / "gone", "--out", tmp_path / "y")  # merge has no --features
+    assert_one_line_error(lost, f"no feature cache at {tmp_path / 'gone'}: if the cache moved, pass its new directory as a PART")
+    assert "--features" not in lost.output
 
 
 @pytest.mark.slow

@@ -131,7 +131,7 @@ def test_data_parallel_needs_jax_and_an_even_split(synth_cache, synth_dataset, t
 
     monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
     monkeypatch.setattr(keras.distribution, "list_devices", lambda: ["gpu:0", "gpu:1", "gpu:2"])
-    with pytest.raises(UcfpipeError, match="multiple of 3, e.g. 30"):
+    with pytest.raises(UcfpipeError, match=r"^--batch-size 32 does not split evenly .* multiple of 3, e.g. 30"):
         distribute.placement("data", 32)
 
     with pytest.raises(UcfpipeError, match="distribute must be one of none, data"):

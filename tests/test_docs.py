@@ -166,11 +166,33 @@ def wrong_command_lines(lines: list[tuple[str, list[str]]]) -> list[str]:
         known = {"--help", "-h"} | {opt for p in command.params for opt in p.opts + p.secondary_opts}
         if isinstance(command, click.Group):  # `splits`: its own options, and those of `splits make`
             known |= {opt for sub in command.commands.values() for p in sub.params for opt in p.opts + p.secondary_opts}
-        for word in words[len(path) - 1:]:
+        rest = words[len(path) - 1:]
+        for word, after in zip(rest, rest[1:] + [""]):
             for name in option_names(word):
                 if name not in known:
                     wrong.append(f"{page}: `{' '.join(path)}` has no option {name} (in `ucfpipe {' '.join(words)}`)")
+                elif why := wrong_value(command, name, word.partition("=")[2] or after):
+                    wrong.append(f"{page}: `{' '.join(path)} {name}` {why} (in `ucfpipe {' '.join(words)}`)")
     return wrong
+
+
+def wrong_value(command, name: str, value: str) -> str:
+    """Why `value` shown after option `name` fails when typed ("" if it does not): a number or choice option
+    takes a real value, a placeholder in capitals (N, SECONDS) or alternatives as a|b, each a real value."""
+    import click
+
+    params = [p for sub in [command, *getattr(command, "commands", {}).values()] for p in sub.params if name in p.opts]
+    value = value.strip("[](),")
+    if not params or params[0].is_flag or not value or value.startswith("-") or re.fullmatch(r"[A-Z][A-Z0-9_]*", value):
+        return ""
+    if not isinstance(params[0].type, (click.types.IntParamType, click.types.FloatParamType, click.Choice)):
+        return ""
+    for alternative in value.split("|"):
+        try:
+            params[0].type.convert(alternative, params[0], None)
+        except click.BadParameter:
+            return f"does not take {value!r}"
+    return ""
 
 
 def test_every_ucfpipe_command_line_shown_names_a_real_command_and_its_options():
@@ -185,10 +207,13 @@ def test_the_command_checker_finds_a_made_up_command_and_option():
     wrong = wrong_command_lines([("x.md", ["extract", "--videos", "v", "[--no-such-flag", "1]"]),
                                  ("x.md", ["no-such-command", "--out", "o"]),
                                  ("x.md", ["splits", "make", "--videos", "v", "--frames", "8"]),
-                                 ("x.md", ["bench", "--clips", "16"])])  # the old name resolves, with its options
+                                 ("x.md", ["bench", "--clips", "16"]),  # the old name resolves, with its options
+                                 ("x.md", ["splits", "make", "[--folds", "1-3]", "[--seed", "N]", "[--test-fraction", "0.3]"])])
     assert wrong == ["x.md: `ucfpipe extract` has no option --no-such-flag (in `ucfpipe extract --videos v [--no-such-flag 1]`)",
                      "x.md: `ucfpipe no-such-command --out o`: no command 'no-such-command'",
-                     "x.md: `ucfpipe splits make` has no option --frames (in `ucfpipe splits make --videos v --frames 8`)"]
+                     "x.md: `ucfpipe splits make` has no option --frames (in `ucfpipe splits make --videos v --frames 8`)",
+                     "x.md: `ucfpipe splits make --folds` does not take '1-3' (in `ucfpipe splits make [--folds 1-3] [--seed N] "
+                     "[--test-fraction 0.3]`)"]
 
 
 def make_targets() -> set[str]:

@@ -212,7 +212,7 @@ def test_shard_parts_are_disjoint_complete_and_merge_into_the_full_cache(synth_d
 
 @pytest.mark.parametrize("shard", ["3/3", "1", "a/b", "-1/2"])
 def test_bad_shard_specs_are_refused(shard):
-    with pytest.raises(UcfpipeError, match="shard must be 'i/N'"):
+    with pytest.raises(UcfpipeError, match="--shard must be i/N"):
         ExtractConfig(videos="v", splits="s", shard=shard).validate()
 
 

@@ -59,3 +59,24 @@ def test_a_ctrl_c_while_the_backend_loads_is_raised_once_it_has_loaded():
     finally:
         interrupts.restore(previous)
     assert reached == ["the module's last line"]
+
+
+def test_stderr_lines_dropped_drops_whole_matching_lines_and_passes_the_rest_at_once(capfd):
+    import re
+    import time
+
+    with quiet.stderr_lines_dropped(re.compile(r"\[[^]]*\] noisy\.cc:\d+: exactly this")):
+        os.write(2, b"[2026-01-01 E 1 1] noisy.cc:12: exactly this\n")
+        os.write(2, b"kept line\n[2026-01-01 E 1 1] noisy.cc:12: exactly this, and more\n")
+        os.write(2, b"\r 50% progress")  # a progress bar's partial line: on the real stderr at once
+        deadline, err = time.monotonic() + 5, ""
+        while "50% progress" not in err:
+            assert time.monotonic() < deadline, "a partial line was held back"
+            time.sleep(0.01)
+            err += capfd.readouterr().err
+        os.write(2, b"[held until its end] still kept")
+    err += capfd.readouterr().err
+    assert "exactly this\n" not in err.replace("exactly this, and more\n", "")
+    assert "kept line\n" in err and "exactly this, and more\n" in err and err.endswith("[held until its end] still kept")
+    os.write(2, b"after\n")  # fd 2 is the real stderr again
+    assert capfd.readouterr().err == "after\n"

@@ -206,6 +206,22 @@ def test_ray_engine_writes_the_local_engines_cache(small, tmp_path):
     assert not descendants(os.getpid()), "the Ray cluster the run started outlived it"
 
 
+def test_a_ray_run_prints_none_of_rays_own_warnings(small, tmp_path):
+    from ucfpipe.stage_one import ray_engine
+
+    # PYTHONWARNINGS=default: the DeprecationWarnings a command line hides by default would print too
+    run = Run([*data_flags(small), "--frames", "4", "--size", "32", "--weights", "none", "--no-progress", "--engine", "ray"],
+              tmp_path / "out", env=_env(PYTHONWARNINGS="default"))
+    try:
+        code, output = run.finish()
+    finally:
+        run.close()
+    assert code == 0, output
+    for text in [*ray_engine.RAY_WARNINGS, "Progress bars disabled", "has constructor arguments in the object store"]:
+        assert text not in output, output
+    assert output.splitlines()[0].startswith("extracting") and output.splitlines()[-1].startswith("done:"), output
+
+
 def test_decode_and_model_are_two_ray_stages(small):
     """Ray Data fuses a task stage into the next actor stage when their resources are equal: decoding would
     then run inside the model actors. The plan keeps them apart."""
@@ -260,6 +276,87 @@ def test_an_address_that_does_not_answer_is_one_line_within_30_s(small, tmp_path
     assert time.monotonic() - started < 30
     assert_one_line_error(result, f"the Ray cluster at 127.0.0.1:{port} does not answer")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture
+def web_server():
+    """A loopback HTTP server (what the dashboard's port is): it accepts connections and answers HTTP/1."""
+    import http.server
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def silent_listener():
+    """A loopback port that accepts connections and never says a word."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        yield listener
+
+
+def test_an_address_that_is_a_web_server_is_one_line_at_once(small, tmp_path, web_server):
+    started = time.monotonic()
+    result = invoke("extract", *data_flags(small), "--engine", "ray", "--address", web_server, "--out", tmp_path / "out")
+    assert time.monotonic() - started < 10  # ray.init alone retries it for minutes
+    assert_one_line_error(result, f"{web_server} is not a Ray head node (it answered, but not as a gRPC server)")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_address_that_says_nothing_is_one_line_well_within_30_s(small, tmp_path, silent_listener):
+    address = "127.0.0.1:%d" % silent_listener.getsockname()[1]
+    started = time.monotonic()
+    result = invoke("extract", *data_flags(small), "--engine", "ray", "--address", address, "--out", tmp_path / "out")
+    assert time.monotonic() - started < 15
+    assert_one_line_error(result, f"{address} is not a Ray head node (it said nothing within 5 s)")
+
+
+def test_address_auto_without_a_cluster_says_how_to_start_one(small, tmp_path, monkeypatch):
+    import functools
+
+    from ray._private import services
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    # No cluster found, whatever other tests run on this machine (Ray clears this function's cache)
+    monkeypatch.setattr(services, "find_gcs_addresses", functools.lru_cache(lambda: []))
+    monkeypatch.setattr(services, "find_bootstrap_address", lambda temp_dir: None)
+    result = invoke("extract", *data_flags(small), "--engine", "ray", "--address", "auto", "--out", tmp_path / "out")
+    assert_one_line_error(result, "--address auto: no Ray cluster is running on this machine; start one with `ray start --head`")
+    assert "drop --address" in result.output and "RAY_ADDRESS" not in result.output
+
+
+def test_sigterm_while_checking_an_address_ends_at_once(small, tmp_path, silent_listener):
+    address = "127.0.0.1:%d" % silent_listener.getsockname()[1]
+    run = Run([*data_flags(small), "--engine", "ray", "--address", address, "--no-progress"], tmp_path / "out")
+    try:
+        silent_listener.settimeout(120)
+        connection, _ = silent_listener.accept()  # the check is waiting for an answer now
+        os.kill(run.process.pid, signal.SIGTERM)
+        started = time.monotonic()
+        code, output = run.finish(30)
+        connection.close()
+    finally:
+        run.close()
+    assert code == 143 and time.monotonic() - started < 5, (code, time.monotonic() - started, output)
+    assert "interrupted" in output and "Traceback" not in output, output
+
+
+def test_sigterm_while_the_run_starts_its_cluster_ends_within_seconds(small, tmp_path):
+    run = Run([*data_flags(small), "--engine", "ray", "--no-progress"], tmp_path / "out")
+    try:
+        run.wait_for(lambda: ray_process("gcs_server")(run), 120, "Ray's GCS starting")
+        os.kill(run.process.pid, signal.SIGTERM)
+        started = time.monotonic()
+        code, output = run.finish(60)
+    finally:
+        run.close()
+    assert code == 143 and time.monotonic() - started < 10, (code, time.monotonic() - started, output)
+    assert "Traceback" not in output, output
 
 
 # -- faults -----------------------------------------------------------------------------------------------------

@@ -167,12 +167,13 @@ def test_finetune_reads_its_config_file_and_flags_override_it(synth_dataset, tmp
     config = tmp_path / "finetune.toml"
     config.write_text('out = "from_file.h5"\npatience = 4\n')
     from_file = CliRunner().invoke(main, ["finetune", "--config", str(config), *data])
-    assert from_file.exit_code == 2 and "'from_file.h5'" in from_file.output
+    # each message names the setting where the user gave it: the file's key, or the flag
+    assert from_file.exit_code == 2 and f"{config}: out must end in .weights.h5 (Keras' weights format), got from_file.h5" in from_file.output
     from_flag = CliRunner().invoke(main, ["finetune", "--config", str(config), *data, "--out", "from_flag.h5"])
-    assert from_flag.exit_code == 2 and "'from_flag.h5'" in from_flag.output
+    assert from_flag.exit_code == 2 and "Error: --out must end in .weights.h5 (Keras' weights format), got from_flag.h5" in from_flag.output
     config.write_text('dropout = 1.5\n')
     bad = CliRunner().invoke(main, ["finetune", "--config", str(config), *data])
-    assert bad.exit_code == 2 and "dropout must be in [0, 1), got 1.5" in bad.output
+    assert bad.exit_code == 2 and f"{config}: dropout must be in [0, 1), got 1.5" in bad.output
     config.write_text('patience = "two"\n')
     bad = CliRunner().invoke(main, ["finetune", "--config", str(config), *data])
     assert bad.exit_code == 2 and "patience must be of type int" in bad.output
@@ -184,3 +185,38 @@ def test_finetunes_default_output_names_its_backbone_and_split():
     config = FinetuneConfig(videos="v", splits="s", backbone="resnet50", split=2).validate()
     assert config.out == "weights/resnet50_finetuned_split2.weights.h5"
     assert FinetuneConfig(videos="v", splits="s").validate().out == "weights/vgg16_finetuned_split1.weights.h5"
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--batch-size", "0"], "Error: --batch-size must be a positive integer, got 0"),
+    (["--learning-rate", "0"], "Error: --learning-rate must be positive, got 0.0"),
+    (["--label-smoothing", "1"], "Error: --label-smoothing must be in [0, 1), got 1.0"),
+    (["--split", "4"], "Error: --split must be 1, 2 or 3, got 4"),
+])
+def test_bad_settings_are_named_by_their_flags_not_their_fields(flags, message, tmp_path):
+    result = CliRunner().invoke(main, ["train", "--features", str(tmp_path), "--splits", str(tmp_path), "--out",
+                                       str(tmp_path / "run"), *flags])
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_a_bad_setting_from_a_config_file_names_the_file_and_its_key(tmp_path):
+    config = tmp_path / "extract.toml"
+    config.write_text('batch-size = 0\nshard = "2/2"\n')
+    common = ["extract", "--config", str(config), "--videos", "v", "--splits", "s"]
+    assert f"Error: {config}: batch-size must be a positive integer, got 0" in CliRunner().invoke(main, common).output
+    flagged = CliRunner().invoke(main, [*common, "--batch-size", "8"]).output
+    assert f"Error: {config}: shard must be i/N with 0 <= i < N (e.g. 0/4 ... 3/4), got 2/2" in flagged
+
+
+def test_synth_names_its_flags(tmp_path):
+    result = CliRunner().invoke(main, ["synth", str(tmp_path / "d"), "--classes", "3"])
+    assert result.exit_code == 2 and "Error: --classes must be an even number from 2 to 12" in result.output
+    result = CliRunner().invoke(main, ["synth", str(tmp_path / "d"), "--clips-per-group", "0"])
+    assert "Error: --clips-per-group must be an integer from 1 to 99" in result.output and "clips_per_group" not in result.output
+
+
+def test_settings_that_differ_are_told_in_plain_values():
+    from ucfpipe.cache.format import describe_difference
+
+    told = describe_difference({"frames": 8, "views": ["center"]}, {"frames": 16, "views": ["center", "flip"], "backbone": "resnet50"})
+    assert told == "backbone: the default in cache vs resnet50 now; frames: 8 in cache vs 16 now; views: center in cache vs center,flip now"

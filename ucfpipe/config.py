@@ -81,7 +81,7 @@ class ExtractConfig:
             return 0, 1
         index, _, count = self.shard.partition("/")
         if not (index.isdigit() and count.isdigit() and 0 <= int(index) < int(count)):
-            raise UcfpipeError(f"shard must be 'i/N' with 0 <= i < N (e.g. 0/4 ... 3/4), got {self.shard!r}")
+            raise UcfpipeError(f"{_named(self, 'shard')} must be i/N with 0 <= i < N (e.g. 0/4 ... 3/4), got {self.shard}")
         return int(index), int(count)
 
     def validate(self) -> "ExtractConfig":
@@ -110,16 +110,22 @@ def _require(value: str, name: str, what: str) -> None:
         raise UcfpipeError(f"{name} is not set: pass --{name.replace('_', '-')} DIR ({what}) or set it in the config file")
 
 
+def _named(config, name: str) -> str:
+    """A setting as the user gave it, for messages: its key in the config file it came from (load_config notes
+    which), else its flag: "--batch-size", "stages/train.toml: batch_size"."""
+    return getattr(config, "_file_keys", {}).get(name) or f"--{name.replace('_', '-')}"
+
+
 def _check_positive(config, *names: str) -> None:
     for name in names:
         if getattr(config, name) < 1:
-            raise UcfpipeError(f"{name} must be a positive integer, got {getattr(config, name)}")
+            raise UcfpipeError(f"{_named(config, name)} must be a positive integer, got {getattr(config, name)}")
 
 
 def _check_choice(config, *names: str) -> None:
     for name in names:
         if getattr(config, name) not in CHOICES[name]:
-            raise UcfpipeError(f"{name} must be one of {', '.join(CHOICES[name])}; got {getattr(config, name)!r}")
+            raise UcfpipeError(f"{_named(config, name)} must be one of {', '.join(CHOICES[name])}; got {getattr(config, name)}")
 
 
 def _check_type(cls, name: str, value, source: str):
@@ -147,6 +153,7 @@ def load_config(cls, path: str | Path | None = None, overrides: dict | None = No
     """Defaults, then the TOML file at `path`, then `overrides` (None values mean 'not given')."""
     known = {f.name for f in fields(cls)}
     values: dict = {}
+    file_keys: dict[str, str] = {}  # setting -> "PATH: KEY", for messages about a value the file gave
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -160,10 +167,14 @@ def load_config(cls, path: str | Path | None = None, overrides: dict | None = No
             if name not in known:
                 raise UcfpipeError(f"{path}: unknown key {key!r}; known keys: {', '.join(sorted(known))}")
             values[name] = _check_type(cls, name, value, str(path))
+            file_keys[name] = f"{path}: {key}"
     for name, value in (overrides or {}).items():
         if value is not None:
             values[name] = _check_type(cls, name, value, f"--{name.replace('_', '-')}")
-    return cls(**values).validate()
+            file_keys.pop(name, None)
+    config = cls(**values)
+    config._file_keys = file_keys
+    return config.validate()
 
 
 def to_dict(config) -> dict:
@@ -225,20 +236,20 @@ class TrainConfig:
         _require(self.splits, "splits", "the ucfTrainTestlist/ folder")
         _require(self.out, "out", "the run directory to create")
         if self.split not in SPLITS:
-            raise UcfpipeError(f"split must be 1, 2 or 3, got {self.split}")
+            raise UcfpipeError(f"{_named(self, 'split')} must be 1, 2 or 3, got {self.split}")
         _check_positive(self, "units", "layers", "epochs", "batch_size", "val_groups", "patience")
         _check_choice(self, "cell", "monitor", "train_views", "distribute")
         for name in ("dropout", "label_smoothing", "time_jitter", "step_drop"):
             if not 0.0 <= getattr(self, name) < 1.0:
-                raise UcfpipeError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+                raise UcfpipeError(f"{_named(self, name)} must be in [0, 1), got {getattr(self, name)}")
         for name in ("learning_rate", "memory_limit_gb"):
             if getattr(self, name) <= 0:
-                raise UcfpipeError(f"{name} must be positive, got {getattr(self, name)}")
+                raise UcfpipeError(f"{_named(self, name)} must be positive, got {getattr(self, name)}")
         for name in ("weight_decay", "clipnorm"):
             if getattr(self, name) < 0:
-                raise UcfpipeError(f"{name} must be 0 (off) or positive, got {getattr(self, name)}")
+                raise UcfpipeError(f"{_named(self, name)} must be 0 (off) or positive, got {getattr(self, name)}")
         if self.seed < 0:
-            raise UcfpipeError(f"seed must be a non-negative integer, got {self.seed}")
+            raise UcfpipeError(f"{_named(self, 'seed')} must be a non-negative integer, got {self.seed}")
         return self
 
 
@@ -271,13 +282,13 @@ class FinetuneConfig:
         _require(self.splits, "splits", "the ucfTrainTestlist/ folder")
         _check_positive(self, "frames_per_clip", "epochs", "batch_size", "workers", "val_groups")
         if not 0.0 <= self.dropout < 1.0:
-            raise UcfpipeError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise UcfpipeError(f"{_named(self, 'dropout')} must be in [0, 1), got {self.dropout}")
         if self.split not in SPLITS:
-            raise UcfpipeError(f"split must be 1, 2 or 3, got {self.split}")
+            raise UcfpipeError(f"{_named(self, 'split')} must be 1, 2 or 3, got {self.split}")
         _check_choice(self, "dataset")
         backbones.check_size(self.backbone, self.size)
         self.trainable_from = self.trainable_from or backbones.get(self.backbone).finetune_from
         self.out = self.out or f"weights/{self.backbone}_finetuned_split{self.split}.weights.h5"
         if not self.out.endswith(".weights.h5"):
-            raise UcfpipeError(f"out must end in .weights.h5 (Keras' weights format), got {self.out!r}")
+            raise UcfpipeError(f"{_named(self, 'out')} must end in .weights.h5 (Keras' weights format), got {self.out}")
         return self

@@ -99,8 +99,17 @@ def describe_difference(first: dict, second: dict, first_is: str = "in cache vs"
     """The one "settings differ" text (extract, eval, predict): each setting whose value differs, as
     "KEY: FIRST first_is SECOND second_is", e.g. "frames: 8 in cache vs 16 now", joined by "; "."""
     keys = sorted(set(first) | set(second))
-    diffs = [f"{k}: {first.get(k)!r} {first_is} {second.get(k)!r} {second_is}" for k in keys if first.get(k) != second.get(k)]
+    diffs = [f"{k}: {_plain(first, k)} {first_is} {_plain(second, k)} {second_is}" for k in keys if first.get(k) != second.get(k)]
     return "; ".join(diffs) or "identical settings, different fingerprint"
+
+
+def _plain(settings: dict, key: str) -> str:
+    """A setting's value as a user would type it: 8, vgg16, center,flip; "the default" where it is not recorded
+    (settings such as backbone and dataset are only recorded when they are not the default)."""
+    if key not in settings or settings[key] is None:
+        return "the default"
+    value = settings[key]
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
 # -- one shard --------------------------------------------------------------------------------------------

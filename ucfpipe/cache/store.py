@@ -32,7 +32,8 @@ class FeatureStore:
     left to `ucfpipe check --features` and to extract's resume scan (hashing the whole cache at each
     opening would cost seconds per GB, every time a run starts)."""
 
-    def __init__(self, directory: str | Path):
+    def __init__(self, directory: str | Path, passed: str = "with --features"):
+        """`passed`: how the command was given the directory, for the message when no cache is there."""
         self.directory = Path(directory)
         manifest_path = self.directory / MANIFEST
         if not manifest_path.is_file():
@@ -42,7 +43,7 @@ class FeatureStore:
                     "rerun the same `ucfpipe extract` command to finish it"
                 )
             raise UcfpipeError(
-                f"no feature cache at {self.directory}: if the cache moved, pass its new directory with --features; "
+                f"no feature cache at {self.directory}: if the cache moved, pass its new directory {passed}; "
                 f"else run `ucfpipe extract --out {self.directory}` first"
             )
         try:

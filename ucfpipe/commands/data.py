@@ -3,6 +3,7 @@ cache), merge (parts of a cache extracted as job-array tasks)."""
 
 from __future__ import annotations
 
+import re
 import sys
 
 import click
@@ -10,6 +11,9 @@ import click
 from ucfpipe.commands.options import dataset_option, user_errors
 from ucfpipe.config import ExtractConfig
 from ucfpipe.core.errors import EXIT_INCOMPLETE, UcfpipeError
+
+
+SYNTH_FLAGS = {"num_classes": "--classes", "num_groups": "--groups", "clips_per_group": "--clips-per-group", "seed": "--seed"}
 
 
 @click.command()
@@ -28,8 +32,9 @@ def synth(out, num_classes, num_groups, clips_per_group, seed, replace):
     try:
         summary = generate_dataset(out, num_classes=num_classes, num_groups=num_groups,
                                    clips_per_group=clips_per_group, seed=seed, replace=replace)
-    except ValueError as err:
-        raise UcfpipeError(str(err)) from None
+    except ValueError as err:  # generate_dataset names its parameters; the user typed these flags
+        raise UcfpipeError(re.sub(r"\b(num_classes|num_groups|clips_per_group|seed)\b",
+                                  lambda name: SYNTH_FLAGS[name.group()], str(err))) from None
     click.echo(f"wrote {summary['num_clips']} clips of {len(summary['classes'])} classes: "
                f"--videos {summary['videos']} --splits {summary['splits']}")
 
@@ -41,9 +46,11 @@ def synth(out, num_classes, num_groups, clips_per_group, seed, replace):
 @click.pass_context
 @user_errors
 def splits(ctx, splits_dir, videos_dir, dataset):
-    """Check a dataset's split files and print each split's clip, class and group (or source) counts.
+    """Check a dataset's split files and print each split's clip, class and group (or source) counts; with
+    --videos, also the listed clips missing there (the download check).
 
-    `ucfpipe splits make` writes split lists for your own videos."""
+    Exit status 0 when the lists hold (and, with --videos, every listed clip is there), 3 when listed clips are
+    missing under --videos. `ucfpipe splits make` writes split lists for your own videos."""
     from ucfpipe import datasets
 
     if ctx.invoked_subcommand is not None:
@@ -68,6 +75,12 @@ def splits(ctx, splits_dir, videos_dir, dataset):
             click.echo(f"  missing: {clip.relative_path}")
         if len(missing) > 10:
             click.echo(f"  ... and {len(missing) - 10} more")
+        if missing:
+            exc = click.ClickException(
+                f"{len(missing)} of {len(clips)} listed clips are missing under {videos_dir}: finish the download (or "
+                "point --videos at the dataset's root), or pass --allow-missing to extract and train on the clips there")
+            exc.exit_code = EXIT_INCOMPLETE
+            raise exc
 
 
 @splits.command("make")
@@ -115,7 +128,8 @@ def check(videos, splits, dataset, features, frames, workers, errors_only):
 
     Exit status 0 when every clip is usable, 3 when some are not (missing, empty, not a video, unreadable,
     no decodable frames). Warnings (fewer frames than T, a misreported frame count) are handled by extract.
-    With --features: 0 when every shard is whole (and, with --videos, no video changed), 3 otherwise."""
+    With --features: 0 when every shard is whole (and, with --videos, no video changed or deleted), 3 otherwise,
+    an unfinished cache (extraction interrupted) included."""
     from ucfpipe.datasets import get
     from ucfpipe.stage_one import check as stage
 

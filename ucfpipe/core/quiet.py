@@ -15,6 +15,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 from contextlib import contextmanager
 
 from ucfpipe.core import interrupts
@@ -51,6 +52,51 @@ def stderr_filtered():
         if kept:
             sys.stderr.write("".join(kept))
             sys.stderr.flush()
+
+
+@contextmanager
+def stderr_lines_dropped(lines: re.Pattern):
+    """Run the body with fd 2 going through a pipe: a thread passes everything on to the real stderr as it comes
+    (a progress bar's partial lines at once), except whole lines that `lines` matches in full. For C++ code
+    that writes to fd 2 itself (Ray's core worker). The body must start no process: a child would keep the
+    pipe open."""
+    sys.stderr.flush()
+    try:
+        reader, writer = os.pipe()
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    os.dup2(writer, 2)
+    os.close(writer)
+
+    def write(data: bytes) -> None:
+        while data:
+            data = data[os.write(saved, data):]
+
+    def pump() -> None:
+        pending = b""
+        try:
+            while chunk := os.read(reader, 1 << 16):
+                *whole, pending = (pending + chunk).split(b"\n")
+                write(b"".join(line + b"\n" for line in whole if not lines.fullmatch(line.decode("utf-8", "replace"))))
+                if pending and not pending.startswith(b"["):  # only a log line (its "[time ...]" first) is held
+                    write(pending)
+                    pending = b""
+            write(pending)
+        except OSError:  # the real stderr closed, or the body outlived the join below
+            pass
+
+    thread = threading.Thread(target=pump, name="stderr-filter", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # the pipe's last writer closes: the thread reads the rest, then the end
+        thread.join(timeout=5)
+        os.close(reader)
+        os.close(saved)
 
 
 class _QuietLoader(importlib.abc.Loader):

@@ -120,9 +120,9 @@ def _check_name(name: str, path: Path, is_class: bool) -> None:
     """A list line holds one name and is trimmed at both ends: a name may hold spaces, but no line break, and a
     class name (which starts a line) no space at either end."""
     if len(name.splitlines()) != 1 or any(ch in name for ch in "\r\n"):
-        raise UcfpipeError(f"{path!r}: a name with a line break cannot be written to a split list; rename it")
+        raise UcfpipeError(f"{str(path)!r}: a name with a line break cannot be written to a split list; rename it")
     if is_class and name != name.strip():
-        raise UcfpipeError(f"{path!r}: a class folder name that starts or ends with a space cannot be written to a "
+        raise UcfpipeError(f"{str(path)!r}: a class folder name that starts or ends with a space cannot be written to a "
                            "split list (its lines are trimmed); rename the folder")
 
 

@@ -92,4 +92,4 @@ def get(name: str) -> Backbone:
 def check_size(name: str, size: int) -> None:
     backbone = get(name)
     if size < backbone.min_size:
-        raise UcfpipeError(f"size must be at least {backbone.min_size} for {name} (its smallest input), got {size}")
+        raise UcfpipeError(f"--size must be at least {backbone.min_size} for {name} (its smallest input), got {size}")

@@ -53,13 +53,13 @@ def placement(mode: str, batch_size: int) -> Placement:
 
     if jax.process_count() > 1:
         raise UcfpipeError(
-            f"distribute = \"data\" runs on the devices of one machine; this JAX job spans {jax.process_count()} "
+            f"--distribute data runs on the devices of one machine; this JAX job spans {jax.process_count()} "
             "processes (multi-host training is not supported): run one process per machine"
         )
     devices = keras.distribution.list_devices()
     if batch_size % len(devices):
         raise UcfpipeError(
-            f"batch_size {batch_size} does not split evenly over the {len(devices)} devices of data parallelism "
+            f"--batch-size {batch_size} does not split evenly over the {len(devices)} devices of data parallelism "
             f"({', '.join(devices)}); use a multiple of {len(devices)}, e.g. {len(devices) * max(1, batch_size // len(devices))}"
         )
     return Placement("data", devices, keras.distribution.DataParallel(devices=devices))

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ucfpipe import datasets
-from ucfpipe.cache.format import FORMAT, MANIFEST, clip_sources, verify_shard
+from ucfpipe.cache.format import FORMAT, MANIFEST, SHARD_GLOB, clip_sources, verify_shard
 from ucfpipe.cache.store import FeatureStore
-from ucfpipe.core.errors import UcfpipeError
+from ucfpipe.core.errors import EXIT_INCOMPLETE, UcfpipeError
 from ucfpipe.video.decode import VideoError, count_frames
 
 ERRORS = ("missing", "empty", "not a video", "unreadable", "no decodable frames")
@@ -124,13 +124,23 @@ class CacheReport:
         return self.format == FORMAT
 
 
+class Unfinished(UcfpipeError):
+    """`check --features` on a cache whose extraction has not finished: what the check found, not bad input."""
+
+    exit_code = EXIT_INCOMPLETE
+
+
 def check_features(directory: str | Path, videos: str | Path | None = None) -> CacheReport:
     """Verify every shard the manifest lists: its size and SHA-256 against the manifest (a format-1 cache,
     made before checksums, can only be read through). With `videos`, also compare each clip's recorded size,
     mtime and content fingerprint with the file there now, and list clips whose video is no longer there."""
     directory = Path(directory)
     if not (directory / MANIFEST).is_file():
-        FeatureStore(directory)  # raises the one-line error: no cache there, or an unfinished one
+        shards = len(list(directory.glob(SHARD_GLOB)))
+        if shards:
+            raise Unfinished(f"{directory} is an unfinished cache: {shards} shards and no manifest yet (extraction was "
+                             "interrupted, or is still running); rerun the same `ucfpipe extract` command to complete it")
+        FeatureStore(directory)  # raises the one-line error: no cache there
     try:  # the manifest only: FeatureStore would stop at the first damaged shard, the check lists them all
         manifest = json.loads((directory / MANIFEST).read_text())
     except (ValueError, UnicodeDecodeError):

@@ -26,7 +26,7 @@ def merge(parts: list[str | Path], out: str | Path) -> dict:
         raise UcfpipeError(f"{out} already exists and is not empty: choose a new --out for the merged cache")
     if not parts:
         raise UcfpipeError("no part directories given: pass the --out directories of every `extract --shard i/N` run")
-    stores = [FeatureStore(part) for part in parts]  # each must be a finished cache
+    stores = [FeatureStore(part, passed="as a PART (the --out of an `extract --shard i/N` run)") for part in parts]  # each must be a finished cache
     for store in stores:
         if store.manifest["format"] != FORMAT:
             raise UcfpipeError(f"{store.directory} is a {store.manifest['format']} cache without checksums; "

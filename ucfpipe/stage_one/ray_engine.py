@@ -15,13 +15,15 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import shutil
 import signal
 import socket
 import tempfile
 import threading
 import time
-from contextlib import contextmanager
+import warnings
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,7 @@ from ucfpipe import datasets
 from ucfpipe.cache.format import ClipFeatures, Source
 from ucfpipe.config import ExtractConfig
 from ucfpipe.core import interrupts
+from ucfpipe.core.quiet import stderr_lines_dropped
 from ucfpipe.core.errors import Interrupted, UcfpipeError
 from ucfpipe.stage_one.extract import _Batcher, _Pending, check_storable, decode_clip
 
@@ -43,6 +46,19 @@ CLIPS_PER_DECODE_TASK = 4  # small: a lost task costs little, and decoding sprea
 DECODE_WORKER_BYTES = 160 * 2**20
 CPUS_PER_CPU_ACTOR = 4  # CPU-only clusters: one model actor per this many CPUs (its threads use the node's cores)
 
+# Ray's own warnings on every run, each by its exact text (ours are fixed, not filtered; other warnings pass):
+# Ray Data's DataContext warns about its own deprecated fields whenever it copies itself to the workers...
+RAY_WARNINGS = ("`use_push_based_shuffle` is deprecated", "`use_polars` is deprecated", "`use_arrow_tensor_v2` is deprecated")
+# ... its progress manager says that progress bars are off (ours counts clips), and the driver's core worker (C++,
+# on fd 2) that an actor whose constructor arguments sit in the object store may not restart once they are
+# lost: Ray Data puts them there itself, and holds them for the whole run.
+RAY_LINES = re.compile(
+    r".* -- " + re.escape("Progress bars disabled. To enable, set `ray.data.DataContext.get_current().enable_progress_bars = True`.")
+    + r"|\[[^]]*\] core_worker\.cc:\d+: " + re.escape("Actor with class name: 'MapWorker(MapBatches(Backbone))' and ID: '")
+    + r"[0-9a-f]+" + re.escape("' has constructor arguments in the object store and max_restarts > 0. If the arguments in the "
+                               "object store go out of scope or are lost, the actor restart will fail. See "
+                               "https://github.com/ray-project/ray/issues/53727 for more details."))
+
 
 def import_ray():
     try:
@@ -55,27 +71,68 @@ def import_ray():
 
 
 # -- the cluster ------------------------------------------------------------------------------------------------
+# A Ray head's GCS speaks gRPC, so HTTP/2: to the client's connection preface and an empty SETTINGS frame it
+# answers with its own SETTINGS frame at once (RFC 9113, 3.4). A web server (the dashboard's port, passed by
+# mistake) answers otherwise or hangs up, and a listener that is no server says nothing: ray.init would retry
+# either for minutes, in C++ code that a SIGTERM does not interrupt.
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+SETTINGS_FRAME = 4
+ANSWER_SECONDS = 5.0  # a GCS answers the preface in milliseconds
+
+
 def _check_answers(ray, address: str) -> str:
-    """HOST:PORT of `address` ("auto": the cluster `ray start` runs on this machine, or RAY_ADDRESS), after a TCP
-    connection to it succeeded within CONNECT_SECONDS; ray.init alone retries a dead address for minutes."""
+    """HOST:PORT of `address` ("auto": the cluster `ray start` runs on this machine, or RAY_ADDRESS), once a TCP
+    connection to it succeeded within CONNECT_SECONDS and it answered as a gRPC server (a Ray head's GCS) within
+    ANSWER_SECONDS."""
     from ray._private.services import canonicalize_bootstrap_address
 
     try:
         resolved = canonicalize_bootstrap_address(address)
     except (ValueError, ConnectionError) as err:
-        raise UcfpipeError(f"--address {address!r} is no Ray address ({err}); pass auto or HOST:PORT of the head node") from None
+        if address == "auto":  # Ray's own text asks for an --address flag or RAY_ADDRESS
+            resolved = None
+        else:
+            raise UcfpipeError(f"--address {address} is no Ray address ({err}); pass auto or HOST:PORT of the head node") from None
     if not resolved:
-        raise UcfpipeError(f"--address {address}: no Ray cluster runs on this machine; start one with `ray start --head` "
-                           "or pass HOST:PORT of the head node (docs/ray.md)")
+        raise UcfpipeError(f"--address {address}: no Ray cluster is running on this machine; start one with "
+                           "`ray start --head`, pass HOST:PORT of another head node, or drop --address to let the run "
+                           "start its own (docs/ray.md)")
     named = resolved if address == "auto" else address  # Ray turns 127.0.0.1 into this machine's address
     host, _, port = named.rpartition(":")
     try:
-        with socket.create_connection((host, int(port)), timeout=CONNECT_SECONDS):
-            pass
+        with socket.create_connection((host, int(port)), timeout=CONNECT_SECONDS) as connection:
+            why = _not_grpc(connection)
     except (OSError, ValueError) as err:
         raise UcfpipeError(f"the Ray cluster at {named} does not answer ({getattr(err, 'strerror', None) or err}); "
                            "check that `ray start --head` runs there and the port is open, or pass another --address") from None
+    if why:
+        raise UcfpipeError(f"{named} is not a Ray head node ({why}); pass the address `ray start --head` printed "
+                           "(its GCS port, 6379 by default, not the dashboard's 8265) as --address")
     return resolved
+
+
+def _not_grpc(connection: socket.socket) -> str:
+    """Why the server on `connection` is no gRPC server, or "" if it answered the HTTP/2 preface as one.
+    TLS clusters (RAY_USE_TLS) speak TLS first: for them the connection alone counts."""
+    if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+        return ""
+    deadline = time.monotonic() + ANSWER_SECONDS
+    connection.sendall(HTTP2_PREFACE)
+    head = b""
+    while len(head) < 9:
+        connection.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            chunk = connection.recv(9 - len(head))
+        except TimeoutError:
+            return f"it said nothing within {ANSWER_SECONDS:g} s"
+        if not chunk:
+            break
+        head += chunk
+    if len(head) == 9 and head[3] == SETTINGS_FRAME:
+        return ""
+    if head.startswith(b"HTTP/"):
+        return "it answers in HTTP/1, as a web server does"
+    return "it closed the connection" if not head else "it answered, but not as a gRPC server"
 
 
 @contextmanager
@@ -93,13 +150,13 @@ def cluster(address: str):
         if address:
             resolved = _check_answers(ray, address)
             try:
-                ray.init(address=resolved, **quiet)
+                _init(ray, handlers, address=resolved, **quiet)
             except Exception as err:  # ConnectionError, AuthenticationError, a version mismatch: Ray says which
                 raise UcfpipeError(f"cannot join the Ray cluster at {resolved}: {_first_line(err)} (docs/ray.md)") from None
         else:
             # A short path: Ray's socket names must fit in 107 bytes.
             temp = tempfile.mkdtemp(prefix="ucfpipe-ray-", dir="/tmp")
-            ray.init(address="local", _temp_dir=temp, include_dashboard=False, **quiet)
+            _init(ray, handlers, address="local", _temp_dir=temp, include_dashboard=False, **quiet)
         for number, handler in handlers.items():
             signal.signal(number, handler)
         yield ray
@@ -109,6 +166,19 @@ def cluster(address: str):
             signal.signal(number, handler)
         if temp:
             shutil.rmtree(temp, ignore_errors=True)
+
+
+def _init(ray, handlers: dict, **settings) -> None:
+    """ray.init, where a SIGTERM during the start ends as anywhere else in the run (143, one line): Ray's own
+    handler, set first thing, would end the command with sys.exit(15)."""
+    try:
+        ray.init(**settings)
+    except SystemExit as stop:
+        if stop.code != signal.SIGTERM or not handlers:
+            raise
+        signal.signal(signal.SIGTERM, handlers[signal.SIGTERM])
+        signal.raise_signal(signal.SIGTERM)  # ours: noted, and raised as a KeyboardInterrupt
+        raise
 
 
 def _first_line(err: BaseException) -> str:
@@ -279,7 +349,13 @@ def featurise(todo: list[datasets.Clip], config: ExtractConfig, writer, model=No
     by_id = {clip.video_id: clip for clip in todo}
     failed: dict[str, str] = {}
     frames_done, twice = 0, 0
-    with cluster(config.address) as ray:
+    with cluster(config.address) as ray, ExitStack() as quiet:
+        # Ray's own warnings, each by its text, while the run goes on (the cluster's processes started first:
+        # they must not hold the filter's pipe)
+        quiet.enter_context(warnings.catch_warnings())
+        for text in RAY_WARNINGS:
+            warnings.filterwarnings("ignore", message=re.escape(text), category=DeprecationWarning)
+        quiet.enter_context(stderr_lines_dropped(RAY_LINES))
         check_workers_read(ray, videos, todo[0].relative_path)
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # ours counts clips written, theirs blocks

@@ -233,7 +233,7 @@ def resume_config(run_dir: str | Path, overrides: dict | None = None) -> TrainCo
             continue
         if name not in RESUMABLE_OVERRIDES:
             raise UcfpipeError(
-                f"--resume continues {run_dir} with its recorded settings ({name} = {values.get(name)!r}); "
+                f"--resume continues {run_dir} with its recorded settings (--{name.replace('_', '-')} {values.get(name)}); "
                 f"drop --{name.replace('_', '-')}, or start a new run with another --out"
             )
         values[name] = value
