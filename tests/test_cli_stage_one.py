@@ -91,7 +91,7 @@ def test_a_weights_file_that_is_not_vgg16_is_a_one_line_error(synth_dataset, tmp
     bogus.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
     result = invoke("extract", "--videos", synth_dataset["videos"], "--splits", synth_dataset["splits"],
                     "--out", tmp_path / "f", *tiny_flags(), "--weights", bogus)
-    assert_one_line_error(result, "is not a vgg16 (include_top=False) weights file")
+    assert_one_line_error(result, "is not a Keras weights file")
 
 
 def test_unreadable_clips_exit_with_status_3_and_are_retried(synth_dataset, tmp_path):
