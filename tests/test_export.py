@@ -303,7 +303,7 @@ def test_saved_model_on_jax_is_refused_in_one_line(tmp_path):
 
 def test_the_staging_directory_of_a_killed_export_is_removed_by_the_next(tiny_run, tmp_path):
     killed = subprocess.Popen([sys.executable, "-c", "pass"])
-    killed.wait()  # its pid now names no process, as after a kill -9 (tests/test_atomic.py kills a real writer)
+    killed.wait()  # its pid now names no process, as after a kill -9 (tests/test_files.py kills a real writer)
     stale = tmp_path / f".out.{killed.pid}.tmp"
     (stale / "model.keras").mkdir(parents=True)
     export.run(tiny_run, tmp_path / "out", "keras", log=lambda *_: None)
