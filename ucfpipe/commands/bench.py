@@ -53,7 +53,7 @@ def bench_extract(clip_counts, frames, size, batch_size, workers, weights, preci
     counts = comma_list(clip_counts, "--clips", int, positive=True)
     engines = comma_list(engine_names, "--engine", choices=CHOICES["engine"], repeats="drop")
     if "ray" in engines:
-        from ucfpipe.stage_one.ray_engine import import_ray
+        from ucfpipe.stage_one.ray_cluster import import_ray
 
         import_ray()  # not installed: one line naming the extra, before any measurement
     results = bench.run(counts, frames, size, batch_size, workers, weights, precision, log=echo, engines=engines)
