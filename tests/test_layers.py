@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ucfpipe"
 BELOW_CORE = {"ucfpipe", "core"}
 ALLOWED = {
     "core": {"ucfpipe"},
-    "datasets": BELOW_CORE,
+    "datasets": BELOW_CORE | {"video"},  # synth reads back what it wrote the way stage one decodes
     "video": BELOW_CORE,
     "models": BELOW_CORE,
     "cache": BELOW_CORE,

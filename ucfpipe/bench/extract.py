@@ -122,7 +122,7 @@ def _naive_extract(paths, videos, out, frames, size, weights, precision) -> None
     import keras
 
     from ucfpipe.models.extractor import build_extractor
-    from ucfpipe.video.decode import uniform_frame_indices
+    from ucfpipe.video.decode import decoded_frames, open_video, uniform_frame_indices
 
     # Same weights as ucfpipe's model, without its in-model preprocessing: take its VGG16 part.
     full = build_extractor(weights, "block5_conv3", "avg", size, precision, 0)
@@ -131,13 +131,8 @@ def _naive_extract(paths, videos, out, frames, size, weights, precision) -> None
     model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(conv(inputs)))
     out = Path(out)
     for path in paths:
-        capture = cv2.VideoCapture(str(path))
-        all_frames = []
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                break
-            all_frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+        capture = open_video(path)
+        all_frames = [cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) for _, frame in decoded_frames(capture)]
         capture.release()
         chosen = [cv2.resize(all_frames[i], (size, size), interpolation=cv2.INTER_AREA)
                   for i in uniform_frame_indices(len(all_frames), frames)]
