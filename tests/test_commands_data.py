@@ -83,3 +83,16 @@ def test_finetune_command_writes_a_weights_file_extract_accepts(synth_dataset, t
     assert FeatureStore(tmp_path / "f").settings["weights"] == "file"
     bad = invoke("finetune", "--videos", synth_dataset["videos"], "--splits", synth_dataset["splits"], "--out", tmp_path / "w.h5")
     assert bad.exit_code == 2 and "must end in .weights.h5" in bad.output
+
+
+@pytest.mark.parametrize("command", ["check", "extract"])
+def test_no_progress_is_spelled_once_on_every_command_with_a_bar(synth_dataset, tmp_path, monkeypatch, command):
+    from ucfpipe.stage_one import check, extract
+
+    seen = {}
+    module, result = (check, (0, [])) if command == "check" else (extract, {"failed": {}})
+    monkeypatch.setattr(module, "run", lambda *args, **kwargs: (seen.update(kwargs), result)[1])
+    done = invoke(command, "--videos", synth_dataset["videos"], "--splits", synth_dataset["splits"],
+                  *(["--out", tmp_path / "f"] if command == "extract" else []), "--no-progress")
+    assert done.exit_code == 0, done.output
+    assert seen["progress"] is False

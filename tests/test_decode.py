@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from ucfpipe.core.errors import UcfpipeError
-from ucfpipe.video.decode import VideoError, read_clip, uniform_frame_indices
+from ucfpipe.video.decode import VideoError, count_frames, read_clip, read_frames, uniform_frame_indices
 
 
 def test_indices_cover_the_whole_clip_uniformly():
@@ -95,3 +95,21 @@ def test_truncated_clip_is_sampled_from_the_frames_that_decode(genuine_videos, t
     clip = read_clip(path, 8, 32)
     assert 0 < clip.num_frames < 201
     assert clip.frame_indices.max() < clip.num_frames and len(clip.frame_indices) == 8
+
+
+def test_read_frames_gives_the_full_frames_at_indices_counted_as_stage_one_counts(genuine_videos):
+    """The report's thumbnails: RGB frames at the sampled indices, the same frames stage one resized."""
+    path = genuine_videos / "PushUps" / "v_PushUps_g02_c03.avi"
+    clip = read_clip(path, 10, 48)
+    frames = read_frames(path, clip.frame_indices.tolist() + [500])  # 500: past the clip's 79 frames
+    assert sorted(frames) == sorted(set(clip.frame_indices.tolist()))
+    for step, index in enumerate(clip.frame_indices):
+        np.testing.assert_array_equal(cv2.resize(frames[index], (48, 48), interpolation=cv2.INTER_AREA), clip.frames[step])
+    assert read_frames(path, []) == {}
+
+
+def test_the_one_decoding_loop_counts_a_truncated_clip_as_sampling_does(genuine_videos, tmp_path):
+    data = (genuine_videos / "Biking" / "v_Biking_g05_c02.avi").read_bytes()
+    path = tmp_path / "truncated.avi"
+    path.write_bytes(data[: len(data) // 2])
+    assert count_frames(path)[0] == read_clip(path, 8, 32).num_frames

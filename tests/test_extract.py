@@ -13,8 +13,8 @@ from helpers import TINY
 from ucfpipe.cache.store import FeatureStore
 from ucfpipe.cache.writer import open_for_writing
 from ucfpipe.config import ExtractConfig
-from ucfpipe.core.errors import UcfpipeError
-from ucfpipe.stage_one import extract
+from ucfpipe.core.errors import Interrupted, UcfpipeError
+from ucfpipe.stage_one import extract, featurising
 
 QUIET = {"progress": False, "log": lambda *_: None}
 
@@ -120,7 +120,7 @@ def test_interrupted_run_resumes_to_the_same_cache(synth_dataset, synth_cache, t
     out = tmp_path / "features"
     config = ExtractConfig(videos=str(synth_dataset["videos"]), splits=str(synth_dataset["splits"]), out=str(out),
                            shard_clips=4, **{**TINY, "batch_size": 16})
-    real_run, calls = extract._Batcher.run, []
+    real_run, calls = featurising.Batcher.run, []
 
     def interrupted_after_a_few_batches(self):
         calls.append(1)
@@ -128,10 +128,10 @@ def test_interrupted_run_resumes_to_the_same_cache(synth_dataset, synth_cache, t
             raise KeyboardInterrupt
         return real_run(self)
 
-    monkeypatch.setattr(extract._Batcher, "run", interrupted_after_a_few_batches)
-    with pytest.raises(extract.Interrupted, match="rerun the same command to resume"):
+    monkeypatch.setattr(featurising.Batcher, "run", interrupted_after_a_few_batches)
+    with pytest.raises(Interrupted, match="rerun the same command to resume"):
         extract.run(config, **QUIET)
-    monkeypatch.setattr(extract._Batcher, "run", real_run)
+    monkeypatch.setattr(featurising.Batcher, "run", real_run)
     with pytest.raises(UcfpipeError, match="incomplete"):
         FeatureStore(out)
     partial = len(list(out.glob("shard-*.h5")))
@@ -249,4 +249,4 @@ def test_features_float16_cannot_hold_are_refused_in_one_line_naming_float32(six
 def test_float16_features_of_normal_size_are_stored(synth_cache):
     features = FeatureStore(synth_cache).features(FeatureStore(synth_cache).video_ids).astype(np.float32)
     assert FeatureStore(synth_cache).settings["dtype"] == "float16" and 0 < np.mean(features == 0) < 0.5
-    extract.check_storable([features], ExtractConfig(videos="v", splits="s", out="o", dtype="float16"))
+    featurising.check_storable([features], ExtractConfig(videos="v", splits="s", out="o", dtype="float16"))

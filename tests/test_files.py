@@ -221,3 +221,22 @@ def test_a_failed_directory_write_removes_the_folders_it_made_and_update_keeps_o
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["video"]
     assert (tmp_path / "out" / "video" / "windows.csv").read_text() == "new"
     assert (tmp_path / "out" / "video" / "notes.txt").read_text() == "mine"
+
+
+def test_clear_stale_removes_what_dead_writers_left_of_the_names_given(tmp_path):
+    """The one clean-up of temporaries (the cache writer's, replacing_dir's staging folders, train's): a dead
+    writer's files and folders go, a running writer's stay unless the caller holds the lock."""
+    dead = subprocess.Popen([sys.executable, "-c", ""])
+    dead.wait()
+    left = {name: tmp_path / name for name in (f".a.json.{dead.pid}.tmp", f".b.json.{dead.pid}.tmp",
+                                               f".a.weights.h5.{dead.pid}.tmp.weights.h5", f".a.json.{os.getpid()}.tmp")}
+    for path in left.values():
+        path.write_text("half")
+    (tmp_path / f".out.{dead.pid}.tmp").mkdir()
+    (tmp_path / "a.json").write_text("whole")
+    removed = atomic.clear_stale(tmp_path, ["a.json", "a.weights.h5", "out"])
+    assert sorted(p.name for p in removed) == sorted([f".a.json.{dead.pid}.tmp", f".a.weights.h5.{dead.pid}.tmp.weights.h5",
+                                                      f".out.{dead.pid}.tmp"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["a.json", f".b.json.{dead.pid}.tmp", f".a.json.{os.getpid()}.tmp"])
+    atomic.clear_stale(tmp_path, held=True)  # under the lock: every temporary is stale, this process's own too
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]

@@ -229,11 +229,11 @@ def test_decode_and_model_are_two_ray_stages(small):
 
     from ucfpipe import datasets
     from ucfpipe.config import ExtractConfig
-    from ucfpipe.stage_one import ray_engine
+    from ucfpipe.stage_one import ray_cluster, ray_engine
 
     config = ExtractConfig(videos=small["videos"], splits=small["splits"], engine="ray", **EQUAL).validate()
     todo = list(datasets.all_clips("ucf101", config.splits))
-    with ray_engine.cluster("") as connected:
+    with ray_cluster.cluster("") as connected:
         plan = ray_engine.physical_plan(ray_engine.build_dataset(connected, todo, config, Path(config.videos)))
         assert plan == ["Input", "MapBatches(decode_batch)", "MapBatches(Backbone)"], plan
         # the check can fail: the same stages with equal resources are fused
@@ -245,12 +245,12 @@ def test_decode_and_model_are_two_ray_stages(small):
 
 def test_workers_that_cannot_read_the_videos_are_one_line(small, tmp_path):
     from ucfpipe.core.errors import UcfpipeError
-    from ucfpipe.stage_one import ray_engine
+    from ucfpipe.stage_one import ray_cluster
 
-    with ray_engine.cluster("") as connected:
-        ray_engine.check_workers_read(connected, Path(small["videos"]), "GrowingDisk/" + os.listdir(Path(small["videos"]) / "GrowingDisk")[0])
+    with ray_cluster.cluster("") as connected:
+        ray_cluster.check_workers_read(connected, Path(small["videos"]), "GrowingDisk/" + os.listdir(Path(small["videos"]) / "GrowingDisk")[0])
         with pytest.raises(UcfpipeError, match=r"the Ray workers on .* cannot read /nowhere/a\.avi \(No such file"):
-            ray_engine.check_workers_read(connected, Path("/nowhere"), "a.avi")
+            ray_cluster.check_workers_read(connected, Path("/nowhere"), "a.avi")
 
 
 # -- bad input --------------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from ucfpipe.cli import main
 from ucfpipe.config import FinetuneConfig
 from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.core.files import DiskFull
-from ucfpipe.stage_one import extract, finetune
+from ucfpipe.stage_one import featurising, finetune
 from ucfpipe.stage_two import evaluate, runs, train
 
 pytestmark = pytest.mark.slow  # subprocesses, exports or every backbone: `make test`, not `make test-fast`
@@ -232,10 +232,10 @@ def test_batches_never_exceed_the_work_and_pad_the_last_to_a_power_of_two(batch_
 
     model = Recording(build_extractor("none", size=32))
     frames = np.random.default_rng(0).integers(0, 256, (22, 8, 32, 32, 3), dtype=np.uint8)  # 176 frames
-    batcher = extract._Batcher(model, batch_size, (32, 32, 3), total_frames=176)
+    batcher = featurising.Batcher(model, batch_size, (32, 32, 3), total_frames=176)
     done = []
     for clip in frames:
-        done += batcher.add(extract._Pending(None, clip.copy(), np.arange(8), 8, 25.0))
+        done += batcher.add(featurising.Pending(None, clip.copy(), np.arange(8), 8, 25.0))
     done += batcher.run()
     assert model.shapes == expected
     assert len(done) == 22
@@ -258,8 +258,8 @@ def test_a_backend_out_of_memory_is_one_line_suggesting_a_smaller_batch():
         def predict_on_batch(self, batch):  # what TensorFlow raises when a batch does not fit
             raise tf.errors.ResourceExhaustedError(None, None, f"OOM when allocating tensor with shape[{len(batch)},64,112,112]")
 
-    batcher = extract._Batcher(OutOfMemory(), 2048, (32, 32, 3), total_frames=4096)
-    batcher.add(extract._Pending(None, np.zeros((8, 32, 32, 3), np.uint8), np.arange(8), 8, 25.0))
+    batcher = featurising.Batcher(OutOfMemory(), 2048, (32, 32, 3), total_frames=4096)
+    batcher.add(featurising.Pending(None, np.zeros((8, 32, 32, 3), np.uint8), np.arange(8), 8, 25.0))
     with pytest.raises(UcfpipeError, match=r"out of memory .* batches of 2048 frames.*smaller --batch-size \(e\.g\. 512\)"):
         batcher.run()
 

@@ -1,15 +1,23 @@
-"""`ucfpipe bench`: stage one's throughput measured side by side, on the same generated clips, in one run.
+"""`ucfpipe bench extract`: stage one's throughput measured side by side, on the same generated clips, in one run.
 
-Each measurement runs in its own process so its peak memory (RSS) is its own:
-- `model`: VGG16 alone on uint8 batches of the extraction's shape: the ceiling for end to end;
-- `extract`: ucfpipe's whole stage one (decode + resize + VGG16 + HDF5 write);
+Every measurement runs in its own process (so its peak memory, RSS, is its own), each mode `repeats` times in
+interleaved rounds (round 1 runs every mode once, then round 2, ...: a load that comes and goes on a shared
+machine falls on every mode alike); the table gives each mode's min/median/max and the ratios of the medians.
+- `model`: VGG16 alone on uint8 batches of the extraction's shape;
+- `extract`: ucfpipe's whole stage one (decode + sample + resize + VGG16 + HDF5 write);
+- `host`: the same stage one with a model that returns zeros of VGG16's output shape at once (decode, sample,
+  resize, batch, write): the rate at which this machine could feed an accelerator, per core;
 - `naive`: the way common tutorials do it: decode every frame of a clip into memory, pick T, preprocess
   in NumPy, `model.predict` per clip, one .npy file per clip;
 - `decode`: decoding and resizing alone, ucfpipe's way (threads, only the sampled frames converted);
 - `extract-ray` (with `engines` naming ray): the same stage one through `--engine ray` on a Ray cluster this
   process starts, timed from the call (cluster start and model actors included) and after the first clip.
-All model timings start after one warm-up batch, so graph compilation is not counted against anybody.
-The naive peer's features are compared with ucfpipe's: both must compute the same thing.
+The ceiling end to end is stated for the machine it ran on: on a CPU the model and decoding share the cores,
+so 1 / (1/model + 1/decode); with an accelerator the lower of the two. All model timings start after one
+warm-up batch, so graph compilation is not counted against anybody. The naive peer's features are compared
+with ucfpipe's: both must compute the same thing.
+
+    python -m ucfpipe.bench.extract MODE JSON     (one measurement: prints one JSON line)
 """
 
 from __future__ import annotations
@@ -17,7 +25,9 @@ from __future__ import annotations
 import json
 import math
 import os
-import resource
+import platform
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,30 +36,22 @@ from pathlib import Path
 
 import numpy as np
 
-MODES = ("model", "extract", "naive", "decode")
+from ucfpipe.bench.memory import peak_rss_mib
 
-
-def _peak_rss_mib() -> float:
-    """This process's peak resident memory. On Linux, VmHWM of its own address space: getrusage's ru_maxrss
-    survives exec, so a child started by a parent that holds TensorFlow (1 GiB) would report at least the
-    parent's size whatever it used itself."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform != "darwin" else 2**20)
+MODES = ("model", "extract", "host", "naive", "decode")
+ENGINE_MODES = {"local": "extract", "ray": "extract-ray"}
+FEATURES = 512  # VGG16's block5_conv3, average-pooled: what the host mode's stand-in returns per frame
 
 
 def bench_dataset(root: Path, num_clips: int) -> dict:
-    """`num_clips` (a multiple of 8) clips of UCF-101's frame size, in UCF-101's layout."""
+    """`num_clips` (a multiple of 8) clips of UCF-101's size: 320x240, 3 to 10 s at 25 frames/s, in its layout."""
     from ucfpipe.datasets.synth import generate_dataset
 
     return generate_dataset(root, num_classes=2, num_groups=4, clips_per_group=math.ceil(num_clips / 8),
-                            frame_size=(320, 240), min_frames=60, max_frames=200, seed=0)
+                            frame_size=(320, 240), min_frames=75, max_frames=250, fps=25.0, seed=0)
 
 
+# -- one measurement, in its own process ------------------------------------------------------------------------
 def _warm_model(args: dict):
     from ucfpipe.models.extractor import build_extractor
 
@@ -58,61 +60,93 @@ def _warm_model(args: dict):
     return model
 
 
+class ZeroModel:
+    """The host mode's backbone: zeros of the real one's output shape, at once (no compute, no accelerator)."""
+
+    def predict_on_batch(self, batch: np.ndarray) -> np.ndarray:
+        return np.zeros((len(batch), FEATURES), np.float32)
+
+
 def _clip_paths(videos: str) -> list[Path]:
     return sorted(Path(videos).glob("*/*.avi"))
 
 
-def measure(mode: str, args: dict) -> dict:
-    """One measurement, in this process. Returns frames/s and what was done."""
+def _accelerator() -> str:
+    """The backend's accelerator ("" on a CPU): it decides which ceiling applies."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return "" if jax.devices()[0].platform == "cpu" else jax.devices()[0].device_kind
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return "GPU" if tf.config.list_physical_devices("GPU") else ""
+    return ""
+
+
+def _decode(args: dict) -> dict:
+    from concurrent.futures import ThreadPoolExecutor
+
     from ucfpipe.video.decode import read_clip
 
-    videos, splits, frames, size = args["videos"], args["splits"], args["frames"], args["size"]
-    paths = _clip_paths(videos)
-    if mode == "decode":
-        from concurrent.futures import ThreadPoolExecutor
+    paths = _clip_paths(args["videos"])
+    start = time.perf_counter()
+    with ThreadPoolExecutor(args["workers"]) as pool:
+        decoded = sum(c.num_frames for c in pool.map(lambda p: read_clip(p, args["frames"], args["size"]), paths))
+    return {"frames": args["frames"] * len(paths), "decoded_frames": decoded, "seconds": time.perf_counter() - start}
 
-        start = time.perf_counter()
-        with ThreadPoolExecutor(args["workers"]) as pool:
-            decoded = sum(c.num_frames for c in pool.map(lambda p: read_clip(p, frames, size), paths))
-        seconds = time.perf_counter() - start
-        return {"frames": frames * len(paths), "decoded_frames": decoded, "seconds": seconds}
-    model = _warm_model(args) if mode != "extract-ray" else None
-    if mode == "model":
-        total = frames * len(paths)
-        batch = np.random.default_rng(0).integers(0, 256, (args["batch_size"], size, size, 3), dtype=np.uint8)
-        start = time.perf_counter()
-        for _ in range(math.ceil(total / args["batch_size"])):
-            np.asarray(model.predict_on_batch(batch))
-        return {"frames": total, "seconds": time.perf_counter() - start}
-    if mode == "extract":
-        from ucfpipe.config import ExtractConfig
-        from ucfpipe.stage_one import extract
 
-        config = ExtractConfig(videos=videos, splits=splits, out=args["out"], frames=frames, size=size,
-                               weights=args["weights"], precision=args["precision"], batch_size=args["batch_size"],
-                               workers=args["workers"], shard_clips=64)
-        start = time.perf_counter()
-        summary = extract.run(config, progress=False, log=lambda *_: None, model=model)
-        return {"frames": frames * summary["extracted"], "seconds": time.perf_counter() - start}
-    if mode == "extract-ray":
-        from ucfpipe.config import ExtractConfig
-        from ucfpipe.stage_one import extract
+def _model(args: dict) -> dict:
+    model = _warm_model(args)
+    total = args["frames"] * len(_clip_paths(args["videos"]))
+    batch = np.random.default_rng(0).integers(0, 256, (args["batch_size"], args["size"], args["size"], 3), dtype=np.uint8)
+    start = time.perf_counter()
+    for _ in range(math.ceil(total / args["batch_size"])):
+        np.asarray(model.predict_on_batch(batch))
+    return {"frames": total, "seconds": time.perf_counter() - start, "accelerator": _accelerator()}
 
-        config = ExtractConfig(videos=videos, splits=splits, out=args["out"], frames=frames, size=size,
-                               weights=args["weights"], precision=args["precision"], batch_size=args["batch_size"],
-                               workers=args["workers"], shard_clips=64, engine="ray")
-        start = time.perf_counter()
-        summary = extract.run(config, progress=False, log=lambda *_: None)
-        seconds = time.perf_counter() - start
-        done = frames * summary["extracted"]
-        # frames_per_second counts from the first clip back; what came before it is the start-up.
-        return {"frames": done, "seconds": seconds, "after_startup_frames_per_second": summary["frames_per_second"],
-                "startup_seconds": seconds - done / max(summary["frames_per_second"], 1e-9)}
-    if mode == "naive":
-        start = time.perf_counter()
-        _naive_extract(paths, videos, args["out"], frames, size, args["weights"], args["precision"])
-        return {"frames": frames * len(paths), "seconds": time.perf_counter() - start}
-    raise ValueError(f"unknown mode {mode!r}")
+
+def _stage_one(args: dict, model=None, engine: str = "local") -> dict:
+    """ucfpipe's stage one on the clips, into a new cache at `out`."""
+    from ucfpipe.config import ExtractConfig
+    from ucfpipe.stage_one import extract
+
+    config = ExtractConfig(videos=args["videos"], splits=args["splits"], out=args["out"], frames=args["frames"],
+                           size=args["size"], weights=args["weights"], precision=args["precision"],
+                           batch_size=args["batch_size"], workers=args["workers"], shard_clips=64, engine=engine)
+    import h5py  # noqa: F401  (loaded before the clock starts, as the model is: Keras by the fingerprint's settings)
+
+    extract.feature_settings(config)
+    start = time.perf_counter()
+    summary = extract.run(config, progress=False, log=lambda *_: None, model=model)
+    seconds = time.perf_counter() - start
+    done = args["frames"] * summary["extracted"]
+    if engine == "local":
+        return {"frames": done, "seconds": seconds}
+    # frames_per_second counts from the first clip back; what came before it is the start-up.
+    return {"frames": done, "seconds": seconds, "after_startup_frames_per_second": summary["frames_per_second"],
+            "startup_seconds": seconds - done / max(summary["frames_per_second"], 1e-9)}
+
+
+def _naive(args: dict) -> dict:
+    paths = _clip_paths(args["videos"])
+    start = time.perf_counter()
+    _naive_extract(paths, args["videos"], args["out"], args["frames"], args["size"], args["weights"], args["precision"])
+    return {"frames": args["frames"] * len(paths), "seconds": time.perf_counter() - start}
+
+
+MEASURES = {"decode": _decode, "model": _model, "naive": _naive, "host": lambda args: _stage_one(args, ZeroModel()),
+            "extract": lambda args: _stage_one(args, _warm_model(args)),
+            "extract-ray": lambda args: _stage_one(args, engine="ray")}
+
+
+def measure(mode: str, args: dict) -> dict:
+    """One measurement, in this process. Returns frames/s and what was done."""
+    if mode not in MEASURES:
+        raise ValueError(f"unknown mode {mode!r}")
+    return MEASURES[mode](args)
 
 
 def _naive_extract(paths, videos, out, frames, size, weights, precision) -> None:
@@ -122,7 +156,7 @@ def _naive_extract(paths, videos, out, frames, size, weights, precision) -> None
     import keras
 
     from ucfpipe.models.extractor import build_extractor
-    from ucfpipe.video.decode import uniform_frame_indices
+    from ucfpipe.video.decode import decoded_frames, open_video, uniform_frame_indices
 
     # Same weights as ucfpipe's model, without its in-model preprocessing: take its VGG16 part.
     full = build_extractor(weights, "block5_conv3", "avg", size, precision, 0)
@@ -131,13 +165,8 @@ def _naive_extract(paths, videos, out, frames, size, weights, precision) -> None
     model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(conv(inputs)))
     out = Path(out)
     for path in paths:
-        capture = cv2.VideoCapture(str(path))
-        all_frames = []
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                break
-            all_frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+        capture = open_video(path)
+        all_frames = [cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) for _, frame in decoded_frames(capture)]
         capture.release()
         chosen = [cv2.resize(all_frames[i], (size, size), interpolation=cv2.INTER_AREA)
                   for i in uniform_frame_indices(len(all_frames), frames)]
@@ -146,15 +175,6 @@ def _naive_extract(paths, videos, out, frames, size, weights, precision) -> None
         target = out / path.relative_to(videos).with_suffix(".npy")
         target.parent.mkdir(parents=True, exist_ok=True)
         np.save(target, features)
-
-
-def _subprocess(mode: str, args: dict) -> dict:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    done = subprocess.run([sys.executable, "-m", "ucfpipe.bench.extract", mode, json.dumps(args)],
-                          capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        raise RuntimeError(f"benchmark mode {mode} failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def compare_features(cache: Path, naive_out: Path) -> float:
@@ -170,53 +190,6 @@ def compare_features(cache: Path, naive_out: Path) -> float:
     return worst
 
 
-ENGINE_MODES = {"local": "extract", "ray": "extract-ray"}
-
-
-def run(clip_counts=(8, 16), frames: int = 16, size: int = 64, batch_size: int = 64, workers: int = 2,
-        weights: str = "none", precision: str = "float32", work_dir: str | None = None, log=print,
-        engines=("local",)) -> dict:
-    """All modes on the largest clip count, ucfpipe's extraction (by each of `engines`) also on the others
-    (memory must stay flat)."""
-    from ucfpipe.core.errors import UcfpipeError
-
-    # The generated dataset has 2 classes x 4 groups, so its clip count is a multiple of 8: checked before any
-    # mode runs, so a count it cannot make is refused at once rather than after every measurement.
-    if not clip_counts or any(count < 8 or count % 8 for count in clip_counts):
-        raise UcfpipeError(f"--clips must be multiples of 8 (2 classes x 4 groups), got {','.join(map(str, clip_counts))}")
-    results: dict = {"settings": {"clip_counts": list(clip_counts), "frames": frames, "size": size, "batch_size": batch_size,
-                                  "workers": workers, "weights": weights, "precision": precision,
-                                  "engines": list(engines)}, "runs": []}
-    extracts = tuple(ENGINE_MODES[engine] for engine in engines)
-    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
-        tmp = Path(tmp)
-        for count in sorted(clip_counts):
-            data = bench_dataset(tmp / f"data{count}", count)
-            common = {"videos": data["videos"], "splits": data["splits"], "frames": frames, "size": size,
-                      "batch_size": batch_size, "workers": workers, "weights": weights, "precision": precision}
-            modes = ("model", *extracts, "naive", "decode") if count == max(clip_counts) else extracts
-            for mode in modes:
-                out = tmp / f"{mode}{count}"
-                log(f"bench: {mode} on {data['num_clips']} clips ...")
-                result = _subprocess(mode, {**common, "out": str(out)})
-                result.update(mode=mode, clips=data["num_clips"], frames_per_second=result["frames"] / result["seconds"])
-                results["runs"].append(result)
-            if count == max(clip_counts):
-                results["max_feature_relative_error"] = compare_features(tmp / f"{extracts[0]}{count}", tmp / f"naive{count}")
-                if len(extracts) > 1:  # the engines write the same cache: the same numbers
-                    results["max_engine_relative_error"] = max(
-                        compare_caches(tmp / f"{extracts[0]}{count}", tmp / f"{mode}{count}") for mode in extracts[1:])
-    by_mode = {(r["mode"], r["clips"]): r for r in results["runs"]}
-    largest = max(clip_counts)
-    model_fps = by_mode[("model", largest)]["frames_per_second"]
-    results["extract_vs_model"] = by_mode[(extracts[0], largest)]["frames_per_second"] / model_fps
-    results["extract_vs_naive"] = by_mode[(extracts[0], largest)]["frames_per_second"] / by_mode[("naive", largest)]["frames_per_second"]
-    decode = by_mode[("decode", largest)]
-    # Decoding threads release the GIL, so the rate per core is the rate over the cores the threads could use.
-    results["decode_frames_per_second_per_core"] = decode["frames_per_second"] / min(workers, os.cpu_count() or 1)
-    return results
-
-
 def compare_caches(first: Path, second: Path) -> float:
     """Largest relative difference between two caches' features, clip by clip."""
     from ucfpipe.cache.store import FeatureStore
@@ -230,17 +203,129 @@ def compare_caches(first: Path, second: Path) -> float:
     return worst
 
 
-def format_table(results: dict) -> str:
-    lines = [f"{'mode':<12}{'clips':>6}{'frames':>8}{'seconds':>9}{'frames/s':>10}{'peak RSS MiB':>14}"
-             f"{'start-up s':>12}{'after start-up frames/s':>25}"]
+def _subprocess(mode: str, args: dict) -> dict:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, "-m", "ucfpipe.bench.extract", mode, json.dumps(args)],
+                          capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark mode {mode} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# -- the rounds -------------------------------------------------------------------------------------------------
+def run(clip_counts=(8, 16), frames: int = 16, size: int = 64, batch_size: int = 64, workers: int = 2,
+        weights: str = "none", precision: str = "float32", work_dir: str | None = None, log=print,
+        engines=("local",), repeats: int = 3) -> dict:
+    """Every mode on the largest clip count, ucfpipe's extraction (by each of `engines`) also on the others
+    (memory must stay flat), each `repeats` times in interleaved rounds."""
+    from ucfpipe.core.errors import UcfpipeError
+
+    # The generated dataset has 2 classes x 4 groups, so its clip count is a multiple of 8: checked before any
+    # mode runs, so a count it cannot make is refused at once rather than after every measurement.
+    if not clip_counts or any(count < 8 or count % 8 for count in clip_counts):
+        raise UcfpipeError(f"--clips must be multiples of 8 (2 classes x 4 groups), got {','.join(map(str, clip_counts))}")
+    if repeats < 1:
+        raise UcfpipeError(f"--repeats must be at least 1, got {repeats}")
+    settings = {"clip_counts": list(clip_counts), "frames": frames, "size": size, "batch_size": batch_size,
+                "workers": workers, "weights": weights, "precision": precision, "engines": list(engines),
+                "repeats": repeats}
+    results: dict = {"settings": settings, "machine": machine(), "runs": []}
+    extracts = tuple(ENGINE_MODES[engine] for engine in engines)
+    largest = max(clip_counts)
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+        tmp = Path(tmp)
+        data = {count: bench_dataset(tmp / f"data{count}", count) for count in sorted(clip_counts)}
+        for round_ in range(repeats):
+            for count in sorted(clip_counts):
+                common = {"videos": data[count]["videos"], "splits": data[count]["splits"], "frames": frames, "size": size,
+                          "batch_size": batch_size, "workers": workers, "weights": weights, "precision": precision}
+                modes = ("model", *extracts, "host", "naive", "decode") if count == largest else extracts
+                for mode in modes:
+                    out = tmp / f"{mode}{count}-{round_}"
+                    log(f"bench: round {round_ + 1}/{repeats}: {mode} on {data[count]['num_clips']} clips ...")
+                    result = _subprocess(mode, {**common, "out": str(out)})
+                    result.update(mode=mode, clips=data[count]["num_clips"], round=round_ + 1,
+                                  frames_per_second=result["frames"] / result["seconds"])
+                    results["runs"].append(result)
+                if count == largest and round_ == 0:
+                    _compare(results, tmp, extracts, count)
+                for out in tmp.glob(f"*{count}-{round_}"):
+                    shutil.rmtree(out, ignore_errors=True)  # a mode's next round starts from an empty cache
+    return summarise(results)
+
+
+def _compare(results: dict, tmp: Path, extracts: tuple, count: int) -> None:
+    results["max_feature_relative_error"] = compare_features(tmp / f"{extracts[0]}{count}-0", tmp / f"naive{count}-0")
+    if len(extracts) > 1:  # the engines write the same cache: the same numbers
+        results["max_engine_relative_error"] = max(
+            compare_caches(tmp / f"{extracts[0]}{count}-0", tmp / f"{mode}{count}-0") for mode in extracts[1:])
+
+
+def summarise(results: dict) -> dict:
+    """Each (mode, clips)'s min/median/max over its rounds, the ratios of the largest count's medians, and the
+    ceiling that applies on this machine."""
+    groups: dict = {}
     for r in results["runs"]:
-        startup = f"{r['startup_seconds']:>12.1f}{r['after_startup_frames_per_second']:>25.1f}" if "startup_seconds" in r else ""
-        lines.append(f"{r['mode']:<12}{r['clips']:>6}{r['frames']:>8}{r['seconds']:>9.2f}{r['frames_per_second']:>10.1f}"
-                     f"{r['peak_rss_mib']:>14.0f}{startup}")
-    lines.append(f"extract / model-only throughput: {results['extract_vs_model']:.1%}   "
-                 f"extract / naive: {results['extract_vs_naive']:.2f}x   "
-                 f"max relative feature difference extract vs naive: {results['max_feature_relative_error']:.1e}")
-    lines.append(f"decoding alone: {results['decode_frames_per_second_per_core']:.0f} sampled frames/s per core"
+        groups.setdefault((r["mode"], r["clips"]), []).append(r)
+    results["summary"] = [{"mode": mode, "clips": clips, "rounds": len(rows),
+                           **_spread([r["frames_per_second"] for r in rows]),
+                           "peak_rss_mib": statistics.median(r["peak_rss_mib"] for r in rows)}
+                          for (mode, clips), rows in groups.items()]
+    largest = max(results["settings"]["clip_counts"])
+    median = {row["mode"]: row["median"] for row in results["summary"] if row["clips"] == largest}
+    extract = median[ENGINE_MODES[results["settings"]["engines"][0]]]
+    cores = min(results["settings"]["workers"], os.cpu_count() or 1)  # decoding threads release the GIL
+    accelerator = next((r.get("accelerator") for r in results["runs"] if r["mode"] == "model"), "")
+    ceiling = min(median["model"], median["decode"]) if accelerator else 1 / (1 / median["model"] + 1 / median["decode"])
+    results.update(extract_vs_model=extract / median["model"], extract_vs_naive=extract / median["naive"],
+                   extract_vs_ceiling=extract / ceiling, host_vs_decode=median["host"] / median["decode"],
+                   decode_frames_per_second_per_core=median["decode"] / cores,
+                   host_frames_per_second_per_core=median["host"] / cores,
+                   ceiling={"frames_per_second": ceiling, "accelerator": accelerator or None,
+                            "rule": f"the lower of model and decode ({accelerator})" if accelerator else
+                            "1 / (1/model + 1/decode): on a CPU the model and decoding share the cores"})
+    return results
+
+
+def _spread(values: list[float]) -> dict:
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+def machine() -> dict:
+    """What the numbers were measured on: the CPU, its cores, and the libraries' versions."""
+    from ucfpipe.core.provenance import versions
+
+    model = platform.processor()
+    try:
+        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return {"cpu": model, "cores": os.cpu_count(), "versions": versions()}
+
+
+def format_table(results: dict) -> str:
+    """Per mode the median frames/s with min and max over the rounds; the ratios and the ceiling."""
+    settings = results["settings"]
+    lines = [f"{settings['frames']} frames of {settings['size']}x{settings['size']} per clip, batch {settings['batch_size']}, "
+             f"{settings['workers']} workers, {settings['repeats']} interleaved rounds; {results['machine']['cpu']} "
+             f"({results['machine']['cores']} cores)",
+             f"{'mode':<12}{'clips':>6}{'median frames/s':>17}{'min':>9}{'max':>9}{'peak RSS MiB':>14}"]
+    for row in results["summary"]:
+        lines.append(f"{row['mode']:<12}{row['clips']:>6}{row['median']:>17.1f}{row['min']:>9.1f}{row['max']:>9.1f}"
+                     f"{row['peak_rss_mib']:>14.0f}")
+    for r in results["runs"]:
+        if "startup_seconds" in r:
+            lines.append(f"{r['mode']} round {r['round']}: start-up {r['startup_seconds']:.1f} s, "
+                         f"{r['after_startup_frames_per_second']:.1f} frames/s after it")
+    ceiling = results["ceiling"]
+    lines.append(f"ceiling end to end: {ceiling['frames_per_second']:.1f} frames/s ({ceiling['rule']}); "
+                 f"extract / ceiling: {results['extract_vs_ceiling']:.0%}   extract / model-only: "
+                 f"{results['extract_vs_model']:.0%}   extract / naive: {results['extract_vs_naive']:.2f}x (medians)")
+    lines.append(f"host (stage one with a zero model): {results['host_frames_per_second_per_core']:.0f} frames/s per core "
+                 f"(what this machine could feed an accelerator)   decoding alone: "
+                 f"{results['decode_frames_per_second_per_core']:.0f} sampled frames/s per core")
+    lines.append(f"max relative feature difference extract vs naive: {results['max_feature_relative_error']:.1e}"
                  + (f"   engines' features differ by at most {results['max_engine_relative_error']:.1e} (relative)"
                     if "max_engine_relative_error" in results else ""))
     return "\n".join(lines)
@@ -249,5 +334,5 @@ def format_table(results: dict) -> str:
 if __name__ == "__main__":  # one measurement in a fresh process: `python -m ucfpipe.bench.extract MODE JSON`
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     outcome = measure(sys.argv[1], json.loads(sys.argv[2]))
-    outcome["peak_rss_mib"] = _peak_rss_mib()
+    outcome["peak_rss_mib"] = peak_rss_mib()
     print(json.dumps(outcome))

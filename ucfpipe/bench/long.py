@@ -19,18 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ucfpipe.bench.memory import memory_mib
 from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.core.files import replacing
-
-
-def _memory_mib() -> dict:
-    """This process's resident memory now and at its peak (Linux /proc; VmHWM is the high-water mark)."""
-    values = {}
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                values[line.split(":")[0]] = int(line.split()[1]) / 1024
-    return values
 
 
 def make_video(path: Path, minutes: float, size: int, fps: float) -> Path:
@@ -67,11 +58,11 @@ def measure(video: str, run_dir: str) -> dict:
     predictor = Predictor(run_dir)
     rate = run_rate(predictor)
     featuriser = StreamingFeaturiser(predictor)
-    loaded = _memory_mib()
+    loaded = memory_mib()
     started = time.perf_counter()
     prediction = predict_video(featuriser, video, rate, rate.clip_seconds / 2)
     seconds = time.perf_counter() - started
-    peak = _memory_mib()
+    peak = memory_mib()
     frames = prediction.num_frames
     return {"video": video, "duration_s": prediction.duration, "frames": frames, "windows": len(prediction.windows),
             "sampled_frames": featuriser.frames_featurised, "seconds": seconds, "frames_per_s": frames / seconds,

@@ -47,7 +47,7 @@ from ucfpipe.cache.format import (
     verify_shard,
 )
 from ucfpipe.core.errors import UcfpipeError
-from ucfpipe.core.files import replacing, write_json
+from ucfpipe.core.files import clear_stale, replacing, write_json
 from ucfpipe.core.locks import locked
 
 
@@ -232,8 +232,7 @@ def open_for_writing(directory: str | Path, fingerprint: str, settings: dict, sh
                 f"({describe_difference(manifest.get('settings', {}), settings)}); "
                 "use another --out directory, or delete this one to re-extract"
             )
-        for stale in directory.glob("*.tmp"):  # left by a killed writer; never read as whole
-            stale.unlink()
+        clear_stale(directory, held=True)  # temporaries of a killed writer: never read as whole
         yield ShardWriter(directory, fingerprint, settings, shard_clips, shard_seconds, log)
 
 

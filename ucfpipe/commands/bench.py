@@ -42,21 +42,28 @@ def bench():
 @click.option("--precision", type=click.Choice(PRECISIONS), default=ExtractConfig.precision, show_default=True)
 @click.option("--engine", "engine_names", default="local", show_default=True,
               help="Comma-separated engines whose extraction runs side by side: local, ray (docs/ray.md).")
-@json_out_option()
+@click.option("--repeats", type=int, default=3, show_default=True,
+              help="Interleaved rounds, each mode once per round in its own process: min/median/max per mode.")
+@click.option("--json", "json_file", type=click.Path(), help="Also write every round, the settings, versions and CPU as "
+              "JSON here (- for standard output; the table then goes to stderr).")
+@click.option("--json-out", type=click.Path(), hidden=True, help="The old name of --json.")
 @user_errors
-def bench_extract(clip_counts, frames, size, batch_size, workers, weights, precision, engine_names, json_out):
-    """Stage one side by side: model-only, ucfpipe's extraction, a naive tutorial-style peer, decoding alone
-    (also `ucfpipe bench`)."""
+def bench_extract(clip_counts, frames, size, batch_size, workers, weights, precision, engine_names, repeats, json_file,
+                  json_out):
+    """Stage one side by side: model-only, ucfpipe's extraction, the host alone (a zero model), a naive
+    tutorial-style peer, decoding alone (also `ucfpipe bench`)."""
     from ucfpipe.bench import extract as bench
 
-    echo = _echo(json_out)
+    flag, json_out = ("--json", json_file) if json_file is not None else ("--json-out", json_out)
+    echo = _echo(json_out, flag)
     counts = comma_list(clip_counts, "--clips", int, positive=True)
     engines = comma_list(engine_names, "--engine", choices=CHOICES["engine"], repeats="drop")
     if "ray" in engines:
-        from ucfpipe.stage_one.ray_engine import import_ray
+        from ucfpipe.stage_one.ray_cluster import import_ray
 
         import_ray()  # not installed: one line naming the extra, before any measurement
-    results = bench.run(counts, frames, size, batch_size, workers, weights, precision, log=echo, engines=engines)
+    results = bench.run(counts, frames, size, batch_size, workers, weights, precision, log=echo, engines=engines,
+                        repeats=repeats)
     echo(bench.format_table(results))
     if json_out:
         write_json(Path(json_out), results)
@@ -116,10 +123,10 @@ def bench_long(run_dir, minutes, size, fps, directory, json_out):
         write_json(Path(json_out), results)
 
 
-def _echo(json_out):
+def _echo(json_out, flag: str = "--json-out"):
     """--json-out is checked before any measurement; `-` sends the JSON alone to standard output."""
     if json_out is not None:
-        output(json_out, "--json-out")
+        output(json_out, flag)
     return stdout_echo(json_out)
 
 

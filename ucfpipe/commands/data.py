@@ -4,11 +4,10 @@ cache), merge (parts of a cache extracted as job-array tasks)."""
 from __future__ import annotations
 
 import re
-import sys
 
 import click
 
-from ucfpipe.commands.options import dataset_option, user_errors
+from ucfpipe.commands.options import dataset_option, no_progress_option, user_errors
 from ucfpipe.config import ExtractConfig
 from ucfpipe.core.errors import EXIT_INCOMPLETE, UcfpipeError
 
@@ -121,8 +120,9 @@ def splits_make(videos_dir, out, folds, test_fraction, seed):
 @click.option("--frames", type=int, default=ExtractConfig.frames, show_default=True, help="T you will extract with: shorter clips are reported.")
 @click.option("--workers", type=int, default=ExtractConfig.workers, show_default=True, help="Decoding threads.")
 @click.option("--errors-only", is_flag=True, help="Hide warnings (short clips, misreported frame counts).")
+@no_progress_option()
 @user_errors
-def check(videos, splits, dataset, features, frames, workers, errors_only):
+def check(videos, splits, dataset, features, frames, workers, errors_only, progress):
     """Scan the listed clips (decoding only, no CNN) and report each bad one; or, with --features, verify
     a feature cache.
 
@@ -138,7 +138,7 @@ def check(videos, splits, dataset, features, frames, workers, errors_only):
         return _check_features(stage, features, videos)
     if videos is None or splits is None:
         raise UcfpipeError("check needs --videos and --splits (to scan the clips), or --features DIR (to verify a cache)")
-    checked, problems = stage.run(videos, splits, frames, workers, progress=sys.stderr.isatty(), dataset=dataset)
+    checked, problems = stage.run(videos, splits, frames, workers, progress=progress, dataset=dataset)
     shown = [p for p in problems if p.is_error or not errors_only]
     for problem in shown[:200]:
         click.echo(f"{'error' if problem.is_error else 'warning'}: {problem.video_id}: {problem.kind}: {problem.detail}")

@@ -78,6 +78,15 @@ def stdout_echo(named: str | None):
     return click.echo
 
 
+def no_progress_option():
+    """--no-progress of every command that shows a progress bar; the command gets `progress`: a bar wanted and
+    stderr a terminal."""
+    import sys
+
+    return click.option("--no-progress", "progress", is_flag=True, help="No progress bar (for logs).",
+                        callback=lambda ctx, param, off: not off and sys.stderr.isatty())
+
+
 def config_option(stage: str):
     default = Path("stages") / f"{stage}.toml"
     return click.option(

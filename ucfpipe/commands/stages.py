@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import click
@@ -12,6 +11,7 @@ from ucfpipe.commands.options import (
     DATASET_HELP,
     DEFAULT_BACKBONE,
     config_option,
+    no_progress_option,
     run_option,
     setting_option,
     stdout_echo,
@@ -49,9 +49,9 @@ from ucfpipe.core.files import output
 @setting_option(ExtractConfig, "engine", help="local: threads and the model here; ray: decode tasks and model actors on a Ray cluster (docs/ray.md).")
 @setting_option(ExtractConfig, "address", help="--engine ray: auto or HOST:PORT of a running cluster; unset, a cluster "
                 "is started on this machine for the run.")
-@click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
+@no_progress_option()
 @user_errors
-def extract(config_file, no_progress, **flags):
+def extract(config_file, progress, **flags):
     """Stage one: backbone (VGG16 by default) features of T uniformly sampled frames of every listed clip, into a resumable cache.
 
     Exit status 0 when every clip on disk was extracted, 3 when some clips could not be read (listed in
@@ -59,7 +59,7 @@ def extract(config_file, no_progress, **flags):
     from ucfpipe.stage_one import extract as stage
 
     config = load_config(ExtractConfig, config_file, flags)
-    summary = stage.run(config, progress=not no_progress and sys.stderr.isatty())
+    summary = stage.run(config, progress=progress)
     if summary["failed"]:
         exc = click.ClickException(
             f"{len(summary['failed'])} clips could not be read (see 'report' in {Path(config.out) / 'manifest.json'}); "

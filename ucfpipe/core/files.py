@@ -370,22 +370,29 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def clear_stale_dirs(out: Path) -> list[Path]:
-    """Remove the staging directories `.NAME.PID.tmp` beside `out` whose writer no longer runs (a kill -9 or a
-    power cut leaves them, and nothing else would ever remove them); a running writer's is left alone."""
-    pattern = re.compile(rf"\.{re.escape(out.name)}\.(\d+)\.tmp")
+def clear_stale(folder: Path, names=None, *, held: bool = False) -> list[Path]:
+    """Remove the temporaries `.NAME.PID.tmp*` in `folder` (files, and `replacing_dir`'s staging directories)
+    whose writer no longer runs: a kill -9 or a power cut leaves them, and nothing else would ever remove them.
+    Only those of the files `names`, when given. A running writer's are left alone, unless `held`: the caller
+    holds the lock of what they belong to, so every one is stale, this process's own included."""
+    pattern = re.compile(r"\.(.+)\.(\d+)\.tmp.*", re.DOTALL)
     removed = []
     try:
-        candidates = list(out.parent.iterdir())
+        candidates = list(Path(folder).iterdir())
     except OSError:
         return removed
     for path in candidates:
         found = pattern.fullmatch(path.name)
-        if found and int(found[1]) != os.getpid() and not pid_alive(int(found[1])) and path.is_dir():
+        if not found or (names is not None and found[1] not in names):
+            continue
+        if not held and (int(found[2]) == os.getpid() or pid_alive(int(found[2]))):
+            continue
+        if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
     return removed
-
 
 
 def write_csv(path: str | Path, header: list[str], rows: list[list]) -> None:
@@ -409,7 +416,7 @@ def replacing_dir(out: str | Path, staging: str | Path | None = None, *, update:
         raise UcfpipeError(f"{given} is {kind(os.lstat(out).st_mode)}, not a folder; write elsewhere")
     made = _make_parents(given, out.parent)
     if staging is None:
-        clear_stale_dirs(out)
+        clear_stale(out.parent, [out.name])
     staging = Path(staging) if staging is not None else out.with_name(f".{out.name}.{os.getpid()}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
     done = False

@@ -279,13 +279,13 @@ def _encode(path: Path, frames: np.ndarray, fourcc: str, fps: float) -> None:
 
 def _decoded_shape(path: Path) -> tuple[int, int, int]:
     """(frames, width, height) as decoding finds them: the container's frame count is not trusted."""
+    from ucfpipe.video.decode import decoded_frames
+
     capture = cv2.VideoCapture(str(path))
     try:
         if not capture.isOpened():
             return 0, 0, 0
-        count = 0
-        while capture.grab():
-            count += 1
+        count = sum(1 for _ in decoded_frames(capture, wanted=()))  # counted as stage one counts
         return count, int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
     finally:
         capture.release()

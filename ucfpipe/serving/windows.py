@@ -178,7 +178,7 @@ def predict_video(featuriser: StreamingFeaturiser, path: str | Path, rate: Rate,
                   progress: bool = False, keyframes: bool = False) -> WindowedPrediction:
     """Classify every window of the video at `path` in one sequential decoding pass; with `keyframes`, also keep
     a small thumbnail of each window's middle sampled frame (for the page), made from the frame already decoded."""
-    from tqdm import tqdm
+    from ucfpipe.core.progress import progress_bar
 
     path = Path(path)
     fps, hint = video_fps(path)
@@ -196,8 +196,7 @@ def predict_video(featuriser: StreamingFeaturiser, path: str | Path, rate: Rate,
             pending.clear()
 
     capture = open_video(path)
-    bar = tqdm(total=hint or None, unit="frame", desc=path.name, disable=not progress or None, leave=False,
-               dynamic_ncols=True, mininterval=0.5)
+    bar = progress_bar(hint or None, "frame", progress, desc=path.name, leave=False, mininterval=0.5)
     try:
         index = 0
         k = 0  # the next window to classify

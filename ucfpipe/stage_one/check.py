@@ -81,14 +81,14 @@ def check_clip(path: Path, video_id: str, frames: int) -> list[Problem]:
 def run(videos: str | Path, splits: str | Path, frames: int = 40, workers: int = 2, progress: bool = True,
         dataset: str = "ucf101") -> tuple[int, list[Problem]]:
     """(clips checked, problems found), in video id order."""
-    from tqdm import tqdm
+    from ucfpipe.core.progress import progress_bar
 
     videos = Path(videos)
     if not videos.is_dir():
         datasets.missing_on_disk([], videos)  # raises the one-line error about --videos
     clips = datasets.all_clips(dataset, splits)
     lock = threading.Lock()
-    with tqdm(total=len(clips), unit="clip", disable=not progress) as bar:
+    with progress_bar(len(clips), "clip", progress) as bar:
 
         def one(clip):
             found = check_clip(videos / clip.relative_path, clip.video_id, frames)

@@ -2,9 +2,10 @@
 in an actor pool (one actor per GPU), the cache written here exactly as the local engine writes it.
 
 `extract.run` plans as always (lock, verified shards, changed clips, what is still to do) and calls `featurise`
-below instead of the local one. Ray Data gets the clips to do as rows of paths (never bytes): a task decodes
-and samples a few clips on one CPU, an actor runs the backbone on batches of frames (the local engine's
-`_Batcher`, so the same batch shapes and padding), and this process takes finished clips as they stream back
+below instead of `local_engine.featurise`, on the cluster `ray_cluster` connects to. Ray Data gets the clips to
+do as rows of paths (never bytes): a task decodes and samples a few clips on one CPU (`featurising.decode_clip`),
+an actor runs the backbone on batches of frames (`featurising.Batcher`, the local engine's, so the same batch
+shapes and padding), and this process takes finished clips as they stream back
 and hands them to the one ShardWriter: a clip is added once (by id), the manifest last. Ray retries tasks and
 restarts actors whose worker or node died; Ray Data's no-progress timeout ends a run that cannot go on in one
 line instead of hanging. Ray is imported only here, and only when this engine runs.
@@ -16,14 +17,9 @@ import logging
 import math
 import os
 import re
-import shutil
-import signal
-import socket
-import tempfile
-import threading
 import time
 import warnings
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -32,12 +28,12 @@ from ucfpipe import datasets
 from ucfpipe.cache.format import ClipFeatures, Source
 from ucfpipe.config import ExtractConfig
 from ucfpipe.core import interrupts
+from ucfpipe.core.errors import UcfpipeError
+from ucfpipe.core.progress import progress_bar
 from ucfpipe.core.quiet import stderr_lines_dropped
-from ucfpipe.core.errors import Interrupted, UcfpipeError
-from ucfpipe.stage_one.extract import _Batcher, _Pending, check_storable, decode_clip
+from ucfpipe.stage_one.featurising import Batcher, Pending, check_storable, decode_clip, interrupted
+from ucfpipe.stage_one.ray_cluster import check_workers_read, cluster, first_line
 
-INSTALL = "pip install 'ucfpipe[ray]'"
-CONNECT_SECONDS = 30.0  # an --address that does not answer in this long is refused
 # Ray Data ends a run in which no block moved for this long (a node lost with the only model actor, no GPU
 # left for one): RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S overrides it, as Ray documents.
 NO_PROGRESS_SECONDS = 600.0
@@ -58,160 +54,6 @@ RAY_LINES = re.compile(
     + r"[0-9a-f]+" + re.escape("' has constructor arguments in the object store and max_restarts > 0. If the arguments in the "
                                "object store go out of scope or are lost, the actor restart will fail. See "
                                "https://github.com/ray-project/ray/issues/53727 for more details."))
-
-
-def import_ray():
-    try:
-        import ray
-        import ray.data  # noqa: F401  (needs pandas and pyarrow, which the extra brings)
-    except ImportError as err:
-        raise UcfpipeError(f"--engine ray needs Ray Data ({err.name or err} is not installed): {INSTALL}, "
-                           "or pass --engine local") from None
-    return ray
-
-
-# -- the cluster ------------------------------------------------------------------------------------------------
-# A Ray head's GCS speaks gRPC, so HTTP/2: to the client's connection preface and an empty SETTINGS frame it
-# answers with its own SETTINGS frame at once (RFC 9113, 3.4). A web server (the dashboard's port, passed by
-# mistake) answers otherwise or hangs up, and a listener that is no server says nothing: ray.init would retry
-# either for minutes, in C++ code that a SIGTERM does not interrupt.
-HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
-SETTINGS_FRAME = 4
-ANSWER_SECONDS = 5.0  # a GCS answers the preface in milliseconds
-
-
-def _check_answers(ray, address: str) -> str:
-    """HOST:PORT of `address` ("auto": the cluster `ray start` runs on this machine, or RAY_ADDRESS), once a TCP
-    connection to it succeeded within CONNECT_SECONDS and it answered as a gRPC server (a Ray head's GCS) within
-    ANSWER_SECONDS."""
-    from ray._private.services import canonicalize_bootstrap_address
-
-    try:
-        resolved = canonicalize_bootstrap_address(address)
-    except (ValueError, ConnectionError) as err:
-        if address == "auto":  # Ray's own text asks for an --address flag or RAY_ADDRESS
-            resolved = None
-        else:
-            raise UcfpipeError(f"--address {address} is no Ray address ({err}); pass auto or HOST:PORT of the head node") from None
-    if not resolved:
-        raise UcfpipeError(f"--address {address}: no Ray cluster is running on this machine; start one with "
-                           "`ray start --head`, pass HOST:PORT of another head node, or drop --address to let the run "
-                           "start its own (docs/ray.md)")
-    named = resolved if address == "auto" else address  # Ray turns 127.0.0.1 into this machine's address
-    host, _, port = named.rpartition(":")
-    try:
-        with socket.create_connection((host, int(port)), timeout=CONNECT_SECONDS) as connection:
-            why = _not_grpc(connection)
-    except (OSError, ValueError) as err:
-        raise UcfpipeError(f"the Ray cluster at {named} does not answer ({getattr(err, 'strerror', None) or err}); "
-                           "check that `ray start --head` runs there and the port is open, or pass another --address") from None
-    if why:
-        raise UcfpipeError(f"{named} is not a Ray head node ({why}); pass the address `ray start --head` printed "
-                           "(its GCS port, 6379 by default, not the dashboard's 8265) as --address")
-    return resolved
-
-
-def _not_grpc(connection: socket.socket) -> str:
-    """Why the server on `connection` is no gRPC server, or "" if it answered the HTTP/2 preface as one.
-    TLS clusters (RAY_USE_TLS) speak TLS first: for them the connection alone counts."""
-    if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
-        return ""
-    deadline = time.monotonic() + ANSWER_SECONDS
-    connection.sendall(HTTP2_PREFACE)
-    head = b""
-    while len(head) < 9:
-        connection.settimeout(max(0.01, deadline - time.monotonic()))
-        try:
-            chunk = connection.recv(9 - len(head))
-        except TimeoutError:
-            return f"it said nothing within {ANSWER_SECONDS:g} s"
-        if not chunk:
-            break
-        head += chunk
-    if len(head) == 9 and head[3] == SETTINGS_FRAME:
-        return ""
-    if head.startswith(b"HTTP/"):
-        return "it answers in HTTP/1, as a web server does"
-    return "it closed the connection" if not head else "it answered, but not as a gRPC server"
-
-
-@contextmanager
-def cluster(address: str):
-    """Connected to the cluster at `address`, or, with "", to one started on this machine for the run (in its own
-    temporary directory) and shut down when the run ends, however it ends: no Ray process outlives the run."""
-    ray = import_ray()
-    # ray.init replaces SIGTERM's handler with one that exits with status 15, skipping the writer's flush:
-    # the CLI's handlers (Ctrl-C and SIGTERM -> 130/143 with finished clips kept) are put back after it.
-    handlers = {number: signal.getsignal(number) for number in interrupts.SIGNALS} \
-        if threading.current_thread() is threading.main_thread() else {}
-    temp = None
-    quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
-    try:
-        if address:
-            resolved = _check_answers(ray, address)
-            try:
-                _init(ray, handlers, address=resolved, **quiet)
-            except Exception as err:  # ConnectionError, AuthenticationError, a version mismatch: Ray says which
-                raise UcfpipeError(f"cannot join the Ray cluster at {resolved}: {_first_line(err)} (docs/ray.md)") from None
-        else:
-            # A short path: Ray's socket names must fit in 107 bytes.
-            temp = tempfile.mkdtemp(prefix="ucfpipe-ray-", dir="/tmp")
-            _init(ray, handlers, address="local", _temp_dir=temp, include_dashboard=False, **quiet)
-        for number, handler in handlers.items():
-            signal.signal(number, handler)
-        yield ray
-    finally:
-        ray.shutdown()
-        for number, handler in handlers.items():
-            signal.signal(number, handler)
-        if temp:
-            shutil.rmtree(temp, ignore_errors=True)
-
-
-def _init(ray, handlers: dict, **settings) -> None:
-    """ray.init, where a SIGTERM during the start ends as anywhere else in the run (143, one line): Ray's own
-    handler, set first thing, would end the command with sys.exit(15)."""
-    try:
-        ray.init(**settings)
-    except SystemExit as stop:
-        if stop.code != signal.SIGTERM or not handlers:
-            raise
-        signal.signal(signal.SIGTERM, handlers[signal.SIGTERM])
-        signal.raise_signal(signal.SIGTERM)  # ours: noted, and raised as a KeyboardInterrupt
-        raise
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip() or type(err).__name__
-    return text.splitlines()[0]
-
-
-def check_workers_read(ray, videos: Path, relative_path: str) -> None:
-    """Every node with CPUs opens one listed clip before any work is sent: a path the driver sees and the workers
-    do not (no shared file system, another mount point) would otherwise fail every clip one by one."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    @ray.remote(num_cpus=0, max_retries=0)
-    def can_read(path: str):
-        try:
-            with open(path, "rb") as file:
-                file.read(1)
-            return None
-        except OSError as err:
-            return err.strerror or str(err)
-
-    path = str(videos / relative_path)
-    nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0]
-    futures = {n["NodeManagerAddress"]: can_read.options(
-        scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(path) for n in nodes}
-    try:
-        answers = dict(zip(futures, ray.get(list(futures.values()), timeout=120)))
-    except ray.exceptions.GetTimeoutError:
-        raise UcfpipeError("the Ray nodes did not run a task within 120 s; check `ray status`") from None
-    for node, why in answers.items():
-        if why:
-            raise UcfpipeError(f"the Ray workers on {node} cannot read {path} ({why}): every node must see --videos "
-                               "at the same absolute path (a shared file system), or pass --engine local")
 
 
 # -- the two stages ---------------------------------------------------------------------------------------------
@@ -272,10 +114,10 @@ class Backbone:
         done = [i for i, error in enumerate(batch["error"]) if not error]
         features = np.zeros(indices.shape + self.feature_shape, np.float32)
         if done:
-            batcher = _Batcher(self.model, self.batch_size, self.frame_shape, total_frames=len(done) * frames.shape[1])
+            batcher = Batcher(self.model, self.batch_size, self.frame_shape, total_frames=len(done) * frames.shape[1])
             finished = []
             for i in done:
-                finished += batcher.add(_Pending(i, frames[i], indices[i], 0, 0.0))
+                finished += batcher.add(Pending(i, frames[i], indices[i], 0, 0.0))
             finished += batcher.run()
             for pending in finished:
                 features[pending.clip] = pending.outputs.reshape(indices.shape[1:] + pending.outputs.shape[1:])
@@ -339,61 +181,26 @@ def physical_plan(ds) -> list[str]:
 # -- the driver -------------------------------------------------------------------------------------------------
 def featurise(todo: list[datasets.Clip], config: ExtractConfig, writer, model=None, progress: bool = True,
               log=None) -> tuple[dict, float]:
-    """`extract.featurise` on a Ray cluster: the same arguments (`model` is ignored: each actor builds its own)
-    and the same result, ({video_id: why it could not be read}, frames/s through the model after the first
+    """`local_engine.featurise` on a Ray cluster: the same arguments (`model` is ignored: each actor builds its
+    own) and the same result, ({video_id: why it could not be read}, frames/s through the model after the first
     clip came back). Ctrl-C and SIGTERM keep finished clips; so does a run Ray cannot finish."""
-    from tqdm import tqdm
-
     log = log or (lambda *_: None)
     videos = Path(config.videos).resolve()  # the workers' working directory is not this one
-    by_id = {clip.video_id: clip for clip in todo}
-    failed: dict[str, str] = {}
-    frames_done, twice = 0, 0
+    received = _Received({clip.video_id: clip for clip in todo}, config, writer)
     with cluster(config.address) as ray, ExitStack() as quiet:
-        # Ray's own warnings, each by its text, while the run goes on (the cluster's processes started first:
-        # they must not hold the filter's pipe)
-        quiet.enter_context(warnings.catch_warnings())
-        for text in RAY_WARNINGS:
-            warnings.filterwarnings("ignore", message=re.escape(text), category=DeprecationWarning)
-        quiet.enter_context(stderr_lines_dropped(RAY_LINES))
+        _quiet_ray(ray, quiet)
         check_workers_read(ray, videos, todo[0].relative_path)
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False  # ours counts clips written, theirs blocks
-        context.print_on_execution_start = False
-        context.execution_no_progress_timeout_s = float(os.environ.get(NO_PROGRESS_VARIABLE, NO_PROGRESS_SECONDS))
-        context.raise_original_map_exception = True  # a UcfpipeError in an actor (out of memory) stays one line
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
         ds = build_dataset(ray, todo, config, videos)
-        bar = tqdm(total=len(todo), unit="clip", disable=not progress, smoothing=0.1, dynamic_ncols=True)
+        bar = progress_bar(len(todo), "clip", progress)
         started, first = time.time(), None
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
                 interrupts.check()
-                if first is None:
-                    first = time.time()
-                stored = []
-                for i, video_id in enumerate(batch["video_id"]):
-                    video_id = str(video_id)
-                    if video_id in writer.done_ids or video_id in failed:
-                        twice += 1  # a task Ray ran again after its worker died: written once
-                        continue
-                    if batch["error"][i]:
-                        failed[video_id] = str(batch["error"][i])
-                        continue
-                    stored.append(i)
-                if stored:
-                    check_storable([batch["features"][i] for i in stored], config)
-                for i in stored:
-                    clip = by_id[str(batch["video_id"][i])]
-                    writer.add(ClipFeatures(clip.video_id, clip.label, clip.group, int(batch["num_frames"][i]),
-                                            float(batch["fps"][i]), batch["frame_indices"][i],
-                                            batch["features"][i].astype(config.dtype), _source_of(batch["source"][i])))
-                    frames_done += batch["frame_indices"][i].size
-                bar.update(len(stored) + sum(1 for i in range(len(batch["video_id"])) if batch["error"][i]))
+                first = first or time.time()
+                bar.update(received.add(batch))
         except KeyboardInterrupt:
             writer.flush()  # clips whose features are complete are kept
-            raise Interrupted(f"interrupted: {len(writer.done_ids)} clips are safely in {writer.directory}; "
-                              "rerun the same command to resume") from None
+            raise interrupted(writer) from None
         except UcfpipeError:
             writer.flush()
             raise
@@ -403,12 +210,57 @@ def featurise(todo: list[datasets.Clip], config: ExtractConfig, writer, model=No
         finally:
             bar.close()
         writer.flush()
-    if twice:
-        log(f"  {twice} clips came back twice from Ray (a task run again after its worker died); each was written once")
-    after = time.time() - (first or started)
+    if received.twice:
+        log(f"  {received.twice} clips came back twice from Ray (a task run again after its worker died); each was written once")
     if first is not None:
         log(f"  Ray: first clip back after {first - started:.1f} s (cluster start, actors loading the model)")
-    return failed, frames_done / max(after, 1e-9)
+    return received.failed, received.frames_done / max(time.time() - (first or started), 1e-9)
+
+
+def _quiet_ray(ray, quiet: ExitStack) -> None:
+    """Ray's own warnings dropped, each by its text, while the run goes on (the cluster's processes started
+    first: they must not hold the filter's pipe); Ray Data set for this run."""
+    quiet.enter_context(warnings.catch_warnings())
+    for text in RAY_WARNINGS:
+        warnings.filterwarnings("ignore", message=re.escape(text), category=DeprecationWarning)
+    quiet.enter_context(stderr_lines_dropped(RAY_LINES))
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # ours counts clips written, theirs blocks
+    context.print_on_execution_start = False
+    context.execution_no_progress_timeout_s = float(os.environ.get(NO_PROGRESS_VARIABLE, NO_PROGRESS_SECONDS))
+    context.raise_original_map_exception = True  # a UcfpipeError in an actor (out of memory) stays one line
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+class _Received:
+    """The clips streaming back from the model actors, into the one ShardWriter: each once (by id)."""
+
+    def __init__(self, by_id: dict, config: ExtractConfig, writer):
+        self.by_id, self.config, self.writer = by_id, config, writer
+        self.failed: dict[str, str] = {}
+        self.frames_done = self.twice = 0
+
+    def add(self, batch: dict) -> int:
+        """Store a batch's clips; returns how many clips it finished (written or failed)."""
+        stored, finished = [], 0
+        for i, video_id in enumerate(batch["video_id"]):
+            video_id = str(video_id)
+            if video_id in self.writer.done_ids or video_id in self.failed:
+                self.twice += 1  # a task Ray ran again after its worker died: written once
+            elif batch["error"][i]:
+                self.failed[video_id] = str(batch["error"][i])
+                finished += 1
+            else:
+                stored.append(i)
+        if stored:
+            check_storable([batch["features"][i] for i in stored], self.config)
+        for i in stored:
+            clip = self.by_id[str(batch["video_id"][i])]
+            self.writer.add(ClipFeatures(clip.video_id, clip.label, clip.group, int(batch["num_frames"][i]),
+                                         float(batch["fps"][i]), batch["frame_indices"][i],
+                                         batch["features"][i].astype(self.config.dtype), _source_of(batch["source"][i])))
+            self.frames_done += batch["frame_indices"][i].size
+        return finished + len(stored)
 
 
 def _ray_failure(err: Exception, writer) -> UcfpipeError:
@@ -417,4 +269,4 @@ def _ray_failure(err: Exception, writer) -> UcfpipeError:
         limit = float(os.environ.get(NO_PROGRESS_VARIABLE, NO_PROGRESS_SECONDS))
         return UcfpipeError(f"the Ray run made no progress for {limit:.0f} s (a node lost? no free CPU or GPU for the "
                             f"model actors? see `ray status`); {kept} ({NO_PROGRESS_VARIABLE} sets the limit)")
-    return UcfpipeError(f"the Ray run failed: {type(err).__name__}: {_first_line(err)}; {kept}")
+    return UcfpipeError(f"the Ray run failed: {type(err).__name__}: {first_line(err)}; {kept}")

@@ -65,30 +65,6 @@ def png_data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
-def read_frames(path: Path, indices) -> dict[int, np.ndarray]:
-    """{index: RGB frame} of the decoded frames at `indices` (counted as stage one counts them), in one pass."""
-    import cv2
-
-    from ucfpipe.video.decode import open_video
-
-    wanted = set(int(i) for i in indices)
-    frames: dict[int, np.ndarray] = {}
-    capture = open_video(path)
-    try:
-        index = 0
-        last = max(wanted) if wanted else -1
-        while index <= last and capture.grab():
-            if index in wanted:
-                ok, frame = capture.retrieve()
-                if not ok or frame is None or frame.ndim != 3:
-                    break
-                frames[index] = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-            index += 1
-    finally:
-        capture.release()
-    return frames
-
-
 # -- pieces of a page ---------------------------------------------------------------------------------------
 STYLE = """
 body{font:14px/1.4 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1200px;padding:16px;color:#222}
@@ -288,6 +264,8 @@ def misclassified(clips: dict, confusion: list[list[int]]) -> list[dict]:
 
 
 def _strip(clip: dict, videos: Path | None) -> str:
+    from ucfpipe.video.decode import read_frames
+
     if videos is None:
         return ""
     recorded = clip.get("source")  # evals before sources were recorded cannot tell

@@ -11,6 +11,7 @@ decodable files follow one rule: a clip ends at its first frame that fails to de
 from __future__ import annotations
 
 import os
+from collections.abc import Container, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +74,23 @@ def open_video(path: str | Path) -> cv2.VideoCapture:
     return _open(Path(path))
 
 
+def decoded_frames(capture: cv2.VideoCapture, wanted: Container[int] | None = None,
+                   last: int | None = None) -> Iterator[tuple[int, np.ndarray | None]]:
+    """The one decoding loop: (index, BGR frame) of each frame of `capture` in order, converted only where its
+    index is in `wanted` (every frame when None; elsewhere None: decoded to be counted, never converted). It ends
+    at the stream's end, after index `last`, or at a wanted frame that fails to decode: a clip ends at its first
+    frame that fails to decode, whoever reads it."""
+    index = 0
+    while (last is None or index <= last) and capture.grab():
+        frame = None
+        if wanted is None or index in wanted:
+            ok, frame = capture.retrieve()
+            if not ok or frame is None or frame.ndim != 3:
+                return
+        yield index, frame
+        index += 1
+
+
 def _wanted(num_frames: int, num_samples: int, views: tuple[View, ...]) -> set[int]:
     return {i for offset in {v.offset for v in views} for i in uniform_frame_indices(num_frames, num_samples, offset).tolist()}
 
@@ -90,14 +108,11 @@ def _decode(path: Path, num_samples: int, size: int, views: tuple[View, ...], kn
         wanted = _wanted(basis, num_samples, views) if basis > 0 else set()
         frames: dict[int, tuple] = {}
         count = 0
-        while capture.grab():
-            if count in wanted:
-                ok, frame = capture.retrieve()
-                if not ok or frame is None or frame.ndim != 3:
-                    break
-                frames[count] = (resize_rgb(frame, size) if need_whole else None,
+        for index, frame in decoded_frames(capture, wanted):
+            count = index + 1
+            if frame is not None:
+                frames[index] = (resize_rgb(frame, size) if need_whole else None,
                                  resize_rgb(frame, crop_size(size)) if need_larger else None)
-            count += 1
         return frames, count, fps
     finally:
         capture.release()
@@ -109,10 +124,7 @@ def count_frames(path: str | Path) -> tuple[int, int]:
     capture = _open(Path(path))
     try:
         claimed = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        decoded = 0
-        while capture.grab():
-            decoded += 1
-        return decoded, claimed
+        return sum(1 for _ in decoded_frames(capture, wanted=())), claimed
     finally:
         capture.release()
 
@@ -135,6 +147,18 @@ def read_views(path: str | Path, num_samples: int, size: int, view_names=("cente
         np.stack([render(view, *frames[i], size) for i in view_indices]) for view, view_indices in zip(views, indices)
     ])
     return SampledClip(rendered, indices, count, fps)
+
+
+def read_frames(path: str | Path, indices) -> dict[int, np.ndarray]:
+    """{index: RGB frame} of the decoded frames at `indices` (counted as stage one counts them), in one pass
+    that stops after the last of them (a report's thumbnails)."""
+    wanted = {int(i) for i in indices}
+    capture = _open(Path(path))
+    try:
+        return {index: cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                for index, frame in decoded_frames(capture, wanted, last=max(wanted, default=-1)) if frame is not None}
+    finally:
+        capture.release()
 
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
