@@ -241,7 +241,7 @@ def _keep_keyframe(prediction: WindowedPrediction, plan: Layout, index: int, fra
     """The thumbnail of window k, when frame `index` is its middle sample (k = (index - middle) / stride)."""
     import cv2
 
-    from ucfpipe.stage_two.report_page import jpeg_data_uri
+    from ucfpipe.core.html import jpeg_data_uri
 
     since = index - int(plan.offsets[len(plan.offsets) // 2])
     if since >= 0 and since % plan.stride_frames == 0:
