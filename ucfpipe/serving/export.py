@@ -169,7 +169,7 @@ def build(run_dir: str | Path, weights: str | None = None):
 def spec(run_dir: Path, members: list[runs.Run], stage_one: ExtractConfig, format: str, model) -> dict:
     import keras
 
-    settings = members[0].record["cache"]["settings"]
+    settings = members[0].cache_settings
     frames, size = stage_one.frames, stage_one.size
     return {
         "format": FORMAT,

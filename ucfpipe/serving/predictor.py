@@ -55,26 +55,25 @@ def stage_one_config(run: runs.Run, weights: str | None = None) -> ExtractConfig
     """The run's extract settings, verified to reproduce its cache's fingerprint on this machine."""
     from ucfpipe.stage_one.extract import feature_settings
 
-    recorded = run.record["cache"]
+    recorded = run.cache_settings
     known = {f.name for f in fields(ExtractConfig)}
-    config = ExtractConfig(**{k: v for k, v in recorded["extract_config"].items() if k in known})
+    config = ExtractConfig(**{k: v for k, v in run.extract_config.items() if k in known})
     if weights is not None:
         config.weights = weights
-    elif recorded["settings"].get("weights") == "file":
-        config.weights = _weights_file(run, config.weights, recorded["settings"]["sha256"])
+    elif recorded.get("weights") == "file":
+        config.weights = _weights_file(run, config.weights, recorded["sha256"])
     settings = feature_settings(config)
     # The cache's file format changes how features are stored, not their numbers: a run trained on a cache of
     # an older format computes the same features now.
-    settings["format"] = recorded["settings"].get("format", settings["format"])
-    if fingerprint(settings) == recorded["fingerprint"]:
+    settings["format"] = recorded.get("format", settings["format"])
+    if fingerprint(settings) == run.fingerprint:
         return config
-    old = recorded["settings"]
-    if old.get("weights") == "file" and settings.get("sha256") != old.get("sha256"):
+    if recorded.get("weights") == "file" and settings.get("sha256") != recorded.get("sha256"):
         raise UcfpipeError(
             f"weights file {config.weights} is not the one the run's features were made with (sha256 "
-            f"{str(settings.get('sha256'))[:12]}... now, {old['sha256'][:12]}... recorded); pass --weights with the original file"
+            f"{str(settings.get('sha256'))[:12]}... now, {recorded['sha256'][:12]}... recorded); pass --weights with the original file"
         )
-    differences = describe_difference(settings, old, "now vs", "recorded")
+    differences = describe_difference(settings, recorded, "now vs", "recorded")
     raise UcfpipeError(
         f"this machine would compute other features than the run was trained on ({differences}); "
         "predict with the setup the cache was extracted with"
