@@ -119,11 +119,12 @@ class Predictor:
     directory (ucfpipe.stage_two.ensemble) gives the mean of its members' probabilities; its members must share one
     feature cache fingerprint, so that one backbone serves them all."""
 
-    def __init__(self, run_dir: str | Path, weights: str | None = None):
+    def __init__(self, run_dir: str | Path, weights: str | None = None, members: list[runs.Run] | None = None):
+        """`members`: the run directory already read (`ensemble.load_run_or_ensemble(run_dir)`), not read again."""
         from ucfpipe.models.extractor import global_random_state_kept
         from ucfpipe.stage_two import ensemble
 
-        self.members = ensemble.load_run_or_ensemble(run_dir)
+        self.members = members if members is not None else ensemble.load_run_or_ensemble(run_dir)
         self.run = self.members[0]
         stage_one = rebuild_stage_one(self.run, weights)
         self.stage_one, self.extractor = stage_one.config, stage_one.model
@@ -151,8 +152,3 @@ class Predictor:
             return VideoPrediction(str(path), error=str(err))
         return VideoPrediction(str(path), top=top_classes(probabilities, self.classes, top))
 
-
-def run(videos, run_dir: str | Path, top: int = 5, weights: str | None = None) -> list[VideoPrediction]:
-    check_top(top)
-    predictor = Predictor(run_dir, weights)
-    return [predictor.predict(video, top) for video in videos]
