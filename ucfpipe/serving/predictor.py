@@ -3,7 +3,7 @@ its backbone exactly as it was (rebuilt from the recorded settings, checked agai
 then the run's best model.
 
 `rebuild_stage_one` is the one way a run's stage one is rebuilt (backbone, layer, pooling, size, weights,
-precision and the storage dtype's rounding): predict, predict --window, live, bench-long (through `Predictor`)
+precision and the storage dtype's rounding): predict, predict --window, live, `bench long` (through `Predictor`)
 and export all use it.
 """
 

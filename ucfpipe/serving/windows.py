@@ -267,7 +267,7 @@ def _keep_keyframe(prediction: WindowedPrediction, plan: Layout, index: int, fra
 
 def recorded_rate(run, window: float | None = None) -> Rate:
     """The run's rate from its record alone, before Keras loads: T of its stage one over `window` seconds, by
-    default its typical clip (`stream.run_rate`, which reads only `predictor.run` and `.stage_one.frames`)."""
+    default its typical clip (`featuriser.run_rate`, which reads only `predictor.run` and `.stage_one.frames`)."""
     from types import SimpleNamespace
 
     from ucfpipe.config import ExtractConfig
