@@ -204,6 +204,9 @@ def test_windowed_predict_reads_the_run_once_and_checks_the_windows_once(run_dir
 
 
 def test_no_progress_turns_the_windowed_progress_bar_off(monkeypatch):
+    from types import SimpleNamespace
+
+    from ucfpipe.commands import serving as serving_commands
     from ucfpipe.serving import predict_files
 
     seen = {}
@@ -213,7 +216,8 @@ def test_no_progress_turns_the_windowed_progress_bar_off(monkeypatch):
         return predict_files.Predictions([], 1.0)
 
     monkeypatch.setattr(predict_files, "run", run)
-    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
-    result = CliRunner().invoke(main, ["predict", "v.avi", "--run", "r", "--window", "auto", "--no-progress"])
-    assert result.exit_code == 0, result.output
-    assert seen["progress"] is False and seen["window"] == "auto"
+    monkeypatch.setattr(serving_commands, "sys", SimpleNamespace(stderr=SimpleNamespace(isatty=lambda: True)))
+    for flags, progress in (([], True), (["--no-progress"], False)):  # a terminal shows the bar unless told not to
+        result = CliRunner().invoke(main, ["predict", "v.avi", "--run", "r", "--window", "auto", *flags])
+        assert result.exit_code == 0, result.output
+        assert seen["progress"] is progress and seen["window"] == "auto"
