@@ -549,3 +549,14 @@ def test_live_takes_window_auto_as_predict_does(run_dir, concatenated):
     assert lines[0] == lines[1] and lines[0]
     refused = CliRunner().invoke(main, ["live", "--run", str(run_dir), "--source", str(video), "--window", "soon"])
     assert refused.exit_code == 2 and "--window must be a number of seconds or auto, got 'soon'" in refused.output
+
+
+def test_ctrl_c_while_the_run_loads_says_so_in_one_line_with_exit_130(run_dir, synth_dataset, monkeypatch):
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(predict.Predictor, "__init__", interrupted)
+    video = sorted(Path(synth_dataset["videos"]).rglob("*.avi"))[0]
+    result = CliRunner().invoke(main, ["live", "--run", str(run_dir), "--source", str(video)])
+    assert result.exit_code == 130, result.output
+    assert result.output.strip() == "live: interrupted before the first frame"

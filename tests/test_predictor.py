@@ -1,5 +1,7 @@
 """Predict: stage one rebuilt from the run's record reproduces the cached features; refusals are one line."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -9,7 +11,7 @@ from ucfpipe.config import ExtractConfig, fingerprint, to_dict
 from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.serving import predictor as predict
 from ucfpipe.stage_one.extract import feature_settings
-from ucfpipe.stage_two import train
+from ucfpipe.stage_two import runs, train
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +45,22 @@ def test_an_unreadable_file_is_a_per_file_error(predictor, tmp_path):
     assert prediction.as_dict() == {"video": str(fake), "error": prediction.error}
 
 
-class _Recorded:
-    """What stage_one_config reads of a run: its record of the cache."""
+class _Recorded(runs.Run):
+    """A run that is only its record of the cache (what stage_one_config asks a run), with no directory to read."""
 
     def __init__(self, config: ExtractConfig):
         settings = feature_settings(config)
-        self.record = {"cache": {"extract_config": to_dict(config), "settings": settings, "fingerprint": fingerprint(settings)}}
+        self.directory = Path("no-such-run")
+        self.record = {"cache": {"extract_config": to_dict(config), "settings": settings, "fingerprint": fingerprint(settings),
+                                 "directory": "/features"}}
+
+
+def test_a_run_answers_what_serving_reads_of_its_cache():
+    run = _Recorded(ExtractConfig(videos="v", splits="s", weights="none"))
+    assert run.cache_settings == run.record["cache"]["settings"] and run.cache_directory == "/features"
+    assert run.typical_clip_seconds is None  # runs trained before train recorded it
+    run.record["cache"]["typical_clip_seconds"] = 3
+    assert run.typical_clip_seconds == 3.0 and isinstance(run.typical_clip_seconds, float)
 
 
 def test_a_run_on_a_cache_of_an_older_format_still_predicts():

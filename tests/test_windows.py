@@ -178,3 +178,46 @@ def test_predict_window_on_a_bad_file_says_its_error_once(run_dir, tmp_path):
     result = CliRunner().invoke(main, ["predict", "--run", str(run_dir), "--window", "auto", str(fake)])
     assert result.exit_code == 2, result.output
     assert result.output.count(str(fake)) == 1 and result.output.startswith("Error: "), result.output
+
+
+def test_windowed_predict_reads_the_run_once_and_checks_the_windows_once(run_dir, video, tmp_path, monkeypatch):
+    from ucfpipe.stage_two import ensemble
+
+    calls = {"load_run_or_ensemble": 0, "check_window": 0}
+
+    def counted(module, name):
+        original = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, wrapper)
+
+    counted(ensemble, "load_run_or_ensemble")
+    counted(windows, "check_window")
+    result = CliRunner().invoke(main, ["predict", str(video), "--run", str(run_dir), "--window", "auto", "--no-progress",
+                                       "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert calls == {"load_run_or_ensemble": 1, "check_window": 1}
+    assert f"-> {tmp_path / 'out' / video.stem}/windows.csv, seconds.csv, timeline.png, report.html" in result.output
+
+
+def test_no_progress_turns_the_windowed_progress_bar_off(monkeypatch):
+    from types import SimpleNamespace
+
+    from ucfpipe.commands import serving as serving_commands
+    from ucfpipe.serving import predict_files
+
+    seen = {}
+
+    def run(videos, run_dir, **settings):
+        seen.update(settings)
+        return predict_files.Predictions([], 1.0)
+
+    monkeypatch.setattr(predict_files, "run", run)
+    monkeypatch.setattr(serving_commands, "sys", SimpleNamespace(stderr=SimpleNamespace(isatty=lambda: True)))
+    for flags, progress in (([], True), (["--no-progress"], False)):  # a terminal shows the bar unless told not to
+        result = CliRunner().invoke(main, ["predict", "v.avi", "--run", "r", "--window", "auto", *flags])
+        assert result.exit_code == 0, result.output
+        assert seen["progress"] is progress and seen["window"] == "auto"

@@ -62,6 +62,10 @@ def top_option(help: str = "Classes to show per video."):
     return click.option("--top", type=int, default=5, show_default=True, help=help)
 
 
+def no_progress_option():
+    return click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
+
+
 def json_option(help: str):
     return click.option("--json", "as_json", is_flag=True, help=help)
 

@@ -3,18 +3,14 @@
 
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
 
 import click
 
-from ucfpipe.commands.options import interrupted, json_option, run_option, top_option, user_errors, weights_option
+from ucfpipe.commands.options import json_option, no_progress_option, run_option, top_option, user_errors, weights_option
 from ucfpipe.core import interrupts
 from ucfpipe.core.errors import EXIT_OK, EXIT_SOURCE_LOST, UcfpipeError
-from ucfpipe.core.files import kind, output_dir
 from ucfpipe.models.backbones import BACKBONES
-from ucfpipe.serving.predictor import check_top
 
 
 @click.command()
@@ -27,8 +23,9 @@ from ucfpipe.serving.predictor import check_top
 @click.option("--stride", type=float, help="Seconds between window starts (implies windows).  [default: half the window]")
 @click.option("--out", "out_dir", type=click.Path(),
               help="Windows: write OUT/<video>/windows.csv, seconds.csv, timeline.png and report.html (a page to browse).")
+@no_progress_option()
 @user_errors
-def predict(videos, run_dir, top, as_json, weights, window, stride, out_dir):
+def predict(videos, run_dir, top, as_json, weights, window, stride, out_dir, no_progress):
     """Classify video files with a trained run (decoded, sampled and featurised exactly as its cache was).
     A directory stands for every video under it (.avi, .mp4, .mov, .mkv, .webm; recursively, sorted).
 
@@ -36,77 +33,57 @@ def predict(videos, run_dir, top, as_json, weights, window, stride, out_dir):
     Exit status 2 when a file cannot be read; with several files, the others are still classified."""
     import json
 
-    from ucfpipe.serving import predictor as stage
-    from ucfpipe.serving import windows
-    from ucfpipe.stage_two import ensemble
+    from ucfpipe.serving import predict_files
 
-    # Every setting that needs no model is checked before Keras loads (10-30 s): a typo is refused at once.
-    check_top(top)
-    windowed = window is not None or stride is not None or out_dir is not None
-    seconds = windows.check_flags(window, stride)
-    videos = _video_files(videos)
-    if out_dir is not None:
-        _check_out(Path(out_dir), videos)
-    members = ensemble.load_run_or_ensemble(run_dir)
-    try:
-        if windowed:
-            return _predict_windows(videos, run_dir, members[0], top, as_json, weights, seconds, stride, out_dir)
-        predictions = stage.run(videos, run_dir, top=top, weights=weights)
-    except KeyboardInterrupt:
-        # Predict keeps nothing between runs: "rerun to continue" (extract's, train's) would promise a resume.
-        written = "; the --out folders written so far are whole" if out_dir is not None else ""
-        raise interrupted("interrupted; a rerun of the same command classifies every video again from the start"
-                           f"{written}") from None
+    done = predict_files.run(videos, run_dir, top=top, weights=weights, window=window, stride=stride, out_dir=out_dir,
+                             progress=not no_progress and sys.stderr.isatty())
+    predictions = done.items
     _refuse_a_single_failure(predictions)
     if as_json:
-        click.echo(json.dumps([p.as_dict() for p in predictions], indent=2))
+        click.echo(json.dumps([p.as_dict(top) if done.window_seconds else p.as_dict() for p in predictions], indent=2))
+    elif done.window_seconds:
+        _print_windows(predictions, done.window_seconds, out_dir)
     else:
-        for prediction in predictions:
-            if prediction.error is None:
-                click.echo(prediction.video)
-                width = max(len(name) for name, _ in prediction.top)
-                for rank, (name, probability) in enumerate(prediction.top, 1):
-                    click.echo(f"  {rank}. {name:<{width}}  {probability:.4f}")
-    _report_failures(predictions)
+        _print_top(predictions)
+    _report_failures(predictions, "videos")
 
 
-def _refuse_a_single_failure(predictions) -> None:
-    """One video that cannot be read: its error is the one line (printed once), and nothing else is printed."""
-    if len(predictions) == 1 and predictions[0].error is not None:
-        raise UcfpipeError(predictions[0].error)
+def _print_top(predictions) -> None:
+    for prediction in predictions:
+        if prediction.error is None:
+            click.echo(prediction.video)
+            width = max(len(name) for name, _ in prediction.top)
+            for rank, (name, probability) in enumerate(prediction.top, 1):
+                click.echo(f"  {rank}. {name:<{width}}  {probability:.4f}")
 
 
-def _report_failures(predictions) -> None:
-    """Of several videos, each that could not be read on stderr, then how many."""
-    failed = [p for p in predictions if p.error is not None]
-    for prediction in failed:
-        click.echo(f"error: {prediction.error}", err=True)
+def _print_windows(predictions, window_seconds: float, out_dir) -> None:
+    from ucfpipe.serving.predict_files import OUT_FILES, out_folder
+
+    for prediction in predictions:
+        if prediction.error is None:
+            click.echo(f"{prediction.video}: {prediction.duration:.1f} s, {len(prediction.windows)} windows of "
+                       f"{window_seconds:.2f} s")
+            for start, end, name in prediction.segments():
+                click.echo(f"  {start:8.1f} - {end:8.1f} s  {name}")
+            if out_dir:
+                click.echo(f"  -> {out_folder(out_dir, prediction.video)}/{OUT_FILES}")
+
+
+def _refuse_a_single_failure(items) -> None:
+    """One path that cannot be read: its error is the one line (printed once), and nothing else is printed."""
+    if len(items) == 1 and items[0].error is not None:
+        raise UcfpipeError(items[0].error)
+
+
+def _report_failures(items, noun: str) -> None:
+    """Of several paths, each that could not be read on stderr, then how many (one alone: its own line)."""
+    _refuse_a_single_failure(items)
+    failed = [item for item in items if item.error is not None]
+    for item in failed:
+        click.echo(f"error: {item.error}", err=True)
     if failed:
-        raise UcfpipeError(f"{len(failed)} of {len(predictions)} videos could not be read")
-
-
-def _video_files(paths, extensions=()) -> list[str]:
-    """Files as given; a directory stands for every video under it (by extension, recursively, sorted; also
-    `extensions`). A path that does not exist is a typo, refused before anything loads; a file that cannot be
-    decoded is reported per file once the model is there."""
-    from ucfpipe.datasets.base import VIDEO_EXTENSIONS
-
-    extensions = (*VIDEO_EXTENSIONS, *extensions)
-    missing = [str(path) for path in paths if not os.path.lexists(path)]
-    if missing:
-        raise UcfpipeError(f"{len(missing)} of {len(paths)} videos do not exist ({', '.join(missing[:3])}"
-                           f"{', ...' if len(missing) > 3 else ''}); check the paths")
-    files = []
-    for path in map(Path, paths):
-        if not path.is_dir():
-            files.append(str(path))
-            continue
-        found = sorted(p for p in path.rglob("*") if p.suffix.lower() in extensions and p.is_file())
-        if not found:
-            raise UcfpipeError(f"{path} is a directory with no video files under it ({', '.join(extensions)}); "
-                               "pass video files or a folder that holds some")
-        files += map(str, found)
-    return files
+        raise UcfpipeError(f"{len(failed)} of {len(items)} {noun} could not be read")
 
 
 @click.command()
@@ -127,11 +104,12 @@ def inspect(paths, backbone, weights, frames, size, top, as_json, table):
     import json
 
     from ucfpipe.serving import inspect as library
+    from ucfpipe.serving.predict_files import video_files
     from ucfpipe.video.decode import IMAGE_EXTENSIONS
 
     size = size if size is not None else BACKBONES[backbone].native_size
     library.check(backbone, weights, frames, size, top)  # before Keras loads
-    paths = _video_files(paths, IMAGE_EXTENSIONS)
+    paths = video_files(paths, IMAGE_EXTENSIONS)
     inspections = library.run(paths, backbone, weights, frames, size, top)
     done = [i for i in inspections if i.error is None]
     if as_json:
@@ -147,59 +125,7 @@ def inspect(paths, backbone, weights, frames, size, top, as_json, table):
             for frame_index, frame_top in zip(item.frame_indices, item.frames):
                 index, probability = frame_top[0]
                 click.echo(f"     frame {frame_index:>5}: {labels[index]}  {probability:.4f}")
-    failed = [i for i in inspections if i.error is not None]
-    if len(inspections) == 1 and failed:
-        raise UcfpipeError(failed[0].error)
-    for item in failed:
-        click.echo(f"error: {item.error}", err=True)
-    if failed:
-        raise UcfpipeError(f"{len(failed)} of {len(inspections)} paths could not be read")
-
-
-def _check_out(out: Path, videos: list[str]) -> None:
-    """--out gets one folder per video, named by its file name: two videos of one name, or a file where a
-    folder must go, would fail only after every video was classified."""
-    output_dir(out, "--out")  # a file, a device, a read-only folder: refused before the model loads
-    seen: dict[str, str] = {}
-    for video in videos:
-        stem = Path(video).stem
-        if stem in seen:
-            raise UcfpipeError(f"--out writes each video's results to OUT/<file name>/, and {seen[stem]} and {video} would "
-                               f"both write {out / stem}; predict them in separate runs with different --out folders")
-        seen[stem] = video
-        if os.path.lexists(out / stem) and not (out / stem).is_dir():
-            found = kind((os.stat if (out / stem).exists() else os.lstat)(out / stem).st_mode)
-            raise UcfpipeError(f"{out / stem} is {found}, where --out would write {video}'s results; "
-                               "move it or pick another --out")
-
-
-def _predict_windows(videos, run_dir, run, top, as_json, weights, seconds, stride, out_dir):
-    import json
-
-    from ucfpipe.serving import windows
-    from ucfpipe.serving.predictor import Predictor
-
-    rate = windows.recorded_rate(run, seconds)  # the run's record, without Keras
-    stride = stride if stride is not None else rate.clip_seconds / 2
-    windows.check_videos(videos, rate, stride)
-    predictor = Predictor(run_dir, weights)
-    predictions = windows.run(videos, predictor, rate, stride, progress=sys.stderr.isatty(), keyframes=bool(out_dir))
-    _refuse_a_single_failure(predictions)
-    done = [p for p in predictions if p.error is None]
-    if out_dir:
-        for prediction in done:
-            windows.write_outputs(prediction, Path(out_dir) / Path(prediction.video).stem, top)
-    if as_json:
-        click.echo(json.dumps([p.as_dict(top) for p in predictions], indent=2))
-    else:
-        for prediction in done:
-            click.echo(f"{prediction.video}: {prediction.duration:.1f} s, {len(prediction.windows)} windows of "
-                       f"{rate.clip_seconds:.2f} s")
-            for start, end, name in prediction.segments():
-                click.echo(f"  {start:8.1f} - {end:8.1f} s  {name}")
-            if out_dir:
-                click.echo(f"  -> {Path(out_dir) / Path(prediction.video).stem}/windows.csv, seconds.csv, timeline.png, report.html")
-    _report_failures(predictions)
+    _report_failures(inspections, "paths")
 
 
 LIVE_EXIT = {"end": EXIT_OK, "quit": EXIT_OK, "dropped": EXIT_SOURCE_LOST, "stalled": EXIT_SOURCE_LOST}  # interrupted: exit_status()
@@ -228,29 +154,6 @@ def live(run_dir, source, window, stride, top, as_json, out_path, display, realt
     import json
 
     from ucfpipe.serving import live as stage
-    from ucfpipe.serving import windows
-    from ucfpipe.serving.featuriser import StreamingFeaturiser, run_rate
-    from ucfpipe.serving.predictor import Predictor
-
-    check_top(top)
-    stage.check_settings(stride, stall_seconds)
-    window = windows.check_flags(window, stride)  # predict's --window, auto included
-    if display:
-        stage.check_display()
-    writer = stage.AnnotatedWriter(out_path, 0.0) if out_path else None
-    frames = stage.open_source(source, realtime, stall_seconds)
-    try:
-        predictor = Predictor(run_dir, weights)
-    except KeyboardInterrupt:
-        click.echo("live: interrupted before the first frame", err=True)
-        sys.exit(interrupts.exit_status())
-    rate = run_rate(predictor, window)
-    stride = stride if stride is not None else rate.clip_seconds / 2
-    windows.check_window(rate.clip_seconds, stride)  # predict's refusal of a stride longer than the window
-    if frames.fps > 0:  # the same refusal as predict --window: fewer frames than T would repeat frames
-        windows.layout(rate, rate.clip_seconds, frames.fps, where=f"{source}: ")
-    if writer is not None:
-        writer.fps = frames.fps if frames.fps > 0 else writer.fps
 
     def emit(prediction):
         if as_json:
@@ -259,12 +162,16 @@ def live(run_dir, source, window, stride, top, as_json, out_path, display, realt
             classes = "  ".join(f"{name} {p:.3f}" for name, p in prediction.top)
             click.echo(f"{prediction.time:9.2f} s  latency {prediction.latency * 1000:6.0f} ms  {classes}")
 
-    summary = stage.run(StreamingFeaturiser(predictor), frames, rate, stride, top=top, emit=emit, out=writer,
-                        display=display, stall_seconds=stall_seconds, name=source)
+    try:
+        summary = stage.serve(run_dir, source, window, stride, top, emit, out_path, display, realtime, stall_seconds,
+                              weights)
+    except KeyboardInterrupt:  # from the first frame on, the loop ends with a summary instead
+        click.echo("live: interrupted before the first frame", err=True)
+        sys.exit(interrupts.exit_status())
     if summary.ended == "interrupted":
         interrupts.ignore()  # a second signal must not cut the summary short
     click.echo(summary.line(), err=True)
-    if writer is not None and summary.frames:
+    if out_path and summary.frames:
         click.echo(f"wrote {out_path}", err=True)
     sys.exit(interrupts.exit_status() if summary.ended == "interrupted" else LIVE_EXIT[summary.ended])
 

@@ -3,7 +3,7 @@ probabilities out, so a user ships one artifact instead of the two-stage plumbin
 
     frames (N, T, S, S, 3) uint8 RGB
       -> reshape to (N*T, S, S, 3): every frame of every clip through the CNN in one batch
-      -> the run's stage one as predict rebuilds it (predict.rebuild_stage_one): its backbone, its
+      -> the run's stage one as predict rebuilds it (predictor.rebuild_stage_one): its backbone, its
          preprocessing inside (ucfpipe's own layers swapped for built-ins), the features rounded to the
          cache's storage dtype and back (what training saw)
       -> reshape to (N, T, *F)
@@ -135,7 +135,7 @@ def portable(model):
 
 def end_to_end(backbone, classifiers, frames: int, size: int):
     """uint8 RGB (N, frames, size, size, 3) -> (N, classes) probabilities, the mean over `classifiers`; `backbone`
-    gives the features as the cache stored them (`predict.rebuild_stage_one`)."""
+    gives the features as the cache stored them (`predictor.rebuild_stage_one`)."""
     import keras
     from keras import ops
 
@@ -148,12 +148,13 @@ def end_to_end(backbone, classifiers, frames: int, size: int):
     return keras.Model(clips, outputs[0], name="ucfpipe_export")
 
 
-def build(run_dir: str | Path, weights: str | None = None):
-    """(the end-to-end model, the members, the stage-one config) of the run or ensemble at `run_dir`."""
+def build(run_dir: str | Path, weights: str | None = None, members: list[runs.Run] | None = None):
+    """(the end-to-end model, the members, the stage-one config) of the run or ensemble at `run_dir` (`members`:
+    the directory already read)."""
     from ucfpipe.serving.predictor import rebuild_stage_one
     from ucfpipe.stage_two.ensemble import load_run_or_ensemble
 
-    members = load_run_or_ensemble(Path(run_dir))
+    members = members if members is not None else load_run_or_ensemble(Path(run_dir))
     rebuilt = rebuild_stage_one(members[0], weights)
     stage_one = rebuilt.config
     classifiers = []
@@ -169,7 +170,7 @@ def build(run_dir: str | Path, weights: str | None = None):
 def spec(run_dir: Path, members: list[runs.Run], stage_one: ExtractConfig, format: str, model) -> dict:
     import keras
 
-    settings = members[0].record["cache"]["settings"]
+    settings = members[0].cache_settings
     frames, size = stage_one.frames, stage_one.size
     return {
         "format": FORMAT,
@@ -303,15 +304,17 @@ def run(run_dir: str | Path, out: str | Path, format: str = "keras", weights: st
     # KERAS_BACKEND is what Keras will use when set; else Keras' own config decides, checked once it has loaded.
     check_format(format, os.environ.get("KERAS_BACKEND") or None)
     check_out(out)
-    recorded = load_run_or_ensemble(run_dir)[0].extract_config
-    check_format(format, None, recorded.get("precision", "float32"), recorded.get("backbone", "vgg16"))
+    members = load_run_or_ensemble(run_dir)
+    recorded = members[0].extract_config
+    precision, backbone = recorded.get("precision", "float32"), recorded.get("backbone", "vgg16")
+    check_format(format, None, precision, backbone)
     if weights not in (None, "imagenet", "none") and not Path(weights).is_file():
         raise UcfpipeError(f"--weights {weights}: no such file; pass the weights file the run's features were extracted with")
 
     import keras
 
-    check_format(format, keras.backend.backend(), recorded.get("precision", "float32"), recorded.get("backbone", "vgg16"))
-    model, members, stage_one = build(run_dir, weights)
+    check_format(format, keras.backend.backend(), precision, backbone)
+    model, members, stage_one = build(run_dir, weights, members)
     record = spec(run_dir, members, stage_one, format, model)
     with replacing_dir(out) as tmp:
         save_model(model, tmp / MODEL_NAMES[format], format)

@@ -31,11 +31,10 @@ class Rate:
 def typical_clip_seconds(run) -> float | None:
     """The median clip duration of the run's cache: recorded in run.json since train records it, else read
     from the cache when it is still where training found it (and is the same cache); None otherwise."""
-    cache = run.record["cache"]
-    if cache.get("typical_clip_seconds"):
-        return float(cache["typical_clip_seconds"])
+    if run.typical_clip_seconds is not None:
+        return run.typical_clip_seconds
     try:
-        with FeatureStore(cache["directory"]) as store:
+        with FeatureStore(run.cache_directory) as store:
             return store.typical_clip_seconds() if store.fingerprint == run.fingerprint else None
     except UcfpipeError:
         return None
@@ -48,7 +47,7 @@ def run_rate(predictor, window: float | None = None) -> Rate:
         window = typical_clip_seconds(predictor.run)
         if window is None:
             raise UcfpipeError(
-                f"the run's cache ({predictor.run.record['cache']['directory']}) is not reachable and the run does not "
+                f"the run's cache ({predictor.run.cache_directory}) is not reachable and the run does not "
                 "record its typical clip duration; pass --window SECONDS (the length of the clips it was trained on)"
             )
     if not window > 0:

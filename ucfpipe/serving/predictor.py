@@ -3,7 +3,7 @@ its backbone exactly as it was (rebuilt from the recorded settings, checked agai
 then the run's best model.
 
 `rebuild_stage_one` is the one way a run's stage one is rebuilt (backbone, layer, pooling, size, weights,
-precision and the storage dtype's rounding): predict, predict --window, live, bench-long (through `Predictor`)
+precision and the storage dtype's rounding): predict, predict --window, live, `bench long` (through `Predictor`)
 and export all use it.
 """
 
@@ -55,26 +55,25 @@ def stage_one_config(run: runs.Run, weights: str | None = None) -> ExtractConfig
     """The run's extract settings, verified to reproduce its cache's fingerprint on this machine."""
     from ucfpipe.stage_one.extract import feature_settings
 
-    recorded = run.record["cache"]
+    recorded = run.cache_settings
     known = {f.name for f in fields(ExtractConfig)}
-    config = ExtractConfig(**{k: v for k, v in recorded["extract_config"].items() if k in known})
+    config = ExtractConfig(**{k: v for k, v in run.extract_config.items() if k in known})
     if weights is not None:
         config.weights = weights
-    elif recorded["settings"].get("weights") == "file":
-        config.weights = _weights_file(run, config.weights, recorded["settings"]["sha256"])
+    elif recorded.get("weights") == "file":
+        config.weights = _weights_file(run, config.weights, recorded["sha256"])
     settings = feature_settings(config)
     # The cache's file format changes how features are stored, not their numbers: a run trained on a cache of
     # an older format computes the same features now.
-    settings["format"] = recorded["settings"].get("format", settings["format"])
-    if fingerprint(settings) == recorded["fingerprint"]:
+    settings["format"] = recorded.get("format", settings["format"])
+    if fingerprint(settings) == run.fingerprint:
         return config
-    old = recorded["settings"]
-    if old.get("weights") == "file" and settings.get("sha256") != old.get("sha256"):
+    if recorded.get("weights") == "file" and settings.get("sha256") != recorded.get("sha256"):
         raise UcfpipeError(
             f"weights file {config.weights} is not the one the run's features were made with (sha256 "
-            f"{str(settings.get('sha256'))[:12]}... now, {old['sha256'][:12]}... recorded); pass --weights with the original file"
+            f"{str(settings.get('sha256'))[:12]}... now, {recorded['sha256'][:12]}... recorded); pass --weights with the original file"
         )
-    differences = describe_difference(settings, old, "now vs", "recorded")
+    differences = describe_difference(settings, recorded, "now vs", "recorded")
     raise UcfpipeError(
         f"this machine would compute other features than the run was trained on ({differences}); "
         "predict with the setup the cache was extracted with"
@@ -120,11 +119,12 @@ class Predictor:
     directory (ucfpipe.stage_two.ensemble) gives the mean of its members' probabilities; its members must share one
     feature cache fingerprint, so that one backbone serves them all."""
 
-    def __init__(self, run_dir: str | Path, weights: str | None = None):
+    def __init__(self, run_dir: str | Path, weights: str | None = None, members: list[runs.Run] | None = None):
+        """`members`: the run directory already read (`ensemble.load_run_or_ensemble(run_dir)`), not read again."""
         from ucfpipe.models.extractor import global_random_state_kept
         from ucfpipe.stage_two import ensemble
 
-        self.members = ensemble.load_run_or_ensemble(run_dir)
+        self.members = members if members is not None else ensemble.load_run_or_ensemble(run_dir)
         self.run = self.members[0]
         stage_one = rebuild_stage_one(self.run, weights)
         self.stage_one, self.extractor = stage_one.config, stage_one.model
@@ -152,8 +152,3 @@ class Predictor:
             return VideoPrediction(str(path), error=str(err))
         return VideoPrediction(str(path), top=top_classes(probabilities, self.classes, top))
 
-
-def run(videos, run_dir: str | Path, top: int = 5, weights: str | None = None) -> list[VideoPrediction]:
-    check_top(top)
-    predictor = Predictor(run_dir, weights)
-    return [predictor.predict(video, top) for video in videos]

@@ -81,7 +81,7 @@ def plot_timeline(prediction, path: Path) -> None:
 
 def _band_svg(prediction, colours: dict, width: int = 900, height: int = 34) -> str:
     """The segments as one coloured band, each named by its <title> (hover) and, where it fits, in place."""
-    from ucfpipe.stage_two.report_page import escape
+    from ucfpipe.core.html import escape
 
     names = list(prediction.classes)
     duration = max(prediction.duration, 1e-3)
@@ -99,11 +99,11 @@ def _band_svg(prediction, colours: dict, width: int = 900, height: int = 34) -> 
 
 def page(prediction, top: int) -> str:
     """report.html of a windowed prediction: the segments, the most likely classes over time, and each window
-    with its keyframe and top-k; self-contained like a run's page (ucfpipe.stage_two.report_page)."""
+    with its keyframe and top-k; self-contained like a run's page (the kit: ucfpipe.core.html)."""
     from matplotlib.colors import to_hex
 
     from ucfpipe.serving.predictor import top_classes
-    from ucfpipe.stage_two.report_page import document, escape, line_chart
+    from ucfpipe.core.html import document, escape, line_chart
 
     top = min(top, len(prediction.classes))
     indices = plotted_classes(prediction)
@@ -131,4 +131,4 @@ def page(prediction, top: int) -> str:
             f"<h2>over time</h2>{lines}<h2>whole video (mean over windows)</h2><ol>{overall}</ol>"
             f'<h2>windows</h2><table><tr><th class=n>#</th><th class=n>span</th><th>keyframe</th><th>top {top}</th></tr>'
             f'{"".join(rows)}</table>')
-    return document(title, body, {"video": prediction.video}, script="")
+    return document(title, body, {"video": prediction.video})

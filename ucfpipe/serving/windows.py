@@ -146,10 +146,8 @@ def check_flags(window: str | None, stride: float | None) -> float | None:
         except ValueError:
             raise UcfpipeError(f"--window must be a number of seconds or auto, got {window!r}") from None
         check_seconds(seconds, "--window", "auto")
-    if stride is not None and seconds is not None:
-        check_window(seconds, stride)
-    elif stride is not None:
-        check_seconds(stride, "--stride", "1")
+    if stride is not None:  # against the window once the run's record is read (`check_videos`, live's rate)
+        check_seconds(stride, "--stride", "1" if seconds is None else f"{seconds / 2:g}")
     return seconds
 
 
@@ -186,41 +184,18 @@ def predict_video(featuriser: StreamingFeaturiser, path: str | Path, rate: Rate,
         raise VideoError(f"{path}: the container does not say its frame rate, which windows in seconds need")
     plan = layout(rate, stride, fps, where=f"{path}: ")
     prediction = WindowedPrediction(str(path), featuriser.classes)
-    features: dict[int, np.ndarray] = {}
-    pending: list[tuple[int, np.ndarray]] = []  # sampled frames not yet through the CNN
-
-    def flush() -> None:
-        if pending:
-            computed = featuriser.featurise(np.stack([frame for _, frame in pending]))
-            features.update((index, feature) for (index, _), feature in zip(pending, computed))
-            pending.clear()
-
+    decoding = _Pass(featuriser, plan, fps, prediction, keyframes)
     capture = open_video(path)
     bar = progress_bar(hint or None, "frame", progress, desc=path.name, leave=False, mininterval=0.5)
     try:
         index = 0
-        k = 0  # the next window to classify
-        last_offset = int(plan.offsets[-1])
         while capture.grab():
             if plan.is_sampled(index):
                 ok, frame = capture.retrieve()
                 if not ok or frame is None or frame.ndim != 3:
                     break  # a damaged file ends at its first frame that fails to decode, as in stage one
-                pending.append((index, featuriser.prepare(frame)))
-                if keyframes:
-                    _keep_keyframe(prediction, plan, index, frame)
-                if len(pending) >= featuriser.batch_size:
-                    flush()
-            while plan.first_frame(k) + last_offset <= index:
-                flush()
-                sequence = np.stack([features[i] for i in plan.samples(k).tolist()])
-                start = plan.first_frame(k) / fps
-                prediction.windows.append(Window(start, start + plan.window_frames / fps, featuriser.classify(sequence)))
-                k += 1
-                keep_from = plan.first_frame(k) + int(plan.offsets[0])
-                prediction.peak_cached = max(prediction.peak_cached, len(features))
-                for old in [i for i in features if i < keep_from]:
-                    del features[old]
+                decoding.sample(index, frame)
+            decoding.classify_through(index)
             index += 1
             bar.update()
     finally:
@@ -236,11 +211,53 @@ def predict_video(featuriser: StreamingFeaturiser, path: str | Path, rate: Rate,
     return prediction
 
 
+class _Pass:
+    """One decoding pass's windows: sampled frames wait for the CNN in batches, and each feature is kept (by frame
+    index) until no later window samples it."""
+
+    def __init__(self, featuriser: StreamingFeaturiser, plan: Layout, fps: float, prediction: WindowedPrediction,
+                 keyframes: bool):
+        self.featuriser, self.plan, self.fps, self.prediction, self.keyframes = featuriser, plan, fps, prediction, keyframes
+        self.features: dict[int, np.ndarray] = {}
+        self.pending: list[tuple[int, np.ndarray]] = []  # sampled frames not yet through the CNN
+        self.next_window = 0
+        self.last_offset = int(plan.offsets[-1])
+
+    def sample(self, index: int, frame_bgr: np.ndarray) -> None:
+        self.pending.append((index, self.featuriser.prepare(frame_bgr)))
+        if self.keyframes:
+            _keep_keyframe(self.prediction, self.plan, index, frame_bgr)
+        if len(self.pending) >= self.featuriser.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            computed = self.featuriser.featurise(np.stack([frame for _, frame in self.pending]))
+            self.features.update((index, feature) for (index, _), feature in zip(self.pending, computed))
+            self.pending.clear()
+
+    def classify_through(self, index: int) -> None:
+        """Classify every window whose last sample is frame `index` or before, then forget features no later
+        window samples."""
+        plan, k = self.plan, self.next_window
+        while plan.first_frame(k) + self.last_offset <= index:
+            self.flush()
+            sequence = np.stack([self.features[i] for i in plan.samples(k).tolist()])
+            start = plan.first_frame(k) / self.fps
+            self.prediction.windows.append(Window(start, start + plan.window_frames / self.fps,
+                                                  self.featuriser.classify(sequence)))
+            k = self.next_window = k + 1
+            keep_from = plan.first_frame(k) + int(plan.offsets[0])
+            self.prediction.peak_cached = max(self.prediction.peak_cached, len(self.features))
+            for old in [i for i in self.features if i < keep_from]:
+                del self.features[old]
+
+
 def _keep_keyframe(prediction: WindowedPrediction, plan: Layout, index: int, frame_bgr: np.ndarray) -> None:
     """The thumbnail of window k, when frame `index` is its middle sample (k = (index - middle) / stride)."""
     import cv2
 
-    from ucfpipe.stage_two.report_page import jpeg_data_uri
+    from ucfpipe.core.html import jpeg_data_uri
 
     since = index - int(plan.offsets[len(plan.offsets) // 2])
     if since >= 0 and since % plan.stride_frames == 0:
@@ -249,7 +266,7 @@ def _keep_keyframe(prediction: WindowedPrediction, plan: Layout, index: int, fra
 
 def recorded_rate(run, window: float | None = None) -> Rate:
     """The run's rate from its record alone, before Keras loads: T of its stage one over `window` seconds, by
-    default its typical clip (`stream.run_rate`, which reads only `predictor.run` and `.stage_one.frames`)."""
+    default its typical clip (`featuriser.run_rate`, which reads only `predictor.run` and `.stage_one.frames`)."""
     from types import SimpleNamespace
 
     from ucfpipe.config import ExtractConfig
@@ -275,6 +292,12 @@ def run(videos, predictor, rate: Rate, stride: float, progress: bool = False, ke
     """Every video's windows; an unreadable file is a per-file error, a window too short for any file's frame
     rate stops everything before the first is decoded. `keyframes`: a thumbnail per window, for the page."""
     check_videos(videos, rate, stride)
+    return predict_videos(videos, predictor, rate, stride, progress, keyframes)
+
+
+def predict_videos(videos, predictor, rate: Rate, stride: float, progress: bool = False,
+                   keyframes: bool = False) -> list[WindowedPrediction]:
+    """`run` for videos already checked (`check_videos`): each video's windows, or its error."""
     featuriser = StreamingFeaturiser(predictor)
     out = []
     for video in videos:

@@ -176,6 +176,22 @@ class Run:
         return self.record["cache"]["extract_config"]
 
     @property
+    def cache_settings(self) -> dict:
+        """The feature settings of the run's cache (what its fingerprint hashes)."""
+        return self.record["cache"]["settings"]
+
+    @property
+    def cache_directory(self) -> str:
+        """Where the run's feature cache was when it trained (`features_dir` checks that it is still there)."""
+        return self.record["cache"]["directory"]
+
+    @property
+    def typical_clip_seconds(self) -> float | None:
+        """The median clip duration of the run's cache as train records it; None for runs from before that."""
+        seconds = self.record["cache"].get("typical_clip_seconds")
+        return float(seconds) if seconds else None
+
+    @property
     def clip_ids(self) -> dict[str, list[str]]:
         """clips.json: the train / val / test video ids the run used."""
         return read_json(self.path(CLIPS), CLIPS_FIELDS)
