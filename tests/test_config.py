@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from ucfpipe.cli import main
 from ucfpipe.commands import options
-from ucfpipe.config import CHOICES, ExtractConfig, FinetuneConfig, TrainConfig, load_config, setting
+from ucfpipe.config import CHOICES, ExtractConfig, FinetuneConfig, TrainConfig, described, load_config, setting
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = {"extract": ExtractConfig, "train": TrainConfig, "finetune": FinetuneConfig}
@@ -115,6 +115,24 @@ def test_every_choice_of_a_setting_is_configs_tuple(command):
 
 def test_bench_precision_choices_are_configs():
     assert help_entries("bench", "extract")["precision"].startswith(f"--precision [{'|'.join(CHOICES['precision'])}]")
+
+
+@pytest.mark.parametrize("command", ["extract", "train", "finetune"])
+def test_each_flags_help_is_the_one_its_setting_declares_in_config(command):
+    cls = STAGES[command]
+    entries = help_entries(command)
+    for field in fields(cls):
+        written = " ".join(described(cls, field.name).metadata["help"].split())
+        assert written.format(choices=", ".join(CHOICES.get(field.name, ()))) in entries[field.name], (command, field.name)
+
+
+@pytest.mark.parametrize("command", ["compare", "bench-train"])
+def test_a_setting_several_commands_take_is_declared_once(command):
+    """train, compare and bench train show a TrainConfig setting with the same flag, help and default; only
+    compare's --out (a folder of runs) and --seed (the ensemble's first) mean something else there."""
+    train, entries = help_entries("train"), help_entries(command)
+    shared = set(entries) & (COMMANDS[command][1] or {f.name for f in fields(TrainConfig)}) - {"out", "seed"}
+    assert len(shared) >= 4 and all(entries[name] == train[name] for name in shared), command
 
 
 @pytest.mark.parametrize("stage", STAGES)
