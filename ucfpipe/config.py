@@ -112,12 +112,8 @@ class ExtractConfig:
         self.shard_part()
         self.view_names()
         _check_choice(self, "dataset")
-        default_layer = backbones.get(self.backbone).default_layer
-        self.layer = self.layer or default_layer
-        if self.layer != default_layer:
-            from ucfpipe.models.extractor import check_layer
-
-            check_layer(self.backbone, self.layer)
+        self.layer = self.layer or backbones.get(self.backbone).default_layer
+        backbones.check_layer(self.backbone, self.layer)  # the table's pattern: no model is built to check a setting
         _check_choice(self, "pooling", "dtype", "precision", "engine")
         if self.engine == "ray" and self.shard:
             raise UcfpipeError(f"--engine ray spreads the whole clip list over the cluster itself; drop --shard {self.shard} "

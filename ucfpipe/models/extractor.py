@@ -240,28 +240,14 @@ def load_weights_file(model: keras.Model, path: str, backbone: str, include_top:
                                "report this with the file's origin")
 
 
-@functools.lru_cache(maxsize=None)
-def layer_choices(backbone: str) -> tuple[str, ...]:
-    """The layers `--layer` may name for `backbone`: OUTPUT, then those its record offers, in model order.
-    Builds the model once (random weights, smallest size)."""
-    spec = get(backbone)
-    return _choices(spec, load_application(backbone, "none", spec.min_size, 0))
-
-
 def _choices(spec: Backbone, application: keras.Model) -> tuple[str, ...]:
     offered = re.compile(spec.layers)
     return (OUTPUT, *(layer.name for layer in application.layers if offered.fullmatch(layer.name)))
 
 
-def check_layer(backbone: str, layer: str) -> None:
-    """A typo in --layer fails before any work, listing the backbone's choices (the default costs nothing)."""
-    spec = get(backbone)
-    if layer in (spec.default_layer, OUTPUT):
-        return
-    _require_layer(spec, layer, layer_choices(backbone))
-
-
 def _require_layer(spec: Backbone, layer: str, choices: tuple[str, ...]) -> None:
+    """The model's own check of --layer: settings were checked against the table's pattern only
+    (`backbones.check_layer`), which admits names a model may lack (VGG16's block6_conv1)."""
     if layer not in choices:
         raise UcfpipeError(f"{spec.name} has no layer {layer!r} to store; choose one of: {', '.join(choices)}")
 
