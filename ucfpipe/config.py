@@ -1,7 +1,9 @@
 """Stage settings: one dataclass per stage, loaded from `stages/<stage>.toml` with command-line overrides.
 
-Precedence is defaults < config file < command-line flags. Unknown keys and wrong types are errors, not
-warnings: a typo in a config file must never silently fall back to a default.
+Each setting is declared once, here: its field holds its default and its flag's help (`documented`), and
+commands/options.py makes every command's flag from it. Precedence is defaults < config file < command-line
+flags. Unknown keys and wrong types are errors, not warnings: a typo in a config file must never silently fall
+back to a default.
 """
 
 from __future__ import annotations

@@ -88,7 +88,9 @@ def train(config_file, resume, seeds, cells, **flags):
             raise UcfpipeError("--resume needs --out RUN_DIR, the run to continue")
         if config_file:
             click.echo(f"--resume continues with {Path(flags['out']) / 'config.json'}; {config_file} is not read")
-        config = stage.resume_config(flags["out"], flags)
+        from ucfpipe.stage_two.run_setup import resume_config
+
+        config = resume_config(flags["out"], flags)
     else:
         config = load_config(TrainConfig, config_file, flags)
     stage.run(config, resume=resume, log=click.echo)

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import random
 import re
-from contextlib import contextmanager
 from pathlib import Path
 
 import keras
@@ -21,6 +19,7 @@ import numpy as np
 from keras import ops
 
 from ucfpipe.core.errors import UcfpipeError
+from ucfpipe.core.rng import global_random_state_kept, seeded
 from ucfpipe.models import weights_file
 from ucfpipe.models.backbones import BACKBONES, DEFAULT, OUTPUT, Backbone, get
 
@@ -50,27 +49,6 @@ class Preprocess(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode}
-
-
-@contextmanager
-def global_random_state_kept():
-    """`keras.utils.set_random_seed` also reseeds Python's `random` and NumPy's global generator, and Keras
-    draws a default seed from Python's `random` for every unseeded layer it builds or loads; a library call
-    (a Predictor built in a notebook) must leave the caller's random streams where they were."""
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    try:
-        yield
-    finally:
-        random.setstate(python_state)
-        np.random.set_state(numpy_state)
-
-
-def seeded(seed: int, build):
-    """`build()` with the backend's generator seeded: the one place a seeded random initialisation
-    (`--weights none`) happens. Python's and NumPy's global streams are left where the caller had them."""
-    with global_random_state_kept():
-        keras.utils.set_random_seed(seed)
-        return build()
 
 
 def weights_identity(weights: str, seed: int, backbone: str = DEFAULT) -> dict:
