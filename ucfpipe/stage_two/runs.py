@@ -176,6 +176,15 @@ class Run:
         """The extract settings of the cache the run was trained on (what serving rebuilds its stage one from)."""
         return self.record["cache"]["extract_config"]
 
+    @property
+    def clip_ids(self) -> dict[str, list[str]]:
+        """clips.json: the train / val / test video ids the run used."""
+        return read_json(self.path(CLIPS), CLIPS_FIELDS)
+
+    @property
+    def metrics(self) -> dict:
+        return read_metrics(self.directory)
+
     # -- what stage two's modules ask of a run (report, setups, the page, resume) ------------------------------
     @property
     def dataset(self) -> str | None:
@@ -204,15 +213,6 @@ class Run:
         record["cache"]["directory"] = str(Path(features).resolve())
         record["splits_dir"] = str(Path(splits).resolve())
         return record
-
-    @property
-    def clip_ids(self) -> dict[str, list[str]]:
-        """clips.json: the train / val / test video ids the run used."""
-        return read_json(self.path(CLIPS), CLIPS_FIELDS)
-
-    @property
-    def metrics(self) -> dict:
-        return read_metrics(self.directory)
 
     def features_dir(self, given: str | Path | None = None) -> Path:
         """`given` (--features) when passed, else the feature cache the run recorded, which must still be there."""
