@@ -10,7 +10,7 @@ import pytest
 from helpers import QUIET, extract_tiny, tiny_config, weights_of, without_timings
 from ucfpipe.cache.store import FeatureStore
 from ucfpipe.core.errors import UcfpipeError
-from ucfpipe.stage_two import evaluate, runs, train
+from ucfpipe.stage_two import evaluate, run_setup, runs, train
 from ucfpipe.stage_two.batches import ClipBatches, InMemory, load_source, temporal_indices
 
 
@@ -121,16 +121,16 @@ def test_resume_of_an_augmented_run_is_bit_exact(views_run, views_cache, synth_d
     with pytest.raises(train.TrainingInterrupted):
         train.run(tiny_config(views_cache, synth_dataset["splits"], tmp_path / "run"), **QUIET)
     monkeypatch.setattr(train.RunKeeper, "on_epoch_end", original)
-    resumed = train.run(train.resume_config(tmp_path / "run"), resume=True, **QUIET)
+    resumed = train.run(run_setup.resume_config(tmp_path / "run"), resume=True, **QUIET)
     assert without_timings(resumed["history"]) == without_timings(summary["history"])
     for a, b in zip(weights_of(out), weights_of(tmp_path / "run")):
         np.testing.assert_array_equal(a, b)
 
 
 def test_bad_augmentation_settings_are_refused(views_cache, synth_dataset, tmp_path):
-    with pytest.raises(UcfpipeError, match="time_jitter"):
+    with pytest.raises(UcfpipeError, match="--time-jitter must be in"):
         tiny_config(views_cache, synth_dataset["splits"], tmp_path / "x", time_jitter=1.5).validate()
-    with pytest.raises(UcfpipeError, match="train_views"):
+    with pytest.raises(UcfpipeError, match="--train-views must be one of"):
         tiny_config(views_cache, synth_dataset["splits"], tmp_path / "x", train_views="flip").validate()
 
 

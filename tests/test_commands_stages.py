@@ -76,7 +76,7 @@ def test_bad_config_files_are_one_line_errors(tmp_path, synth_dataset, content, 
 
 @pytest.mark.parametrize(
     "flags, fragment",
-    [(["--size", "16"], "size must be at least 32"), (["--layer", "block9"], "vgg16 has no layer 'block9' to store; choose one of: output, block1_conv1"),
+    [(["--size", "16"], "size must be at least 32"), (["--layer", "block9"], "vgg16 has no layer 'block9' to store; choose output or a layer named like"),
      (["--weights", "/no/such/file.h5"], "weights file /no/such/file.h5 not found")],
 )
 def test_bad_flags_are_one_line_errors(synth_dataset, tmp_path, flags, fragment):

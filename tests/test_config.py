@@ -12,7 +12,8 @@ from click.testing import CliRunner
 
 from ucfpipe.cli import main
 from ucfpipe.commands import options
-from ucfpipe.config import CHOICES, ExtractConfig, FinetuneConfig, TrainConfig, load_config, setting
+from ucfpipe.config import CHOICES, ExtractConfig, FinetuneConfig, TrainConfig, described, load_config, setting
+from ucfpipe.core.errors import UcfpipeError
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = {"extract": ExtractConfig, "train": TrainConfig, "finetune": FinetuneConfig}
@@ -117,6 +118,24 @@ def test_bench_precision_choices_are_configs():
     assert help_entries("bench", "extract")["precision"].startswith(f"--precision [{'|'.join(CHOICES['precision'])}]")
 
 
+@pytest.mark.parametrize("command", ["extract", "train", "finetune"])
+def test_each_flags_help_is_the_one_its_setting_declares_in_config(command):
+    cls = STAGES[command]
+    entries = help_entries(command)
+    for field in fields(cls):
+        written = " ".join(described(cls, field.name).metadata["help"].split())
+        assert written.format(choices=", ".join(CHOICES.get(field.name, ()))) in entries[field.name], (command, field.name)
+
+
+@pytest.mark.parametrize("command", ["compare", "bench-train"])
+def test_a_setting_several_commands_take_is_declared_once(command):
+    """train, compare and bench train show a TrainConfig setting with the same flag, help and default; only
+    compare's --out (a folder of runs) and --seed (the ensemble's first) mean something else there."""
+    train, entries = help_entries("train"), help_entries(command)
+    shared = set(entries) & (COMMANDS[command][1] or {f.name for f in fields(TrainConfig)}) - {"out", "seed"}
+    assert len(shared) >= 4 and all(entries[name] == train[name] for name in shared), command
+
+
 @pytest.mark.parametrize("stage", STAGES)
 def test_toml_files_document_every_setting_at_its_default(stage):
     cls = STAGES[stage]
@@ -179,6 +198,24 @@ def test_finetune_reads_its_config_file_and_flags_override_it(synth_dataset, tmp
     assert bad.exit_code == 2 and "patience must be of type int" in bad.output
     assert CliRunner().invoke(main, ["finetune", "--config", str(ROOT / "stages/finetune.toml"), *data,
                                      "--dropout", "1.5"]).output.count("dropout must be in [0, 1)") == 1
+
+
+def test_a_layer_setting_is_checked_without_keras(monkeypatch):
+    """Validation reads the backbone table's pattern: with Keras (and every module of ours that holds it) made
+    unimportable, a layer other than the default passes and a typo is one line naming the choices."""
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "keras", None)
+    for name, module in list(sys.modules.items()):
+        if name.startswith("ucfpipe.") and isinstance(getattr(module, "keras", None), types.ModuleType):
+            monkeypatch.setitem(sys.modules, name, None)
+    config = ExtractConfig(videos="v", splits="s", backbone="resnet50", layer="conv4_block6_out").validate()
+    assert config.layer == "conv4_block6_out"
+    assert ExtractConfig(videos="v", splits="s", layer="output").validate().layer == "output"
+    with pytest.raises(UcfpipeError, match=r"^vgg16 has no layer 'block9' to store; choose output or a layer named like "
+                                           r"block\\d_\(conv\\d\|pool\) \(its default: block5_conv3\)$"):
+        ExtractConfig(videos="v", splits="s", layer="block9").validate()
 
 
 def test_finetunes_default_output_names_its_backbone_and_split():

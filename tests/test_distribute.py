@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow  # subprocesses, exports or every backbone: `make 
 SCRIPT = """
 import json, sys
 import keras, numpy as np
-from ucfpipe.stage_two import evaluate, runs, train
+from ucfpipe.stage_two import evaluate, run_setup, runs, train
 from ucfpipe.config import TrainConfig
 from ucfpipe import FeatureStore
 
@@ -54,7 +54,7 @@ try:
 except train.TrainingInterrupted:
     pass
 train.RunKeeper.on_epoch_end = original
-train.run(train.resume_config(f"{out}/resumed", {"distribute": "none"}), resume=True, log=lambda *_: None, verbose=0)
+train.run(run_setup.resume_config(f"{out}/resumed", {"distribute": "none"}), resume=True, log=lambda *_: None, verbose=0)
 report["resumed"] = runs.load_model(f"{out}/resumed/model.keras").predict(features, verbose=0).tolist()
 
 from ucfpipe.bench import train as bench_train

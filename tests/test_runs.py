@@ -192,3 +192,21 @@ def test_the_page_says_when_a_clips_video_changed_since_extraction(moved_run, sy
     assert page.count("the video changed since its features were extracted") == 1
     assert f"size {size} -&gt; {size + 10} bytes" in page
     assert page.count('<div class="strip">') == len(clips["clips"]) - 1
+
+
+def test_a_run_answers_what_reports_ask_of_its_record(tmp_path):
+    """Reports, setups, the page and resume ask a Run, not run.json's keys: an old record without "dataset"
+    takes its cache's word; relocating for a resume leaves the read record as it was."""
+    from helpers import run_record
+
+    (tmp_path / runs.RUN).write_text(json.dumps(run_record(
+        ["a", "b"], cache={"directory": "/features", "fingerprint": "f", "settings": {},
+                           "extract_config": {"dataset": "hmdb51", "backbone": "resnet50"}},
+        data={"val_groups": [3]}, versions={"keras": "3"})))
+    (tmp_path / runs.CONFIG).write_text(json.dumps({"units": 64, "seed": 2}))
+    run = runs.Run(tmp_path)
+    assert (run.dataset, run.backbone, run.data, run.versions) == ("hmdb51", "resnet50", {"val_groups": [3]}, {"keras": "3"})
+    assert run.settings == {"units": 64, "seed": 2} and run.config.units == 64
+    moved = run.relocated(tmp_path / "elsewhere", tmp_path / "lists")
+    assert moved["cache"]["directory"] == str(tmp_path / "elsewhere") and moved["splits_dir"] == str(tmp_path / "lists")
+    assert run.record["cache"]["directory"] == "/features" and run.record["splits_dir"] == "/lists"

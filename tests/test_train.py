@@ -14,7 +14,7 @@ from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.core.files import write_json
 from ucfpipe.datasets.base import hold_out_groups
 from ucfpipe.datasets.ucf101 import read_split
-from ucfpipe.stage_two import runs, train
+from ucfpipe.stage_two import clip_plan, run_setup, runs, train
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def test_validation_holds_out_whole_training_groups_and_never_test_ones(synth_ca
     store = FeatureStore(synth_cache)
     split = read_split(synth_dataset["splits"], 1)
     for seed in range(5):
-        plan = train.plan_clips(split, store, tiny_config(synth_cache, synth_dataset["splits"], "-", seed=seed))
+        plan = clip_plan.plan_clips(split, store, tiny_config(synth_cache, synth_dataset["splits"], "-", seed=seed))
         train_groups, val_groups = {c.group for c in plan.train}, {c.group for c in plan.val}
         assert val_groups == set(plan.val_groups) and len(val_groups) == 1
         assert not train_groups & val_groups
@@ -121,7 +121,7 @@ def test_resume_continues_an_interrupted_run_to_the_same_result(reference_run, s
         runs.Run(tmp_path / "run").require_finished()
 
     monkeypatch.setattr(train.RunKeeper, "on_epoch_end", original)
-    resumed = train.run(train.resume_config(tmp_path / "run"), resume=True, **QUIET)
+    resumed = train.run(run_setup.resume_config(tmp_path / "run"), resume=True, **QUIET)
     assert [row["epoch"] for row in resumed["history"]] == [1, 2, 3]
     assert without_timings(resumed["history"]) == without_timings(summary["history"])
     for a, b in zip(weights_of(out), weights_of(tmp_path / "run")):
@@ -131,14 +131,14 @@ def test_resume_continues_an_interrupted_run_to_the_same_result(reference_run, s
 def test_resume_refuses_a_finished_run_and_changed_settings(reference_run, tmp_path):
     out, _ = reference_run
     with pytest.raises(UcfpipeError, match="finished run.*nothing to resume"):
-        train.resume_config(out)
+        run_setup.resume_config(out)
     unfinished = tmp_path / "unfinished"
     shutil.copytree(out, unfinished)
     record = json.loads((unfinished / runs.RUN).read_text())
     write_json(unfinished / runs.RUN, {**record, "status": "running"})
     with pytest.raises(UcfpipeError, match="drop --units"):
-        train.resume_config(unfinished, {"units": 64})
-    assert train.resume_config(unfinished, {"epochs": 9}).epochs == 9
+        run_setup.resume_config(unfinished, {"units": 64})
+    assert run_setup.resume_config(unfinished, {"epochs": 9}).epochs == 9
 
 
 # -- refusals ------------------------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """Stage settings: one dataclass per stage, loaded from `stages/<stage>.toml` with command-line overrides.
 
-Precedence is defaults < config file < command-line flags. Unknown keys and wrong types are errors, not
-warnings: a typo in a config file must never silently fall back to a default.
+Each setting is declared once, here: its field holds its default and its flag's help (`documented`), and
+commands/options.py makes every command's flag from it. Precedence is defaults < config file < command-line
+flags. Unknown keys and wrong types are errors, not warnings: a typo in a config file must never silently fall
+back to a default.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import hashlib
 import json
 import tomllib
 import typing
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from ucfpipe.core.errors import UcfpipeError
@@ -44,31 +46,51 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+def documented(default, help: str, *, shown: str = "", path: str = "", flag: str = ""):
+    """A setting's dataclass field with its flag's help: the one place a setting is described. Every command that
+    takes it gets the option `commands.options.setting_option` makes from this, with the same flag, help and
+    `[default: ...]`. `help` may name `{choices}` (listed from CHOICES; the library then refuses other values, in
+    the same words for a flag and a config file's key); `shown` is the default the help shows where the field's is
+    worked out later ("" = the backbone's layer); `path` "any" or "file" when the value names a path;
+    `flag` a --yes/--no pair."""
+    return field(default=default, metadata={"help": help, "shown": shown, "path": path, "flag": flag})
+
+
+_DEFAULT_BACKBONE = backbones.get(backbones.DEFAULT)  # its layers are named where a setting's default is "the backbone's"
+DATASET_HELP = "How --splits and --videos are laid out: {choices} (see docs/datasets.md)."
+
+
 @dataclass
 class ExtractConfig:
-    videos: str = ""  # the UCF-101/ folder: <Class>/v_<Class>_gGG_cCC.avi
-    splits: str = ""  # the ucfTrainTestlist/ folder
-    dataset: str = "ucf101"  # ucf101, hmdb51 or folders (ucfpipe.datasets): how `splits` and `videos` are laid out
-    out: str = "features/ucf101"  # the feature cache directory
-    frames: int = 40  # T: frames sampled uniformly over the whole clip
-    size: int = 224  # frames are resized to size x size (224: most backbones' native size, InceptionV3's is 299)
-    backbone: str = backbones.DEFAULT  # the image model: a name in ucfpipe.models.backbones.BACKBONES
-    weights: str = "imagenet"  # "imagenet", "none" (random init, seeded) or a path to the backbone's weights file
-    layer: str = ""  # the backbone's layer whose output is stored; "" is the backbone's default (VGG16: block5_conv3)
-    pooling: str = "avg"  # "avg"/"max" store one vector per frame; "none" keeps the spatial map
-    dtype: str = "float16"  # storage dtype of the features
-    precision: str = "float32"  # compute dtype of the backbone ("bfloat16" pays off on GPUs)
-    batch_size: int = 64  # frames per model call; frames of many clips share one batch
-    workers: int = 2  # decoding threads
-    shard_clips: int = 128  # clips per HDF5 shard (a shard is also flushed every `shard_seconds`)
-    shard_seconds: float = 120.0
-    allow_missing: bool = False  # extract what is on disk when listed clips are missing
-    seed: int = 0  # seeds the random backbone weights of `weights = "none"`
-    shard: str = ""  # "i/N": only the i-th (0-based) of N disjoint parts of the clip list, for job arrays
-    views: str = "center"  # views stored per clip: names and presets of ucfpipe.video.views, e.g. "flip,crops,time"
+    videos: str = documented("", "The UCF-101/ folder: <Class>/v_<Class>_gGG_cCC.avi.", path="any")
+    splits: str = documented("", "The ucfTrainTestlist/ folder; every clip it lists is extracted once.", path="any")
+    dataset: str = documented("ucf101", DATASET_HELP)  # ucfpipe.datasets
+    out: str = documented("features/ucf101", "Feature cache directory.", path="any")
+    frames: int = documented(40, "T, frames sampled uniformly over each whole clip.")
+    # 224: most backbones' native size (InceptionV3's is 299)
+    size: int = documented(224, "Frames are resized to SIZE x SIZE.")
+    backbone: str = documented(backbones.DEFAULT, "Image model: {choices} (see docs/backbones.md).")
+    weights: str = documented("imagenet", "imagenet, none (random, seeded) or a path to the backbone's weights file.")
+    layer: str = documented("", "Backbone layer to store.",  # "" is the backbone's default
+                            shown=f"the backbone's; {_DEFAULT_BACKBONE.name}: {_DEFAULT_BACKBONE.default_layer}")
+    pooling: str = documented("avg", "Spatial pooling; none keeps the map.")  # avg/max: one vector per frame
+    dtype: str = documented("float16", "Storage dtype.")
+    precision: str = documented("float32", "Backbone compute dtype.")  # bfloat16 pays off on GPUs
+    # frames of many clips share one batch
+    batch_size: int = documented(64, "Frames per model call.")
+    workers: int = documented(2, "Decoding threads.")
+    shard_clips: int = documented(128, "Clips per HDF5 shard (a shard is also written every --shard-seconds).")
+    shard_seconds: float = documented(120.0, "Seconds of work after which a shard is written.")
+    allow_missing: bool = documented(False, "Extract what is on disk when listed clips are missing.")
+    seed: int = documented(0, "Seed of --weights none.")
+    shard: str = documented("", "i/N: only the i-th (0-based) of N disjoint parts of the clip list; join them with "
+                                "`ucfpipe merge`.")  # for job arrays
+    views: str = documented("center", "Views stored per clip, e.g. flip,crops,time or all (see docs/stage-two.md).")
     # Where stage one runs; neither changes a feature, so neither is in the fingerprint (feature_settings).
-    engine: str = "local"  # "local": threads and one model here; "ray": decode tasks and model actors on a Ray cluster
-    address: str = ""  # --engine ray: "" starts a Ray cluster on this machine for the run; "auto" or HOST:PORT joins one
+    engine: str = documented("local", "local: threads and the model here; ray: decode tasks and model actors on a Ray "
+                                      "cluster (docs/ray.md).")
+    address: str = documented("", "--engine ray: auto or HOST:PORT of a running cluster; unset, a cluster is started "
+                                  "on this machine for the run.")
 
     def view_names(self) -> tuple[str, ...]:
         from ucfpipe.video.views import parse_views
@@ -92,12 +114,8 @@ class ExtractConfig:
         self.shard_part()
         self.view_names()
         _check_choice(self, "dataset")
-        default_layer = backbones.get(self.backbone).default_layer
-        self.layer = self.layer or default_layer
-        if self.layer != default_layer:
-            from ucfpipe.models.extractor import check_layer
-
-            check_layer(self.backbone, self.layer)
+        self.layer = self.layer or backbones.get(self.backbone).default_layer
+        backbones.check_layer(self.backbone, self.layer)  # the table's pattern: no model is built to check a setting
         _check_choice(self, "pooling", "dtype", "precision", "engine")
         if self.engine == "ray" and self.shard:
             raise UcfpipeError(f"--engine ray spreads the whole clip list over the cluster itself; drop --shard {self.shard} "
@@ -143,9 +161,14 @@ def _check_type(cls, name: str, value, source: str):
 
 def setting(cls, name: str) -> tuple[object, type]:
     """The dataclass default of setting `name` of `cls` and its type (str, int, float or bool)."""
-    for field in fields(cls):
-        if field.name == name:
-            return field.default, typing.get_type_hints(cls)[name]
+    return described(cls, name).default, typing.get_type_hints(cls)[name]
+
+
+def described(cls, name: str) -> dataclasses.Field:
+    """The field of setting `name` of `cls`; its `metadata` holds what `documented` was given."""
+    for found in fields(cls):
+        if found.name == name:
+            return found
     raise KeyError(f"{cls.__name__} has no setting {name!r}")
 
 
@@ -205,31 +228,38 @@ def fingerprint(settings: dict) -> str:
 
 @dataclass
 class TrainConfig:
-    features: str = "features/ucf101"  # the feature cache made by `ucfpipe extract`
-    splits: str = ""  # the ucfTrainTestlist/ folder
-    split: int = 1  # which official split: train on trainlist0N, the test list is left to `ucfpipe eval`
-    out: str = ""  # the run directory
-    cell: str = "lstm"  # "lstm" or "gru"
-    units: int = 512  # per direction
-    layers: int = 1
-    bidirectional: bool = False
-    dropout: float = 0.5  # after every recurrent layer
-    epochs: int = 50  # at most; early stopping usually ends sooner
-    batch_size: int = 32
-    learning_rate: float = 3e-4  # Adam
-    weight_decay: float = 0.0  # decoupled (AdamW-style); 0 disables
-    clipnorm: float = 1.0  # gradient norm clipping; 0 disables
-    label_smoothing: float = 0.1
-    val_groups: int = 3  # gGG groups of the training list held out for validation (UCF-101's lists train on 18); per dataset: datasets.base.HOLDOUTS
-    monitor: str = "val_accuracy"  # "val_accuracy" or "val_loss": picks the best epoch and drives early stopping
-    patience: int = 10  # epochs without improvement of `monitor` before stopping
-    memory_limit_gb: float = 4.0  # train/val features up to this size are loaded into memory, larger are streamed
-    allow_missing: bool = False  # train (and later evaluate) on the clips present when some are not in the cache
-    seed: int = 0  # validation groups, weight init, dropout and batch order
-    train_views: str = "all"  # "all": each epoch trains on a random stored view of each clip; "center": plain view only
-    time_jitter: float = 0.1  # training only: probability that a step is replaced by a neighbouring one
-    step_drop: float = 0.05  # training only: probability that a step is dropped (the previous one repeated)
-    distribute: str = "none"  # "data": data parallel over every device (JAX backend; batch_size is the global batch)
+    features: str = documented("features/ucf101", "Feature cache made by `ucfpipe extract`.", path="any")
+    splits: str = documented("", "The ucfTrainTestlist/ folder.", path="any")
+    # the test list is left to `ucfpipe eval`
+    split: int = documented(1, "Official split 1, 2 or 3: trains on its training list.")
+    out: str = documented("", "Run directory to create (model, logs, curves).", path="any")
+    cell: str = documented("lstm", "Recurrent cell.")
+    units: int = documented(512, "Units per recurrent layer (per direction).")
+    layers: int = documented(1, "Stacked recurrent layers.")
+    bidirectional: bool = documented(False, "Read clips both ways.", flag="--bidirectional/--unidirectional")
+    dropout: float = documented(0.5, "Dropout after each recurrent layer.")
+    epochs: int = documented(50, "At most this many epochs.")  # early stopping usually ends sooner
+    batch_size: int = documented(32, "Clips per step.")
+    learning_rate: float = documented(3e-4, "Adam's learning rate.")
+    weight_decay: float = documented(0.0, "Decoupled weight decay, 0 = off.")  # AdamW-style
+    clipnorm: float = documented(1.0, "Gradient norm clipping, 0 = off.")
+    label_smoothing: float = documented(0.1, "Cross-entropy label smoothing.")
+    # UCF-101's lists train on 18 groups; per dataset: datasets.base.HOLDOUTS
+    val_groups: int = documented(3, "Training-list groups held out for validation (hmdb51 and folders without groups: "
+                                    "about this many clips per class; docs/datasets.md).")
+    # also drives early stopping
+    monitor: str = documented("val_accuracy", "Picks the best epoch.")
+    patience: int = documented(10, "Epochs without improvement before stopping.")
+    # train/val features up to this size are loaded into memory, larger are streamed
+    memory_limit_gb: float = documented(4.0, "Load features into memory up to this size, else stream.")
+    # (and later evaluate)
+    allow_missing: bool = documented(False, "Use the clips present when the cache lacks some of the split.")
+    seed: int = documented(0, "Validation groups, initialisation, dropout, batch order.")
+    train_views: str = documented("all", "all: each epoch a random stored view per clip.")  # center: plain view only
+    time_jitter: float = documented(0.1, "Training only: chance a step is replaced by a neighbour.")
+    step_drop: float = documented(0.05, "Training only: chance a step is dropped (previous repeated).")
+    # batch_size is the global batch
+    distribute: str = documented("none", "data: data parallel over every device (JAX backend).")
 
     def validate(self) -> "TrainConfig":
         _require(self.features, "features", "the feature cache made by `ucfpipe extract`")
@@ -255,27 +285,31 @@ class TrainConfig:
 
 @dataclass
 class FinetuneConfig:
-    videos: str = ""  # the UCF-101/ folder
-    splits: str = ""  # the ucfTrainTestlist/ folder
-    dataset: str = "ucf101"  # ucf101, hmdb51 or folders (ucfpipe.datasets)
-    split: int = 1  # train on trainlist0N's clips; the test list is never read
-    # The backbone's weights file to write; "" is weights/<backbone>_finetuned_split<split>.weights.h5.
-    out: str = ""
-    backbone: str = backbones.DEFAULT  # the image model to fine-tune (extract with the same --backbone)
-    weights: str = "imagenet"  # where fine-tuning starts: imagenet, a weights file, or none
-    size: int = 224
-    frames_per_clip: int = 8  # frames sampled uniformly from each clip, each labelled with the clip's class
-    # This layer and every later one are trained, earlier ones stay frozen; "" is the backbone's last stage
-    # (VGG16: block5_conv1).
-    trainable_from: str = ""
-    epochs: int = 5
-    batch_size: int = 32  # frames per step
-    learning_rate: float = 1e-5  # small: the pretrained filters should move, not be overwritten
-    dropout: float = 0.5
-    val_groups: int = 3
-    patience: int = 2
-    workers: int = 2  # decoding threads of the input pipeline
-    seed: int = 0
+    videos: str = documented("", "The UCF-101/ folder.", path="any")
+    splits: str = documented("", "The ucfTrainTestlist/ folder.", path="any")
+    dataset: str = documented("ucf101", DATASET_HELP)
+    split: int = documented(1, "Fine-tune on this split's training clips (its test list is never read).")
+    # "" is worked out by validate()
+    out: str = documented("", "Backbone weights file to write (*.weights.h5).", path="file",
+                          shown="weights/<backbone>_finetuned_split<split>.weights.h5")
+    # extract with the same --backbone
+    backbone: str = documented(backbones.DEFAULT, "Image model to fine-tune: {choices}.")
+    weights: str = documented("imagenet", "Starting weights: imagenet, none or a file.")
+    size: int = documented(224, "Frames are resized to SIZE x SIZE.")
+    frames_per_clip: int = documented(8, "Frames sampled uniformly from each clip, labelled with its class.")
+    # This layer and every later one are trained; "" is the backbone's last stage.
+    trainable_from: str = documented("", "First backbone layer to train; earlier ones stay frozen.",
+                                     shown=f"the backbone's last stage; {_DEFAULT_BACKBONE.name}: "
+                                           f"{_DEFAULT_BACKBONE.finetune_from}")
+    epochs: int = documented(5, "At most this many epochs.")
+    batch_size: int = documented(32, "Frames per step.")
+    learning_rate: float = documented(1e-5, "Adam's learning rate: small, the pretrained filters should move, not be "
+                                            "overwritten.")
+    dropout: float = documented(0.5, "Dropout before the new classifier.")
+    val_groups: int = documented(3, "Training-list groups held out for validation.")
+    patience: int = documented(2, "Epochs without improvement of validation accuracy before stopping.")
+    workers: int = documented(2, "Decoding threads.")  # of the input pipeline
+    seed: int = documented(0, "Validation groups, --weights none, initialisation, dropout, frame order and flips.")
 
     def validate(self) -> "FinetuneConfig":
         _require(self.videos, "videos", "the UCF-101/ folder")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ucfpipe.commands.options import config_option, json_out_option, setting_option, stdout_echo, user_errors
+from ucfpipe.commands.options import config_option, json_out_option, settings_options, stdout_echo, user_errors
 from ucfpipe.config import CHOICES, PRECISIONS, ExtractConfig, TrainConfig, load_config
 from ucfpipe.core.comma_list import comma_list
 from ucfpipe.core.errors import UcfpipeError
@@ -137,10 +137,7 @@ def _echo(json_out, flag: str = "--json-out"):
 @click.option("--dim", type=int, default=512, show_default=True, help="Features per step.")
 @click.option("--classes", "num_classes", type=int, default=101, show_default=True)
 @click.option("--epochs", type=int, default=2, show_default=True, help="The first includes compilation; at least 2.")
-@setting_option(TrainConfig, "batch_size", help="Clips per step (as train's, from --config or the flag).")
-@setting_option(TrainConfig, "units", help="Units per recurrent layer.")
-@setting_option(TrainConfig, "cell", help="Recurrent cell.")
-@setting_option(TrainConfig, "distribute", help="data: over every device (JAX).")
+@settings_options(TrainConfig, "batch_size", "units", "cell", "distribute")
 @user_errors
 def bench_train(config_file, clips, frames, dim, num_classes, epochs, **flags):
     """Time training epochs of the train config's model on random features of the given shape, in memory."""

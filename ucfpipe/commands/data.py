@@ -7,9 +7,9 @@ import re
 
 import click
 
-from ucfpipe.commands.options import dataset_option, no_progress_option, user_errors
+from ucfpipe.commands.options import dataset_option, incomplete, no_progress_option, user_errors
 from ucfpipe.config import ExtractConfig
-from ucfpipe.core.errors import EXIT_INCOMPLETE, UcfpipeError
+from ucfpipe.core.errors import UcfpipeError
 
 
 SYNTH_FLAGS = {"num_classes": "--classes", "num_groups": "--groups", "clips_per_group": "--clips-per-group", "seed": "--seed"}
@@ -75,11 +75,9 @@ def splits(ctx, splits_dir, videos_dir, dataset):
         if len(missing) > 10:
             click.echo(f"  ... and {len(missing) - 10} more")
         if missing:
-            exc = click.ClickException(
+            raise incomplete(
                 f"{len(missing)} of {len(clips)} listed clips are missing under {videos_dir}: finish the download (or "
                 "point --videos at the dataset's root), or pass --allow-missing to extract and train on the clips there")
-            exc.exit_code = EXIT_INCOMPLETE
-            raise exc
 
 
 @splits.command("make")
@@ -158,10 +156,8 @@ def check(videos, splits, dataset, features, frames, workers, errors_only, progr
                           "manifest, exits 3 and retries them on the next run")
         if missing:
             advice.append(f"the {missing} missing ones stop extract unless you pass --allow-missing")
-        exc = click.ClickException(f"{errors} of {checked} listed clips are unusable; fix or remove them, or know that "
-                                   + "; ".join(advice))
-        exc.exit_code = EXIT_INCOMPLETE
-        raise exc
+        raise incomplete(f"{errors} of {checked} listed clips are unusable; fix or remove them, or know that "
+                         + "; ".join(advice))
 
 
 def _check_features(stage, features, videos):
@@ -185,18 +181,14 @@ def _check_features(stage, features, videos):
                + ("" if videos else " (pass --videos to look)")
                + f"; {how}")
     if report.damaged or report.changed:
-        exc = click.ClickException(
+        raise incomplete(
             f"{report.directory} is not whole: rerun the extract command that made it; it moves damaged shards to "
             f"{report.directory}/damaged/ and extracts their clips, and those of changed videos, again")
-        exc.exit_code = EXIT_INCOMPLETE
-        raise exc
     if report.deleted:
         # Extract cannot redo a clip without its video: the cache still holds what the old file gave.
-        exc = click.ClickException(
+        raise incomplete(
             f"{len(report.deleted)} cached clips have no video under {videos} any more (e.g. {min(report.deleted)}); "
             "restore the videos, or extract the remaining ones into a new cache if they were removed on purpose")
-        exc.exit_code = EXIT_INCOMPLETE
-        raise exc
 
 
 @click.command()

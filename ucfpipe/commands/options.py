@@ -1,25 +1,35 @@
 """What every command shares: library errors as one line and an exit status, and the option decorators built
-from config.py (type, choices and documented default of each setting live there once)."""
+from config.py (each setting's flag, help, type, choices and default live there once, in its dataclass field)."""
 
 from __future__ import annotations
 
 import functools
+from dataclasses import fields
 from pathlib import Path
 
 import click
 
-from ucfpipe.config import CHOICES, ExtractConfig, setting
+from ucfpipe.config import CHOICES, DATASET_HELP, ExtractConfig, described, setting
 from ucfpipe.core import interrupts
-from ucfpipe.core.errors import EXIT_INTERRUPTED, EXIT_USAGE, UcfpipeError
+from ucfpipe.core.errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_USAGE, UcfpipeError
 from ucfpipe.core.files import STDOUT
-from ucfpipe.models.backbones import BACKBONES
+
+
+def failure(message: str, exit_code: int) -> click.ClickException:
+    """One line on stderr and `exit_code` (core.errors' statuses)."""
+    exc = click.ClickException(message)
+    exc.exit_code = exit_code
+    return exc
 
 
 def interrupted(message: str) -> click.ClickException:
     """The one "interrupted" line; cli's group turns its status into 130 (Ctrl-C) or 143 (SIGTERM)."""
-    exc = click.ClickException(message)
-    exc.exit_code = EXIT_INTERRUPTED
-    return exc
+    return failure(message, EXIT_INTERRUPTED)
+
+
+def incomplete(message: str) -> click.ClickException:
+    """The one "finished with problems" line: exit status 3 (clips that could not be read, a cache not whole)."""
+    return failure(message, EXIT_INCOMPLETE)
 
 
 def user_errors(command):
@@ -36,14 +46,11 @@ def user_errors(command):
             # run was kept that a rerun would not redo or skip.
             raise interrupted("interrupted; rerun the same command to continue") from None
         except UcfpipeError as err:
-            exc = click.ClickException(str(err))
-            exc.exit_code = err.exit_code
-            raise exc from None
+            raise failure(str(err), err.exit_code) from None
         except OSError as err:
             where = f"{err.filename}: " if err.filename else ""
-            exc = click.ClickException(f"{where}{err.strerror or err}; check the path, its permissions and free disk space")
-            exc.exit_code = EXIT_USAGE
-            raise exc from None
+            raise failure(f"{where}{err.strerror or err}; check the path, its permissions and free disk space",
+                          EXIT_USAGE) from None
 
     return wrapper
 
@@ -60,10 +67,6 @@ def weights_option():
 
 def top_option(help: str = "Classes to show per video."):
     return click.option("--top", type=int, default=5, show_default=True, help=help)
-
-
-def no_progress_option():
-    return click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
 
 
 def json_option(help: str):
@@ -99,27 +102,46 @@ def config_option(stage: str):
     )
 
 
-# -- settings: type, choices and documented default of each flag come from config.py -------------------------
-def setting_option(cls, name: str, *decls: str, help: str, default_help: str = "", choice: bool = True, **kwargs):
-    """The flag of setting `name` of `cls`: its type and choices from config.py, `[default: ...]` from the
-    dataclass (or `default_help` where the default is worked out, as a backbone's layer). It defaults to None
-    ("not given"): load_config then keeps a config file's value, so defaults < file < flags holds.
+# -- settings: flag, help, type, choices and documented default of each come from config.py ---------------------
+def setting_option(cls, name: str, *decls: str, help: str | None = None, **kwargs):
+    """The flag of setting `name` of `cls`, as config.py documents it (`config.documented`): its help, type and
+    choices, `[default: ...]` from the dataclass (or the default the field says is worked out, as a backbone's
+    layer). It defaults to None ("not given"): load_config then keeps a config file's value, so defaults < file <
+    flags holds. `help` replaces the documented text where a command gives the setting another meaning (compare's
+    --out is a folder of runs); `kwargs` go to click.option.
 
-    `choice=False` lists the choices in the help (`{choices}`) and leaves refusing others to the library, whose
-    message is the same for a flag and a config file's key."""
+    A help that names `{choices}` lists them and leaves refusing others to the library, whose message is the same
+    for a flag and a config file's key; otherwise click offers them as [a|b|c]."""
     default, hint = setting(cls, name)
-    decls = decls or (f"--{name.replace('_', '-')}",)
-    shown = default_help or _shown_default(default, decls)
-    if name in CHOICES:
-        if choice:
-            kwargs["type"] = click.Choice(CHOICES[name])
-        else:
-            help = help.format(choices=", ".join(CHOICES[name]))
+    meta = described(cls, name).metadata
+    help = meta["help"] if help is None else help
+    decls = decls or ((meta["flag"],) if meta.get("flag") else (f"--{name.replace('_', '-')}",))
+    shown = meta.get("shown") or _shown_default(default, decls)
+    if name in CHOICES and "{choices}" in help:
+        help = help.format(choices=", ".join(CHOICES[name]))
+        kwargs.setdefault("metavar", "NAME")
+    elif name in CHOICES:
+        kwargs["type"] = click.Choice(CHOICES[name])
     elif hint is bool:
         kwargs["is_flag"] = True
-    elif "type" not in kwargs:
-        kwargs["type"] = hint
+    elif meta.get("path"):
+        kwargs.setdefault("type", click.Path(dir_okay=meta["path"] != "file"))
+    else:
+        kwargs.setdefault("type", hint)
     return click.option(*decls, name, default=None, help=help + (f"  [default: {shown}]" if shown else ""), **kwargs)
+
+
+def settings_options(cls, *names: str):
+    """The flags of settings `names` of `cls` (all of its settings, in the dataclass' order, when none are named),
+    in that order in --help: a setting several commands take is declared once, in config.py."""
+    names = names or tuple(f.name for f in fields(cls))
+
+    def decorate(command):
+        for name in reversed(names):  # click lists options top-down, decorators apply bottom-up
+            command = setting_option(cls, name)(command)
+        return command
+
+    return decorate
 
 
 def _shown_default(value, decls) -> str:
@@ -134,11 +156,7 @@ def _shown_default(value, decls) -> str:
     return str(value)
 
 
-DEFAULT_BACKBONE = BACKBONES[ExtractConfig.backbone]  # its layers are named where a setting's default is "the backbone's"
-DATASET_HELP = "How --splits and --videos are laid out: {choices} (see docs/datasets.md)."
-
-
 def dataset_option():
-    """--dataset of the commands that read no config file (splits, check): extract's default, given directly."""
+    """--dataset of the commands that read no config file (splits, check): extract's, with its default given directly."""
     return click.option("--dataset", default=ExtractConfig.dataset, show_default=True, metavar="NAME",
                         help=DATASET_HELP.format(choices=", ".join(CHOICES["dataset"])))

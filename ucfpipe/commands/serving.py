@@ -25,7 +25,7 @@ from ucfpipe.models.backbones import BACKBONES
               help="Windows: write OUT/<video>/windows.csv, seconds.csv, timeline.png and report.html (a page to browse).")
 @no_progress_option()
 @user_errors
-def predict(videos, run_dir, top, as_json, weights, window, stride, out_dir, no_progress):
+def predict(videos, run_dir, top, as_json, weights, window, stride, out_dir, progress):
     """Classify video files with a trained run (decoded, sampled and featurised exactly as its cache was).
     A directory stands for every video under it (.avi, .mp4, .mov, .mkv, .webm; recursively, sorted).
 
@@ -36,7 +36,7 @@ def predict(videos, run_dir, top, as_json, weights, window, stride, out_dir, no_
     from ucfpipe.serving import predict_files
 
     done = predict_files.run(videos, run_dir, top=top, weights=weights, window=window, stride=stride, out_dir=out_dir,
-                             progress=not no_progress and sys.stderr.isatty())
+                             progress=progress)
     predictions = done.items
     _refuse_a_single_failure(predictions)
     if as_json:

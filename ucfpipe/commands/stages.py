@@ -8,47 +8,26 @@ from pathlib import Path
 import click
 
 from ucfpipe.commands.options import (
-    DATASET_HELP,
-    DEFAULT_BACKBONE,
     config_option,
+    incomplete,
     no_progress_option,
     run_option,
     setting_option,
+    settings_options,
     stdout_echo,
     user_errors,
 )
 from ucfpipe.config import ExtractConfig, FinetuneConfig, TrainConfig, load_config
 from ucfpipe.core.comma_list import comma_list
-from ucfpipe.core.errors import EXIT_INCOMPLETE, UcfpipeError
+from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.core.files import output
 
 
 @click.command()
 @config_option("extract")
-@setting_option(ExtractConfig, "videos", type=click.Path(), help="The UCF-101/ folder: <Class>/v_<Class>_gGG_cCC.avi.")
-@setting_option(ExtractConfig, "splits", type=click.Path(), help="The ucfTrainTestlist/ folder; every clip it lists is extracted once.")
-@setting_option(ExtractConfig, "dataset", metavar="NAME", choice=False, help=DATASET_HELP)
-@setting_option(ExtractConfig, "out", type=click.Path(), help="Feature cache directory.")
-@setting_option(ExtractConfig, "frames", help="T, frames sampled uniformly over each whole clip.")
-@setting_option(ExtractConfig, "size", help="Frames are resized to SIZE x SIZE.")
-@setting_option(ExtractConfig, "backbone", metavar="NAME", choice=False, help="Image model: {choices} (see docs/backbones.md).")
-@setting_option(ExtractConfig, "weights", help="imagenet, none (random, seeded) or a path to the backbone's weights file.")
-@setting_option(ExtractConfig, "layer", help="Backbone layer to store.",
-                default_help=f"the backbone's; {DEFAULT_BACKBONE.name}: {DEFAULT_BACKBONE.default_layer}")
-@setting_option(ExtractConfig, "pooling", help="Spatial pooling; none keeps the map.")
-@setting_option(ExtractConfig, "dtype", help="Storage dtype.")
-@setting_option(ExtractConfig, "precision", help="Backbone compute dtype.")
-@setting_option(ExtractConfig, "batch_size", help="Frames per model call.")
-@setting_option(ExtractConfig, "workers", help="Decoding threads.")
-@setting_option(ExtractConfig, "shard_clips", help="Clips per HDF5 shard (a shard is also written every --shard-seconds).")
-@setting_option(ExtractConfig, "shard_seconds", help="Seconds of work after which a shard is written.")
-@setting_option(ExtractConfig, "seed", help="Seed of --weights none.")
-@setting_option(ExtractConfig, "views", help="Views stored per clip, e.g. flip,crops,time or all (see docs/stage-two.md).")
-@setting_option(ExtractConfig, "shard", help="i/N: only the i-th (0-based) of N disjoint parts of the clip list; join them with `ucfpipe merge`.")
-@setting_option(ExtractConfig, "allow_missing", help="Extract what is on disk when listed clips are missing.")
-@setting_option(ExtractConfig, "engine", help="local: threads and the model here; ray: decode tasks and model actors on a Ray cluster (docs/ray.md).")
-@setting_option(ExtractConfig, "address", help="--engine ray: auto or HOST:PORT of a running cluster; unset, a cluster "
-                "is started on this machine for the run.")
+@settings_options(ExtractConfig, "videos", "splits", "dataset", "out", "frames", "size", "backbone", "weights", "layer",
+                  "pooling", "dtype", "precision", "batch_size", "workers", "shard_clips", "shard_seconds", "seed", "views",
+                  "shard", "allow_missing", "engine", "address")
 @no_progress_option()
 @user_errors
 def extract(config_file, progress, **flags):
@@ -61,36 +40,13 @@ def extract(config_file, progress, **flags):
     config = load_config(ExtractConfig, config_file, flags)
     summary = stage.run(config, progress=progress)
     if summary["failed"]:
-        exc = click.ClickException(
-            f"{len(summary['failed'])} clips could not be read (see 'report' in {Path(config.out) / 'manifest.json'}); "
-            "fix or remove them and rerun to retry"
-        )
-        exc.exit_code = EXIT_INCOMPLETE
-        raise exc
+        raise incomplete(f"{len(summary['failed'])} clips could not be read (see 'report' in "
+                         f"{Path(config.out) / 'manifest.json'}); fix or remove them and rerun to retry")
 
 
 @click.command()
 @config_option("finetune")
-@setting_option(FinetuneConfig, "videos", type=click.Path(), help="The UCF-101/ folder.")
-@setting_option(FinetuneConfig, "splits", type=click.Path(), help="The ucfTrainTestlist/ folder.")
-@setting_option(FinetuneConfig, "dataset", metavar="NAME", choice=False, help=DATASET_HELP)
-@setting_option(FinetuneConfig, "split", help="Fine-tune on this split's training clips (its test list is never read).")
-@setting_option(FinetuneConfig, "out", type=click.Path(dir_okay=False), help="Backbone weights file to write (*.weights.h5).",
-                default_help="weights/<backbone>_finetuned_split<split>.weights.h5")
-@setting_option(FinetuneConfig, "backbone", metavar="NAME", choice=False, help="Image model to fine-tune: {choices}.")
-@setting_option(FinetuneConfig, "weights", help="Starting weights: imagenet, none or a file.")
-@setting_option(FinetuneConfig, "size", help="Frames are resized to SIZE x SIZE.")
-@setting_option(FinetuneConfig, "frames_per_clip", help="Frames sampled uniformly from each clip, labelled with its class.")
-@setting_option(FinetuneConfig, "trainable_from", help="First backbone layer to train; earlier ones stay frozen.",
-                default_help=f"the backbone's last stage; {DEFAULT_BACKBONE.name}: {DEFAULT_BACKBONE.finetune_from}")
-@setting_option(FinetuneConfig, "epochs", help="At most this many epochs.")
-@setting_option(FinetuneConfig, "batch_size", help="Frames per step.")
-@setting_option(FinetuneConfig, "learning_rate", help="Adam's learning rate: small, the pretrained filters should move, not be overwritten.")
-@setting_option(FinetuneConfig, "dropout", help="Dropout before the new classifier.")
-@setting_option(FinetuneConfig, "val_groups", help="Training-list groups held out for validation.")
-@setting_option(FinetuneConfig, "patience", help="Epochs without improvement of validation accuracy before stopping.")
-@setting_option(FinetuneConfig, "workers", help="Decoding threads.")
-@setting_option(FinetuneConfig, "seed", help="Validation groups, --weights none, initialisation, dropout, frame order and flips.")
+@settings_options(FinetuneConfig)
 @user_errors
 def finetune(config_file, **flags):
     """Transfer learning: train the backbone's last stage on the split's training frames; extract with --weights OUT."""
@@ -105,32 +61,7 @@ def finetune(config_file, **flags):
 # -- stage two ------------------------------------------------------------------------------------------------
 @click.command()
 @config_option("train")
-@setting_option(TrainConfig, "features", type=click.Path(), help="Feature cache made by `ucfpipe extract`.")
-@setting_option(TrainConfig, "splits", type=click.Path(), help="The ucfTrainTestlist/ folder.")
-@setting_option(TrainConfig, "split", help="Official split 1, 2 or 3: trains on its training list.")
-@setting_option(TrainConfig, "out", type=click.Path(), help="Run directory to create (model, logs, curves).")
-@setting_option(TrainConfig, "cell", help="Recurrent cell.")
-@setting_option(TrainConfig, "units", help="Units per recurrent layer (per direction).")
-@setting_option(TrainConfig, "layers", help="Stacked recurrent layers.")
-@setting_option(TrainConfig, "bidirectional", "--bidirectional/--unidirectional", help="Read clips both ways.")
-@setting_option(TrainConfig, "dropout", help="Dropout after each recurrent layer.")
-@setting_option(TrainConfig, "epochs", help="At most this many epochs.")
-@setting_option(TrainConfig, "batch_size", help="Clips per step.")
-@setting_option(TrainConfig, "learning_rate", help="Adam's learning rate.")
-@setting_option(TrainConfig, "weight_decay", help="Decoupled weight decay, 0 = off.")
-@setting_option(TrainConfig, "clipnorm", help="Gradient norm clipping, 0 = off.")
-@setting_option(TrainConfig, "label_smoothing", help="Cross-entropy label smoothing.")
-@setting_option(TrainConfig, "val_groups", help="Training-list groups held out for validation (hmdb51 and folders without "
-                "groups: about this many clips per class; docs/datasets.md).")
-@setting_option(TrainConfig, "monitor", help="Picks the best epoch.")
-@setting_option(TrainConfig, "patience", help="Epochs without improvement before stopping.")
-@setting_option(TrainConfig, "memory_limit_gb", help="Load features into memory up to this size, else stream.")
-@setting_option(TrainConfig, "allow_missing", help="Use the clips present when the cache lacks some of the split.")
-@setting_option(TrainConfig, "seed", help="Validation groups, initialisation, dropout, batch order.")
-@setting_option(TrainConfig, "train_views", help="all: each epoch a random stored view per clip.")
-@setting_option(TrainConfig, "time_jitter", help="Training only: chance a step is replaced by a neighbour.")
-@setting_option(TrainConfig, "step_drop", help="Training only: chance a step is dropped (previous repeated).")
-@setting_option(TrainConfig, "distribute", help="data: data parallel over every device (JAX backend).")
+@settings_options(TrainConfig)
 @click.option("--resume", is_flag=True, help="Continue the interrupted run at --out from its last epoch, with its own settings.")
 @click.option("--seeds", help="Ensemble: train one member per seed, e.g. 1,2,3, into --out/member-<cell>-seed<k>/.")
 @click.option("--cells", help="Ensemble: one member per cell (and seed), e.g. lstm,gru.")
@@ -157,7 +88,9 @@ def train(config_file, resume, seeds, cells, **flags):
             raise UcfpipeError("--resume needs --out RUN_DIR, the run to continue")
         if config_file:
             click.echo(f"--resume continues with {Path(flags['out']) / 'config.json'}; {config_file} is not read")
-        config = stage.resume_config(flags["out"], flags)
+        from ucfpipe.stage_two.run_setup import resume_config
+
+        config = resume_config(flags["out"], flags)
     else:
         config = load_config(TrainConfig, config_file, flags)
     stage.run(config, resume=resume, log=click.echo)
@@ -209,22 +142,16 @@ def report(run_dirs, as_markdown, require_margin, html, protocol):
 
 @click.command()
 @config_option("train")
-@setting_option(TrainConfig, "features", type=click.Path(), help="Feature cache (extract with --views for the view rows).")
-@setting_option(TrainConfig, "splits", type=click.Path(), help="The ucfTrainTestlist/ folder.")
-@setting_option(TrainConfig, "split", help="Official split 1, 2 or 3.")
-@setting_option(TrainConfig, "out", required=True, type=click.Path(), help="New directory for the runs, compare.md and compare.json.")
-@setting_option(TrainConfig, "cell", help="Recurrent cell.")
-@setting_option(TrainConfig, "units", help="Units per recurrent layer; small keeps the comparison quick.")
-@setting_option(TrainConfig, "epochs", help="At most this many epochs per model.")
-@setting_option(TrainConfig, "batch_size", help="Clips per step.")
-@setting_option(TrainConfig, "val_groups", help="Training-list groups held out for validation.")
-@setting_option(TrainConfig, "patience", help="Epochs without improvement before stopping.")
+@settings_options(TrainConfig, "features", "splits", "split")
+@setting_option(TrainConfig, "out", required=True, help="New directory for the runs, compare.md and compare.json.")
+@settings_options(TrainConfig, "cell", "units", "epochs", "batch_size", "val_groups", "patience")
 @setting_option(TrainConfig, "seed", help="Seed of the single models; the ensemble uses SEED..SEED+MEMBERS-1.")
 @click.option("--members", type=int, default=3, show_default=True, help="Ensemble size.")
 @user_errors
 def compare(config_file, members, **flags):
     """Baseline vs + training augmentation vs + TTA vs + ensemble vs order-blind: one markdown table
-    (top-1, top-5, mean class accuracy, wall time), also written to OUT/compare.md."""
+    (top-1, top-5, mean class accuracy, wall time), also written to OUT/compare.md. The view rows need a cache
+    extracted with --views."""
     from ucfpipe.config import TrainConfig
     from ucfpipe.stage_two import compare as stage
 

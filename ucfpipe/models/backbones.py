@@ -1,11 +1,12 @@
 """The backbone table: one plain record per `keras.applications` image model that stage one can use.
 
-No Keras import here, so settings can be checked (name, input size) before Keras is loaded; `extractor.py`
-builds the models from these records. Adding a backbone is adding one record.
+No Keras import here, so settings can be checked (name, input size, layer) before Keras is loaded;
+`models/extractor.py` builds the models from these records. Adding a backbone is adding one record.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ucfpipe.core.errors import UcfpipeError
@@ -93,3 +94,15 @@ def check_size(name: str, size: int) -> None:
     backbone = get(name)
     if size < backbone.min_size:
         raise UcfpipeError(f"--size must be at least {backbone.min_size} for {name} (its smallest input), got {size}")
+
+
+def check_layer(name: str, layer: str) -> None:
+    """A --layer that cannot be one of the backbone's fails before any work, without building a model: it must be
+    `output`, the default layer or a name the record's `layers` pattern admits. A name the pattern admits that the
+    model lacks (VGG16's block6_conv1) is refused when the model is built (`extractor.build_extractor`), listing
+    every layer the model offers."""
+    backbone = get(name)
+    if layer in (OUTPUT, backbone.default_layer) or re.fullmatch(backbone.layers, layer):
+        return
+    raise UcfpipeError(f"{backbone.name} has no layer {layer!r} to store; choose {OUTPUT} or a layer named like "
+                       f"{backbone.layers} (its default: {backbone.default_layer})")

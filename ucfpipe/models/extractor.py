@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import random
 import re
-from contextlib import contextmanager
 from pathlib import Path
 
 import keras
@@ -21,6 +19,7 @@ import numpy as np
 from keras import ops
 
 from ucfpipe.core.errors import UcfpipeError
+from ucfpipe.core.rng import global_random_state_kept, seeded
 from ucfpipe.models import weights_file
 from ucfpipe.models.backbones import BACKBONES, DEFAULT, OUTPUT, Backbone, get
 
@@ -50,27 +49,6 @@ class Preprocess(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode}
-
-
-@contextmanager
-def global_random_state_kept():
-    """`keras.utils.set_random_seed` also reseeds Python's `random` and NumPy's global generator, and Keras
-    draws a default seed from Python's `random` for every unseeded layer it builds or loads; a library call
-    (a Predictor built in a notebook) must leave the caller's random streams where they were."""
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    try:
-        yield
-    finally:
-        random.setstate(python_state)
-        np.random.set_state(numpy_state)
-
-
-def seeded(seed: int, build):
-    """`build()` with the backend's generator seeded: the one place a seeded random initialisation
-    (`--weights none`) happens. Python's and NumPy's global streams are left where the caller had them."""
-    with global_random_state_kept():
-        keras.utils.set_random_seed(seed)
-        return build()
 
 
 def weights_identity(weights: str, seed: int, backbone: str = DEFAULT) -> dict:
@@ -240,28 +218,14 @@ def load_weights_file(model: keras.Model, path: str, backbone: str, include_top:
                                "report this with the file's origin")
 
 
-@functools.lru_cache(maxsize=None)
-def layer_choices(backbone: str) -> tuple[str, ...]:
-    """The layers `--layer` may name for `backbone`: OUTPUT, then those its record offers, in model order.
-    Builds the model once (random weights, smallest size)."""
-    spec = get(backbone)
-    return _choices(spec, load_application(backbone, "none", spec.min_size, 0))
-
-
 def _choices(spec: Backbone, application: keras.Model) -> tuple[str, ...]:
     offered = re.compile(spec.layers)
     return (OUTPUT, *(layer.name for layer in application.layers if offered.fullmatch(layer.name)))
 
 
-def check_layer(backbone: str, layer: str) -> None:
-    """A typo in --layer fails before any work, listing the backbone's choices (the default costs nothing)."""
-    spec = get(backbone)
-    if layer in (spec.default_layer, OUTPUT):
-        return
-    _require_layer(spec, layer, layer_choices(backbone))
-
-
 def _require_layer(spec: Backbone, layer: str, choices: tuple[str, ...]) -> None:
+    """The model's own check of --layer: settings were checked against the table's pattern only
+    (`backbones.check_layer`), which admits names a model may lack (VGG16's block6_conv1)."""
     if layer not in choices:
         raise UcfpipeError(f"{spec.name} has no layer {layer!r} to store; choose one of: {', '.join(choices)}")
 

@@ -26,6 +26,7 @@ from ucfpipe.core.locks import locked
 from ucfpipe.core.provenance import versions
 from ucfpipe.core.rng import seed_everything
 from ucfpipe.models.backbones import get
+from ucfpipe.models.callbacks import SafePoints
 from ucfpipe.models.extractor import load_application, preprocess_layer, weights_identity
 from ucfpipe.video.decode import VideoError, read_clip
 
@@ -101,16 +102,6 @@ def build_finetune_model(config: FinetuneConfig, num_classes: int) -> tuple[kera
     return keras.Model(frames, outputs, name=f"{config.backbone}_finetune"), application
 
 
-class _SafePoints(keras.callbacks.Callback):
-    """A Ctrl-C whose KeyboardInterrupt a gc callback swallowed still stops fine-tuning at the next batch."""
-
-    def on_train_batch_end(self, batch, logs=None):
-        interrupts.check()
-
-    def on_test_batch_end(self, batch, logs=None):
-        interrupts.check()
-
-
 def run(config: FinetuneConfig, log=print, verbose: int = 2) -> dict:
     """Fine-tune and write `config.out`; a lock beside it keeps a second finetune from writing it too."""
     config.validate()
@@ -143,7 +134,7 @@ def _run(config: FinetuneConfig, out: Path, log, verbose: int) -> dict:
         validation_data=FrameBatches(val, config, training=False, seed=config.seed),
         epochs=config.epochs, verbose=verbose,
         callbacks=[keras.callbacks.EarlyStopping("val_accuracy", patience=config.patience, restore_best_weights=True),
-                   _SafePoints()],
+                   SafePoints()],
     )
     interrupts.check()
     with files.replacing(out, keep_suffix=True) as tmp:  # keeps the .weights.h5 ending Keras requires

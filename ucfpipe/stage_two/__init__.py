@@ -1,2 +1,3 @@
-"""Stage two: cached features -> a trained, evaluated classifier (batches, train, runs, ensembles,
-evaluate, metrics, plots, report, compare). Never imports stage_one."""
+"""Stage two: cached features -> a trained, evaluated classifier (batches, train with clip_plan, run_setup and
+keeper, runs, ensembles, evaluate, metrics, order_blind, plots, setups, report and its page, compare). Never
+imports stage_one."""

@@ -48,37 +48,13 @@ def run(config: TrainConfig, members: int = 3, log=print, verbose: int = 0) -> d
     store = FeatureStore(config.features)
     views = list(store.views)
     out.mkdir(parents=True, exist_ok=True)
-    quiet = lambda *_: None  # noqa: E731
-    rows = []
 
     log(f"baseline: one {config.cell} model, centre view, no augmentation")
     base = dataclasses.replace(config, out=str(out / "baseline"), train_views="center", time_jitter=0.0, step_drop=0.0)
-    _, train_s = _timed(train.run, base, log=quiet, verbose=verbose)
-    metrics, eval_s = _timed(evaluate.run, base.out, log=quiet)
-    rows.append(_row("baseline (1 model, centre view)", metrics, train_s + eval_s))
-
-    seeds = [config.seed + k for k in range(members)]
-    augmented = dataclasses.replace(config, out=str(out / "ensemble"))
-    plan = ensemble.members_plan(augmented, seeds, [config.cell])
-    Path(augmented.out).mkdir()
-    member_seconds = []
-    for number, (name, member) in enumerate(plan, 1):
-        log(f"augmented model {number}/{len(plan)} ({name}): train views {config.train_views} of {', '.join(views)}, "
-            f"time jitter {config.time_jitter}, step drop {config.step_drop}")
-        member_seconds.append(_timed(train.run, member, log=quiet, verbose=verbose)[1])
-    record = {"format": ensemble.FORMAT, "members": [name for name, _ in plan], "status": "running",
-              "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    ensemble.finish(Path(augmented.out), record)
-
-    first = plan[0][1].out
-    metrics, eval_s = _timed(evaluate.run, first, log=quiet)
-    rows.append(_row("+ training augmentation", metrics, member_seconds[0] + eval_s))
-    log("test-time augmentation" + ("" if len(views) > 1 else " (the cache stores only the centre view: same as above)"))
-    metrics, eval_s = _timed(evaluate.run, first, tta=True, log=quiet)
-    rows.append(_row(f"+ TTA ({len(views)} view{'s' if len(views) > 1 else ''})", metrics["tta"], member_seconds[0] + eval_s))
-    log(f"ensemble of {members}")
-    metrics, eval_s = _timed(evaluate.run, augmented.out, tta=True, log=quiet)
-    rows.append(_row(f"+ {members}-seed ensemble (with TTA)", metrics["tta"], sum(member_seconds) + eval_s))
+    _, train_s = _timed(train.run, base, log=_quiet, verbose=verbose)
+    metrics, eval_s = _timed(evaluate.run, base.out, log=_quiet)
+    rows = [_row("baseline (1 model, centre view)", metrics, train_s + eval_s)]
+    rows += _augmented_rows(config, out, members, views, log, verbose)
 
     log("order-blind reference")
     baseline_run = runs.Run(base.out)
@@ -96,6 +72,38 @@ def run(config: TrainConfig, members: int = 3, log=print, verbose: int = 0) -> d
     log("")
     log(f"wrote {out / TABLE} and {out / RESULTS}")
     return {"rows": rows, "table": table, "out": str(out)}
+
+
+def _quiet(*_) -> None:
+    pass
+
+
+def _augmented_rows(config: TrainConfig, out: Path, members: int, views: list[str], log, verbose: int) -> list[dict]:
+    """The rows of augmented models: one model, the same with TTA, and the ensemble of `members` seeds with TTA
+    (whose first member is the one model)."""
+    seeds = [config.seed + k for k in range(members)]
+    augmented = dataclasses.replace(config, out=str(out / "ensemble"))
+    plan = ensemble.members_plan(augmented, seeds, [config.cell])
+    Path(augmented.out).mkdir()
+    member_seconds = []
+    for number, (name, member) in enumerate(plan, 1):
+        log(f"augmented model {number}/{len(plan)} ({name}): train views {config.train_views} of {', '.join(views)}, "
+            f"time jitter {config.time_jitter}, step drop {config.step_drop}")
+        member_seconds.append(_timed(train.run, member, log=_quiet, verbose=verbose)[1])
+    record = {"format": ensemble.FORMAT, "members": [name for name, _ in plan], "status": "running",
+              "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    ensemble.finish(Path(augmented.out), record)
+
+    first = plan[0][1].out
+    metrics, eval_s = _timed(evaluate.run, first, log=_quiet)
+    rows = [_row("+ training augmentation", metrics, member_seconds[0] + eval_s)]
+    log("test-time augmentation" + ("" if len(views) > 1 else " (the cache stores only the centre view: same as above)"))
+    metrics, eval_s = _timed(evaluate.run, first, tta=True, log=_quiet)
+    rows.append(_row(f"+ TTA ({len(views)} view{'s' if len(views) > 1 else ''})", metrics["tta"], member_seconds[0] + eval_s))
+    log(f"ensemble of {members}")
+    metrics, eval_s = _timed(evaluate.run, augmented.out, tta=True, log=_quiet)
+    rows.append(_row(f"+ {members}-seed ensemble (with TTA)", metrics["tta"], sum(member_seconds) + eval_s))
+    return rows
 
 
 def markdown(rows: list[dict], config: TrainConfig, views: list[str]) -> str:

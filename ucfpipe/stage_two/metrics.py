@@ -22,42 +22,23 @@ def classification_metrics(labels, probabilities, classes, num_pairs: int = 10) 
         top_k_accuracy_score,
     )
 
-    labels = np.asarray(labels, dtype=np.int64)
-    probabilities = np.asarray(probabilities, dtype=np.float64)
-    k_classes = len(classes)
-    if probabilities.ndim != 2 or probabilities.shape != (len(labels), k_classes):
-        raise ValueError(f"probabilities must be ({len(labels)}, {k_classes}), got {probabilities.shape}")
-    if not len(labels):
-        raise ValueError("no predictions to score")
-    everything = np.arange(k_classes)
+    labels, probabilities = _checked(labels, probabilities, len(classes))
+    everything = np.arange(len(classes))
     present = np.unique(labels)
     predicted = probabilities.argmax(axis=1)
-    k = min(5, k_classes)
+    k = min(5, len(classes))
     # sklearn scores two classes from the positive class's column alone.
-    scores = probabilities[:, 1] if k_classes == 2 else probabilities
+    scores = probabilities[:, 1] if len(classes) == 2 else probabilities
     with warnings.catch_warnings():
         # "k >= n_classes gives a perfect score" and "y_pred has classes not in y_true" are expected here.
         warnings.simplefilter("ignore", UserWarning)
         top = top_k_accuracy_score(labels, scores, k=k, labels=everything)
         mean_class_accuracy = balanced_accuracy_score(labels, predicted)
-    precision, recall, f1, support = precision_recall_fscore_support(
-        labels, predicted, labels=everything, zero_division=0
-    )
+    per_class = precision_recall_fscore_support(labels, predicted, labels=everything, zero_division=0)
     macro_precision, macro_recall, macro_f1, _ = precision_recall_fscore_support(
         labels, predicted, labels=present, average="macro", zero_division=0
     )
     matrix = confusion_matrix(labels, predicted, labels=everything)
-    per_class = [
-        {
-            "class": classes[i],
-            "accuracy": float(recall[i]),  # a class's accuracy is the recall of its clips
-            "precision": float(precision[i]),
-            "recall": float(recall[i]),
-            "f1": float(f1[i]),
-            "support": int(support[i]),
-        }
-        for i in everything
-    ]
     return {
         "top1": float(accuracy_score(labels, predicted)),
         "top5": float(top),
@@ -67,10 +48,34 @@ def classification_metrics(labels, probabilities, classes, num_pairs: int = 10) 
         "macro_recall": float(macro_recall),
         "macro_f1": float(macro_f1),
         "num_classes_scored": int(len(present)),
-        "per_class": per_class,
+        "per_class": _per_class_rows(classes, *per_class),
         "confusion": matrix,
         "most_confused": most_confused_pairs(matrix, classes, num_pairs),
     }
+
+
+def _checked(labels, probabilities, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.asarray(labels, dtype=np.int64)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if probabilities.ndim != 2 or probabilities.shape != (len(labels), num_classes):
+        raise ValueError(f"probabilities must be ({len(labels)}, {num_classes}), got {probabilities.shape}")
+    if not len(labels):
+        raise ValueError("no predictions to score")
+    return labels, probabilities
+
+
+def _per_class_rows(classes, precision, recall, f1, support) -> list[dict]:
+    return [
+        {
+            "class": name,
+            "accuracy": float(recall[i]),  # a class's accuracy is the recall of its clips
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
+        for i, name in enumerate(classes)
+    ]
 
 
 def most_confused_pairs(matrix: np.ndarray, classes, count: int = 10) -> list[dict]:

@@ -24,10 +24,9 @@ class MarginNotMet(UcfpipeError):
     exit_code = EXIT_INCOMPLETE
 
 
-def _recorded(directory: Path) -> dict:
-    """run.json of a run, or of an ensemble's first member: where metrics.json of older evals lacks the
-    dataset and backbone."""
-    return next(iter(setups.recorded(directory)), ({}, {}))[0]
+def _first_run(directory: Path) -> runs.Run | None:
+    """The run, or an ensemble's first member: where metrics.json of older evals lacks the dataset and backbone."""
+    return next(iter(setups.recorded(directory)), None)
 
 
 def collect(run_dirs) -> list[dict]:
@@ -35,10 +34,9 @@ def collect(run_dirs) -> list[dict]:
     for directory in run_dirs:
         metrics = runs.read_metrics(directory)
         if "dataset" not in metrics or "backbone" not in metrics:
-            record = _recorded(Path(directory))
-            extract = record.get("cache", {}).get("extract_config", {})
-            metrics.setdefault("dataset", record.get("dataset", extract.get("dataset")))
-            metrics.setdefault("backbone", extract.get("backbone"))
+            run = _first_run(Path(directory))
+            metrics.setdefault("dataset", run and run.dataset)
+            metrics.setdefault("backbone", run and run.backbone)
         setup = setups.of_run(directory, metrics)
         rows.append({"run": str(directory), **metrics, "setup": setup, "top_k": top_k(metrics, setup["classes"])})
     if not rows:
@@ -235,7 +233,8 @@ def protocol_table(root: str | Path) -> dict:
     if all(v is not None for v in blind):
         rows.append(row("order-blind reference (time-averaged features)", blind, apart_of["lstm"]))
     dataset = runs.read_metrics(found[splits[0]]["lstm"]).get("dataset")
-    weights = _recorded(found[splits[0]]["lstm"]).get("cache", {}).get("extract_config", {}).get("weights")
+    first = _first_run(found[splits[0]]["lstm"])
+    weights = first.extract_config.get("weights") if first else None
     if dataset != "ucf101":
         notes.append(f"these runs are of the {dataset} dataset; the published rows are UCF-101's")
     if weights == "none":

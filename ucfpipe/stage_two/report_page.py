@@ -117,22 +117,21 @@ def _number(value):
         return None
 
 
-def _record(directory: Path) -> tuple[dict, dict, Path]:
-    """(run.json, config.json, the directory holding them): an ensemble's first member speaks for it."""
+def _recorded(directory: Path) -> tuple[runs.Run | None, Path]:
+    """The run (an ensemble's first member speaks for it) and the directory holding it; None when there is none."""
     for folder in [directory, *sorted(p.parent for p in directory.glob(f"*/{runs.RUN}"))]:
         if (folder / runs.RUN).is_file():
-            run = runs.Run(folder)
-            return run.record, runs.read_json(folder / runs.CONFIG), folder
-    return {}, {}, directory
+            return runs.Run(folder), folder
+    return None, directory
 
 
 def load_run(directory: str | Path) -> dict:
     """What the page shows of one evaluated run, read from its files."""
     directory = Path(directory)
     metrics = runs.read_metrics(directory)
-    record, config, holder = _record(directory)
+    recorded, holder = _recorded(directory)
     clips = _page_clips(directory / CLIPS_FILE)
-    return {"directory": directory, "name": str(directory), "metrics": metrics, "record": record, "config": config,
+    return {"directory": directory, "name": str(directory), "metrics": metrics, "recorded": recorded,
             "history": _read_csv(holder / runs.HISTORY), "per_class": _per_class_rows(directory),
             "clips": clips, "setup": setups.of_run(directory, metrics)}
 
@@ -275,8 +274,8 @@ def _misclassified(number: int, run: dict, classes: list[str], confusion, log, s
 
 
 def _run_section(number: int, run: dict, log, strips: int = STRIPS) -> tuple[str, dict]:
-    metrics, record = run["metrics"], run["record"]
-    classes = list(record.get("classes") or [r["class"] for r in run["per_class"]])
+    metrics, recorded = run["metrics"], run["recorded"]
+    classes = list((recorded and recorded.classes) or [r["class"] for r in run["per_class"]])
     parts = [f'<h2 id="run-{number}">{escape(run["name"])}</h2>']
     provenance = {"dataset": metrics.get("dataset"), "split": metrics.get("split"), "backbone": metrics.get("backbone"),
                   "fingerprint": metrics.get("fingerprint"), "features": metrics.get("features"),
@@ -285,11 +284,11 @@ def _run_section(number: int, run: dict, log, strips: int = STRIPS) -> tuple[str
     parts.append(f'<p>fingerprint <code>{escape(metrics.get("fingerprint", ""))}</code>, '
                  f'{escape(metrics.get("num_test_clips", ""))} test clips</p>')
     parts.append(key_values("run", provenance))
-    parts.append(key_values("settings (config.json)", run["config"]))
-    parts.append(key_values("data (run.json)", record.get("data", {})))
-    parts.append(key_values("stage one (extract settings)", record.get("cache", {}).get("extract_config", {})))
-    parts.append(key_values("versions", record.get("versions", {})))
-    parts.append("<h3>training curves</h3>" + _curves(run["history"], (record.get("best") or {}).get("epoch")))
+    parts.append(key_values("settings (config.json)", recorded.settings if recorded else {}))
+    parts.append(key_values("data (run.json)", recorded.data if recorded else {}))
+    parts.append(key_values("stage one (extract settings)", recorded.extract_config if recorded else {}))
+    parts.append(key_values("versions", recorded.versions if recorded else {}))
+    parts.append("<h3>training curves</h3>" + _curves(run["history"], recorded and recorded.best_epoch))
     data = {"name": run["name"], "classes": classes}
     if run["clips"] is None:
         parts.append('<p class="note">this run was evaluated before eval recorded its clips (test_clips.json): '

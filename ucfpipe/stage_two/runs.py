@@ -144,7 +144,8 @@ class Run:
         if self.finished:
             check_shape(path, self.record, {"best": "an object"}, "the run directory is damaged, retrain it")
         known = {f.name for f in fields(TrainConfig)}
-        values = {**PRE_AUGMENTATION, **read_json(self.directory / CONFIG, {})}
+        self.settings: dict = read_json(self.directory / CONFIG, {})  # config.json as recorded, for reports
+        values = {**PRE_AUGMENTATION, **self.settings}
         self.config = TrainConfig(**{k: v for k, v in values.items() if k in known})
 
     def path(self, name: str) -> Path:
@@ -199,6 +200,35 @@ class Run:
     @property
     def metrics(self) -> dict:
         return read_metrics(self.directory)
+
+    # -- what stage two's modules ask of a run (report, setups, the page, resume) ------------------------------
+    @property
+    def dataset(self) -> str | None:
+        """The dataset the run was trained on; runs recorded before run.json named it take their cache's word
+        (None when neither says: a cache made before datasets existed)."""
+        return self.record.get("dataset", self.extract_config.get("dataset"))
+
+    @property
+    def backbone(self) -> str | None:
+        """The backbone of the run's cache (None for caches made before backbones were selectable: VGG16's)."""
+        return self.extract_config.get("backbone")
+
+    @property
+    def data(self) -> dict:
+        """run.json's "data": hold-out rule, validation groups, clip counts, missing clips, views."""
+        return self.record.get("data", {})
+
+    @property
+    def versions(self) -> dict:
+        """The library versions the run was trained with."""
+        return self.record.get("versions", {})
+
+    def relocated(self, features: str | Path, splits: str | Path) -> dict:
+        """run.json's record with the feature cache and split files where they are now (a resumed run's)."""
+        record = json.loads(json.dumps(self.record))
+        record["cache"]["directory"] = str(Path(features).resolve())
+        record["splits_dir"] = str(Path(splits).resolve())
+        return record
 
     def features_dir(self, given: str | Path | None = None) -> Path:
         """`given` (--features) when passed, else the feature cache the run recorded, which must still be there."""

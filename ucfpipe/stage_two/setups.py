@@ -18,14 +18,13 @@ PER_RUN = ("split", "seed", "out", "features", "splits", "memory_limit_gb")
 NO_MEAN = "no mean ± std: the runs are not one setup"
 
 
-def recorded(directory: str | Path) -> list[tuple[dict, dict]]:
-    """(run.json, config.json) of a run, or of each member of an ensemble; [] when the directory holds neither."""
+def recorded(directory: str | Path) -> list[runs.Run]:
+    """The run, or each member of an ensemble; [] when the directory holds neither. `Run` checks run.json's shape
+    (one line naming the file, never a traceback on a damaged record)."""
     directory = Path(directory)
     folders = ([directory] if (directory / runs.RUN).is_file()
                else sorted(p.parent for p in directory.glob(f"*/{runs.RUN}")))
-    # Run() checks run.json's shape (one line naming the file, never a traceback on a damaged record).
-    return [(runs.Run(folder).record,
-             runs.read_json(folder / runs.CONFIG) if (folder / runs.CONFIG).is_file() else {}) for folder in folders]
+    return [runs.Run(folder) for folder in folders]
 
 
 def of_run(directory: str | Path, metrics: dict) -> dict:
@@ -33,12 +32,12 @@ def of_run(directory: str | Path, metrics: dict) -> dict:
     ensemble's: its members' settings, a value per member where they differ, and how many there are)."""
     members = recorded(directory)
     settings: dict = {}
-    for key in sorted({k for _, config in members for k in config} - set(PER_RUN)):
-        values = [config.get(key) for _, config in members]
+    for key in sorted({k for run in members for k in run.settings} - set(PER_RUN)):
+        values = [run.settings.get(key) for run in members]
         settings[key] = values[0] if all(v == values[0] for v in values) else values
     if members:
         settings["members"] = len(members) if ensemble.is_ensemble(directory) else 1
-    return {"dataset": metrics.get("dataset"), "classes": members[0][0].get("classes") if members else None,
+    return {"dataset": metrics.get("dataset"), "classes": list(members[0].classes) if members else None,
             "fingerprint": metrics.get("fingerprint"), "backbone": metrics.get("backbone"), "settings": settings}
 
 
