@@ -1,6 +1,6 @@
 """The backbone table: one plain record per `keras.applications` image model that stage one can use.
 
-No Keras import here, so settings can be checked (name, input size) before Keras is loaded; `backbone.py`
+No Keras import here, so settings can be checked (name, input size) before Keras is loaded; `extractor.py`
 builds the models from these records. Adding a backbone is adding one record.
 """
 

@@ -3,7 +3,7 @@ probabilities out, so a user ships one artifact instead of the two-stage plumbin
 
     frames (N, T, S, S, 3) uint8 RGB
       -> reshape to (N*T, S, S, 3): every frame of every clip through the CNN in one batch
-      -> the run's stage one as predict rebuilds it (predict.rebuild_stage_one): its backbone, its
+      -> the run's stage one as predict rebuilds it (predictor.rebuild_stage_one): its backbone, its
          preprocessing inside (ucfpipe's own layers swapped for built-ins), the features rounded to the
          cache's storage dtype and back (what training saw)
       -> reshape to (N, T, *F)
@@ -135,7 +135,7 @@ def portable(model):
 
 def end_to_end(backbone, classifiers, frames: int, size: int):
     """uint8 RGB (N, frames, size, size, 3) -> (N, classes) probabilities, the mean over `classifiers`; `backbone`
-    gives the features as the cache stored them (`predict.rebuild_stage_one`)."""
+    gives the features as the cache stored them (`predictor.rebuild_stage_one`)."""
     import keras
     from keras import ops
 
