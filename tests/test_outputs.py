@@ -12,17 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from helpers import QUIET, FifoReader, assert_one_line_error, fill, make_nodes, tiny_config
-from ucfpipe.cli import main
+from helpers import QUIET, FifoReader, assert_one_line_error, fill, invoke, make_nodes, tiny_config
 
 METRICS = {"split": 1, "dataset": "ucf101", "top1": 0.5, "top5": 0.9, "mean_class_accuracy": 0.5, "num_test_clips": 10,
            "fingerprint": "f"}
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 @pytest.fixture
