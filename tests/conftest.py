@@ -11,7 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
-from helpers import SHARED_UCF101, extract_tiny  # noqa: E402
+from helpers import QUIET, SHARED_UCF101, copy_run, extract_tiny, tiny_config  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -87,3 +87,27 @@ def read_only_folder(tmp_path):
         pytest.skip(f"cannot mount a read-only tmpfs here ({done.stderr.strip()}); the test needs root")
     yield point
     subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+# -- one tiny run, trained once a session --------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def tiny_training(synth_cache, synth_dataset, tmp_path_factory) -> tuple[Path, dict]:
+    """(run directory, train.run's summary) of the tiny run: synth_cache, split 1, TINY_TRAIN, seed 0. Read-only
+    for tests (never evaluated in place): copy it to change it (`helpers.copy_run`)."""
+    from ucfpipe.stage_two import train
+
+    out = tmp_path_factory.mktemp("tiny-run") / "run"
+    summary = train.run(tiny_config(synth_cache, synth_dataset["splits"], out), **QUIET)
+    return out, summary
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_training) -> Path:
+    """The tiny run's directory (see tiny_training). Read-only for tests."""
+    return tiny_training[0]
+
+
+@pytest.fixture
+def tiny_run_copy(tiny_run, tmp_path) -> Path:
+    """A copy of the tiny run of this test's own, to evaluate, damage or resume."""
+    return copy_run(tiny_run, tmp_path / "tiny-run")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import h5py
@@ -41,6 +42,12 @@ TINY_TRAIN = {"units": 16, "epochs": 3, "batch_size": 8, "val_groups": 1, "learn
 
 def tiny_config(cache, splits, out, **changes) -> TrainConfig:
     return TrainConfig(features=str(cache), splits=str(splits), out=str(out), **{"split": 1, **TINY_TRAIN, **changes})
+
+
+def copy_run(source: Path, destination: Path) -> Path:
+    """A copy of a run directory (a shared fixture's run is read-only; a test that changes one changes its copy)."""
+    shutil.copytree(source, destination)
+    return destination
 
 
 def copy_cache(source, destination, drop=(), settings_change=None):
