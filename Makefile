@@ -33,8 +33,10 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 # The report pages are opened in a real headless browser (tests/test_report_page.py: Debian's chromium, driven by
 # Playwright; no browser is downloaded): installed here when it is missing and apt-get may (root); otherwise
 # those tests are skipped and one line says how to run them.
+# TEST_WORKERS: processes (pytest-xdist), each running whole test files; 0 runs everything in one process.
+TEST_WORKERS ?= 2
 test: setup browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 CHROMIUM_FOUND = test -x /usr/bin/chromium || test -x /usr/bin/chromium-browser
 browser:
@@ -45,7 +47,7 @@ browser:
 	to run them, install it (as root on Debian: apt-get install chromium) and run make test again"
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 check: setup
 	$(UCFPIPE) check --videos $(VIDEOS) --splits $(SPLITS)
