@@ -19,7 +19,7 @@ SPLIT_NUMBERS ?= 1 2 3
 # The offline demo: a synthetic dataset, random VGG16 weights, small frames.
 DEMO ?= demo
 
-.PHONY: setup demo demo-backbones compare test test-fast check extract train eval report bench bench-model bench-train bench-long clean-demo docs reproduce reproduce-demo protocol inspect-demo
+.PHONY: setup demo demo-backbones compare test test-fast browser check extract train eval report bench bench-model bench-train bench-long clean-demo docs reproduce reproduce-demo protocol inspect-demo
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -28,13 +28,27 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e ".[$(BACKEND),test]"
 	touch $@
 
-# The whole suite (about 10 minutes on 2 cores alone), and the fast loop without the tests marked slow
-# (subprocesses, real tmpfs disks, exports, every backbone): about a minute or two.
-test: setup
-	$(PY) -m pytest -q
+# The whole suite, and the fast loop without the tests marked slow (subprocesses, real tmpfs disks, exports,
+# every backbone). Measured on 2 cores shared with three other test suites (load about 3.5): make test
+# 18 min 44 s, make test-fast 3 min 8 s (docs/development.md, "Tests").
+# The report pages are opened in a real headless browser (tests/test_report_page.py: Debian's chromium, driven by
+# Playwright; no browser is downloaded): installed here when it is missing and apt-get may (root); otherwise
+# those tests are skipped and one line says how to run them.
+# TEST_WORKERS: processes (pytest-xdist), each running whole test files; 0 runs everything in one process.
+TEST_WORKERS ?= 2
+test: setup browser
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+
+CHROMIUM_FOUND = test -x /usr/bin/chromium || test -x /usr/bin/chromium-browser
+browser:
+	@$(CHROMIUM_FOUND) || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  echo "make test: installing Debian's chromium for the browser tests (apt-get install chromium)" && \
+	  apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; } || true
+	@$(CHROMIUM_FOUND) || echo "make test: no chromium, so the browser tests of tests/test_report_page.py are skipped; \
+	to run them, install it (as root on Debian: apt-get install chromium) and run make test again"
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 check: setup
 	$(UCFPIPE) check --videos $(VIDEOS) --splits $(SPLITS)
@@ -104,7 +118,20 @@ demo: setup
 	$(UCFPIPE) report --require-margin $(DEMO_MARGIN) $(DEMO)/runs/split1 $(DEMO)/runs/split2 $(DEMO)/runs/split3
 	$(UCFPIPE) report --markdown $(DEMO)/runs/split1 $(DEMO)/runs/split2 $(DEMO)/runs/split3 > $(DEMO)/report.md && cat $(DEMO)/report.md
 	$(UCFPIPE) predict $(DEMO)/data/UCF-101/GrowingDisk/v_GrowingDisk_g01_c01.avi \
-	  $(DEMO)/data/UCF-101/ShrinkingDisk/v_ShrinkingDisk_g01_c01.avi --run $(DEMO)/runs/split1
+	  $(DEMO)/data/UCF-101/ShrinkingDisk/v_ShrinkingDisk_g01_c01.avi --run $(DEMO)/runs/split1 --json > $(DEMO)/predictions.json
+	$(PY) -c "$$DEMO_VERDICT" $(DEMO)/predictions.json
+
+# The demo's closing predictions: each clip's true class (its folder's name, as in UCF-101's layout) beside split
+# 1's top-1 and its probability, and whether it is right; the clips are of groups that split 1 tests on.
+define DEMO_VERDICT
+import json, pathlib, sys
+rows = [(pathlib.Path(p["video"]), p["top"][0]) for p in json.loads(pathlib.Path(sys.argv[1]).read_text())]
+width = max(len(video.parent.name) for video, _ in rows)
+for video, top in rows:
+    verdict = "right" if top["class"] == video.parent.name else "WRONG"
+    print(f"{video.name}  true {video.parent.name:<{width}}  predicted {top['class']:<{width}}  {top['probability']:.4f}  {verdict}")
+endef
+export DEMO_VERDICT
 
 # The demo's LSTM vs order-blind table once per backbone (random weights, 64x64, splits 1-3): stage two
 # on each backbone's features, everything else equal. `make demo-backbones DEMO_BACKBONES="vgg16 resnet50"`.

@@ -11,7 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
-from helpers import SHARED_UCF101, extract_tiny  # noqa: E402
+from helpers import QUIET, SHARED_UCF101, copy_run, extract_tiny, tiny_config  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -70,11 +70,20 @@ def small_disk(disk_of):
     return disk_of("4m")
 
 
+# The files that take longest, run first: `make test` hands whole files to two processes (pytest-xdist,
+# --dist loadfile), and a long file that starts last would leave one process working alone at the end.
+LONGEST_FIRST = ("test_ray_engine.py", "test_matrix.py", "test_run_reliability.py", "test_export.py",
+                 "test_backbones.py", "test_batches.py", "test_ensemble.py")
+
+
 def pytest_collection_modifyitems(items):
-    """A test that fills a real tmpfs disk is slow (`make test` runs it, `make test-fast` does not)."""
+    """A test that fills a real tmpfs disk is slow (`make test` runs it, `make test-fast` does not). Files in
+    LONGEST_FIRST come first, whole and in their own order; the rest keep theirs."""
     for item in items:
         if {"disk_of", "small_disk"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    rank = {name: position for position, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's tests stay in order
 
 
 @pytest.fixture
@@ -87,3 +96,27 @@ def read_only_folder(tmp_path):
         pytest.skip(f"cannot mount a read-only tmpfs here ({done.stderr.strip()}); the test needs root")
     yield point
     subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+# -- one tiny run, trained once a session --------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def tiny_training(synth_cache, synth_dataset, tmp_path_factory) -> tuple[Path, dict]:
+    """(run directory, train.run's summary) of the tiny run: synth_cache, split 1, TINY_TRAIN, seed 0. Read-only
+    for tests (never evaluated in place): copy it to change it (`helpers.copy_run`)."""
+    from ucfpipe.stage_two import train
+
+    out = tmp_path_factory.mktemp("tiny-run") / "run"
+    summary = train.run(tiny_config(synth_cache, synth_dataset["splits"], out), **QUIET)
+    return out, summary
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_training) -> Path:
+    """The tiny run's directory (see tiny_training). Read-only for tests."""
+    return tiny_training[0]
+
+
+@pytest.fixture
+def tiny_run_copy(tiny_run, tmp_path) -> Path:
+    """A copy of the tiny run of this test's own, to evaluate, damage or resume."""
+    return copy_run(tiny_run, tmp_path / "tiny-run")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import h5py
@@ -41,6 +42,12 @@ TINY_TRAIN = {"units": 16, "epochs": 3, "batch_size": 8, "val_groups": 1, "learn
 
 def tiny_config(cache, splits, out, **changes) -> TrainConfig:
     return TrainConfig(features=str(cache), splits=str(splits), out=str(out), **{"split": 1, **TINY_TRAIN, **changes})
+
+
+def copy_run(source: Path, destination: Path) -> Path:
+    """A copy of a run directory (a shared fixture's run is read-only; a test that changes one changes its copy)."""
+    shutil.copytree(source, destination)
+    return destination
 
 
 def copy_cache(source, destination, drop=(), settings_change=None):
@@ -89,18 +96,24 @@ def flip_a_feature_byte(shard: Path, row: int) -> None:
 
 
 # -- the command line ---------------------------------------------------------------------------------------------
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
+def invoke(*args, exit_code: int | None = None, **kwargs):
+    """`ucfpipe ARGS` in this process (click's CliRunner), arguments as str; with `exit_code`, asserted (the
+    message shows the command line and its output). kwargs go to CliRunner.invoke (input=, env=)."""
+    result = CliRunner().invoke(main, [str(a) for a in args], **kwargs)
+    if exit_code is not None:
+        assert result.exit_code == exit_code, f"ucfpipe {' '.join(map(str, args))}\n{result.output}"
+    return result
 
 
 def tiny_flags():
     return [f for key, value in TINY.items() for f in (f"--{key.replace('_', '-')}", value)]
 
 
-def assert_one_line_error(result, fragment: str, exit_code: int = 2):
+def assert_one_line_error(result, *fragments: str, exit_code: int = 2):
+    """Exit status `exit_code`, exactly one "Error: " line, holding every fragment, and no traceback."""
     assert result.exit_code == exit_code, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("Error: ")]
-    assert len(errors) == 1 and fragment in errors[0], result.output
+    assert len(errors) == 1 and all(f in errors[0] for f in fragments), result.output
     assert "Traceback" not in result.output
 
 

@@ -15,14 +15,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from helpers import REPO, TINY, extract_tiny, flip_a_feature_byte
+from helpers import REPO, TINY, extract_tiny, flip_a_feature_byte, invoke
 from ucfpipe.cache import format as cache_format
 from ucfpipe.cache import writer
 from ucfpipe.cache.format import MANIFEST
 from ucfpipe.cache.store import FeatureStore
-from ucfpipe.cli import main
 from ucfpipe.config import ExtractConfig
 from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.core.files import write_json
@@ -32,10 +30,6 @@ from ucfpipe.stage_one.merge import merge
 # pooling "none" keeps the 1x1x512 map of 32x32 frames: shards of ~0.6 MB, so a 3 MB disk fills mid-run.
 BIG = {**TINY, "pooling": "none", "shard_clips": 16}
 QUIET = {"progress": False, "log": lambda *_: None}
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def config(dataset, out, **changes) -> ExtractConfig:

@@ -3,19 +3,9 @@
 import shutil
 
 import pytest
-from click.testing import CliRunner
 
-from helpers import TINY, assert_one_line_error
+from helpers import TINY, assert_one_line_error, invoke, tiny_flags
 from ucfpipe.cache.store import FeatureStore
-from ucfpipe.cli import main
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def tiny_flags():
-    return [f for key, value in TINY.items() for f in (f"--{key.replace('_', '-')}", value)]
 
 
 def test_check_reports_bad_clips_and_exits_3(synth_dataset, tmp_path):

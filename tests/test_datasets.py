@@ -12,12 +12,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from helpers import TINY
+from helpers import assert_one_line_error, invoke, tiny_flags
 from ucfpipe import datasets
 from ucfpipe.cache.store import FeatureStore
-from ucfpipe.cli import main
 from ucfpipe.config import TrainConfig
 from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.datasets import hmdb51
@@ -30,21 +28,6 @@ TINY_TRAIN = {"units": 16, "epochs": 2, "batch_size": 8, "val_groups": 1, "learn
 QUIET = {"log": lambda *_: None, "verbose": 0}
 CLASSES = ("GrowingDisk", "ShrinkingDisk", "FadingIn", "FadingOut")  # the synthetic set's first four
 GROUPS, CLIPS = 6, 2
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def tiny_flags():
-    return [f for key, value in TINY.items() for f in (f"--{key.replace('_', '-')}", value)]
-
-
-def assert_one_line_error(result, *fragments, exit_code=2):
-    assert result.exit_code == exit_code, result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("Error: ")]
-    assert len(errors) == 1 and all(f in errors[0] for f in fragments), result.output
-    assert "Traceback" not in result.output
 
 
 def synth_path(synth_dataset, class_name, group, clip) -> Path:

@@ -296,3 +296,49 @@ def test_the_readme_stays_a_front_door():
 def test_no_docs_page_escapes_a_pipe_in_a_table():
     """GitHub renders `a\\|b` in a table as a|b, MkDocs keeps the backslash: docs/ pages say it in other words."""
     assert [page_name(p) for p in PAGES if p.parent.name == "docs" and "\\|" in p.read_text()] == []
+
+
+# -- the architecture page's module table -------------------------------------------------------------------------
+def table_modules(text: str) -> list[str]:
+    """The modules the first column of docs/architecture.md's "Where each thing is" table names, as paths under
+    ucfpipe/: in a cell, a bare name is in the folder of the cell's first name (`commands/data.py`, `stages.py`)."""
+    section = text.split("## Where each thing is", 1)[1].split("\n## ", 1)[0]
+    named = []
+    for row in re.findall(r"^\| (.+?) \|", section, flags=re.M):
+        folder = ""
+        for name in re.findall(r"`([^`]+)`", row):
+            if "/" in name:
+                folder = name.rsplit("/", 1)[0] + "/"
+            named.append(name if "/" in name else folder + name)
+    return [name for name in named if name.endswith(".py")]
+
+
+def test_the_architecture_table_names_every_module_and_none_that_is_gone():
+    listed = table_modules((REPO / "docs" / "architecture.md").read_text())
+    package = REPO / "ucfpipe"
+    modules = {str(p.relative_to(package)) for p in package.rglob("*.py") if p.name != "__init__.py"}
+    missing = sorted(modules - set(listed))
+    gone = sorted(name for name in set(listed) if not (package / name).is_file())
+    assert not missing and not gone, (
+        "docs/architecture.md, 'Where each thing is': "
+        + "; ".join([f"add a row for ucfpipe/{name}" for name in missing] + [f"ucfpipe/{name} is gone: remove it" for name in gone]))
+
+
+def test_the_table_check_finds_a_missing_and_a_gone_module():
+    text = "## Where each thing is\n| module | holds |\n| --- | --- |\n| `core/files.py`, `gone.py` | x |\n| `cli.py` | y |\n"
+    assert table_modules(text) == ["core/files.py", "core/gone.py", "cli.py"]
+
+
+def stale_file_names(text: str, known: set[str]) -> list[str]:
+    return sorted({name for name in re.findall(r"\b([a-z_0-9]+\.py)\b", text) if name not in known})
+
+
+def test_docs_and_docstrings_name_only_files_that_exist():
+    """A `name.py` in the docs or in the package's own text is a file of today's tree (the architecture table's
+    last column, "was", names the flat layout's files on purpose)."""
+    known = {p.name for folder in ("ucfpipe", "tests") for p in (REPO / folder).rglob("*.py")} | {"setup.py"}
+    texts = {page_name(page): page.read_text() for page in PAGES}
+    texts["docs/architecture.md"] = re.sub(r"^(\| .*\|) [^|]* \|$", r"\1", texts["docs/architecture.md"], flags=re.M)
+    texts |= {page_name(p): p.read_text() for p in (REPO / "ucfpipe").rglob("*.py")}
+    stale = {page: names for page, text in texts.items() if (names := stale_file_names(text, known))}
+    assert not stale, f"files that do not exist (any more), by page: {stale}"

@@ -53,11 +53,9 @@ def test_top5_is_trivially_perfect_with_five_classes_or_fewer():
     assert metrics["top1"] == pytest.approx(2 / 3) and metrics["top5"] == 1.0 and metrics["top5_k"] == 2
 
 
-@pytest.fixture(scope="module")
-def trained(synth_cache, synth_dataset, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "run"
-    train.run(tiny_config(synth_cache, synth_dataset["splits"], out), **QUIET)
-    return out
+@pytest.fixture
+def trained(tiny_run_copy):
+    return tiny_run_copy
 
 
 def test_eval_writes_metrics_per_class_table_and_confusion_matrix(trained, synth_dataset):

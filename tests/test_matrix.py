@@ -24,11 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from helpers import REALDATA
+from helpers import REALDATA, invoke
 from ucfpipe import datasets
-from ucfpipe.cli import main
 from ucfpipe.datasets.synth import split_blocks
 from ucfpipe.models.backbones import BACKBONES
 from ucfpipe.serving.export import FORMATS, MODEL_NAMES
@@ -45,12 +43,6 @@ TRAIN_FLAGS = ["--units", 8, "--epochs", 2, "--batch-size", 8, "--val-groups", 1
 TOLERANCE = 1e-3  # an export against predict, as the README promises
 
 
-def invoke(*args, exit_code: int = 0):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    assert result.exit_code == exit_code, f"ucfpipe {' '.join(map(str, args))}\n{result.output}"
-    return result
-
-
 def classes_of(run_dir: Path) -> list[str]:
     """The classes of a run, or of an ensemble's first member (members share them)."""
     if (run_dir / "ensemble.json").is_file():
@@ -61,7 +53,8 @@ def classes_of(run_dir: Path) -> list[str]:
 def predicted(run_dir: Path, video: Path) -> np.ndarray:
     """`predict --json` over every class, as a vector in the run's class order."""
     classes = classes_of(run_dir)
-    [record] = json.loads(invoke("predict", video, "--run", run_dir, "--json", "--top", len(classes)).stdout)
+    result = invoke("predict", video, "--run", run_dir, "--json", "--top", len(classes), exit_code=0)
+    [record] = json.loads(result.stdout)
     assert record["video"] == str(video)
     found = {entry["class"]: entry["probability"] for entry in record["top"]}
     assert sorted(found) == sorted(classes), "predict --top N must list every class once"
@@ -119,7 +112,7 @@ def exported_probabilities(directory: Path, model_format: str, clips: np.ndarray
 
 def assert_export_equals_predict(run_dir: Path, out: Path, model_format: str, video: Path, expected=None) -> None:
     """`expected`: predict's probabilities for `video` when the caller has them already."""
-    invoke("export", "--run", run_dir, "--out", out, "--format", model_format)
+    invoke("export", "--run", run_dir, "--out", out, "--format", model_format, exit_code=0)
     record = json.loads((out / "export.json").read_text())
     assert record["classes"] == classes_of(run_dir) and record["model_format"] == model_format
     clip = read_clip(video, record["frames"], record["size"]).frames[None]
@@ -174,8 +167,9 @@ def backbone_run(request, small_dataset, tmp_path_factory) -> dict:
     size = BACKBONES[name].min_size
     invoke("extract", "--videos", small_dataset["videos"], "--splits", small_dataset["splits"], "--out", features,
            "--backbone", name, "--size", size, "--frames", FRAMES, "--weights", weights_for(name), "--dtype", "float32",
-           "--views", "flip", "--batch-size", 64, "--workers", 2, "--seed", 0, "--no-progress")
-    invoke("train", "--features", features, "--splits", small_dataset["splits"], "--out", run_dir, *TRAIN_FLAGS)
+           "--views", "flip", "--batch-size", 64, "--workers", 2, "--seed", 0, "--no-progress", exit_code=0)
+    invoke("train", "--features", features, "--splits", small_dataset["splits"], "--out", run_dir, *TRAIN_FLAGS,
+           exit_code=0)
     assert classes_of(run_dir) == small_dataset["classes"]
     return {"backbone": name, "size": size, "features": features, "run": run_dir, "root": root,
             "splits": small_dataset["splits"]}
@@ -193,7 +187,8 @@ def test_predict_gives_a_distribution_over_the_run_classes(backbone_run, backbon
 
 def test_predict_window_covers_the_whole_video(backbone_run, genuine_clip):
     run_dir, classes = backbone_run["run"], classes_of(backbone_run["run"])
-    result = invoke("predict", genuine_clip, "--run", run_dir, "--window", "auto", "--json", "--top", len(classes))
+    result = invoke("predict", genuine_clip, "--run", run_dir, "--window", "auto", "--json", "--top", len(classes),
+                    exit_code=0)
     [record] = json.loads(result.stdout)
     windows = record["windows"]
     assert len(windows) >= 2, "a genuine clip of seconds must give several windows of the run's clip duration"
@@ -210,7 +205,8 @@ def test_predict_window_covers_the_whole_video(backbone_run, genuine_clip):
 
 def test_live_on_a_file_source_predicts_until_its_end(backbone_run, genuine_clip):
     classes = classes_of(backbone_run["run"])
-    result = invoke("live", "--run", backbone_run["run"], "--source", genuine_clip, "--json", "--top", len(classes))
+    result = invoke("live", "--run", backbone_run["run"], "--source", genuine_clip, "--json", "--top", len(classes),
+                    exit_code=0)
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
     assert len(lines) >= 2
     times = [line["time"] for line in lines]
@@ -236,7 +232,7 @@ def test_export_equals_predict_on_a_genuine_clip(backbone_run, backbone_predicte
 
 def test_eval_with_tta_averages_the_stored_views(backbone_run, small_dataset):
     run_dir = backbone_run["run"]
-    result = invoke("eval", "--run", run_dir, "--tta")
+    result = invoke("eval", "--run", run_dir, "--tta", exit_code=0)
     assert "test-time augmentation: probabilities averaged over 2 views (center, flip)" in result.output
     test_clips = len(datasets.read_split("ucf101", small_dataset["splits"], 1).test)
     metrics = assert_evaluated(run_dir, test_clips=test_clips, classes=small_dataset["classes"])
@@ -248,10 +244,10 @@ def test_eval_with_tta_averages_the_stored_views(backbone_run, small_dataset):
 def test_an_ensemble_averages_its_members(backbone_run, small_dataset, genuine_clip):
     out = backbone_run["root"] / "ensemble"
     invoke("train", "--features", backbone_run["features"], "--splits", backbone_run["splits"], "--out", out,
-           *TRAIN_FLAGS[:2], "--epochs", 1, *TRAIN_FLAGS[4:], "--seeds", "1,2")
+           *TRAIN_FLAGS[:2], "--epochs", 1, *TRAIN_FLAGS[4:], "--seeds", "1,2", exit_code=0)
     members = json.loads((out / "ensemble.json").read_text())["members"]
     assert members == ["member-lstm-seed1", "member-lstm-seed2"]
-    invoke("eval", "--run", out)
+    invoke("eval", "--run", out, exit_code=0)
     test_clips = len(datasets.read_split("ucf101", small_dataset["splits"], 1).test)
     metrics = assert_evaluated(out, test_clips=test_clips, classes=small_dataset["classes"])
     assert sorted(metrics["members"]) == members
@@ -303,7 +299,7 @@ def as_folders(dataset: dict, root: Path) -> dict:
     for class_name, group, clip, path in clips_of(dataset):
         (videos / class_name).mkdir(parents=True, exist_ok=True)
         os.link(path, videos / class_name / f"VID_{group}{clip:02d}.avi")
-    result = invoke("splits", "make", "--videos", videos, "--out", splits)
+    result = invoke("splits", "make", "--videos", videos, "--out", splits, exit_code=0)
     assert f"wrote {splits}: {NUM_CLASSES} classes, 1 fold(s)" in result.output
     return {"videos": videos, "splits": splits}
 
@@ -319,15 +315,15 @@ def dataset_run(request, small_dataset, genuine_clip, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp(kind)
     data = LAYOUTS[kind](small_dataset, root)
     where = ["--dataset", kind, "--splits", data["splits"]]
-    listed = invoke("splits", *where, "--videos", data["videos"])
+    listed = invoke("splits", *where, "--videos", data["videos"], exit_code=0)
     total = NUM_CLASSES * NUM_GROUPS * CLIPS_PER_GROUP
     assert f"{total} of {total} listed clips are under {data['videos']}; 0 missing" in listed.output, listed.output
     split = datasets.read_split(kind, data["splits"], 1)
     assert not split.groups("train") & split.groups("test") or split.holdout == "stratified"
     features, run_dir = root / "features", root / "run"
     invoke("extract", *where, "--videos", data["videos"], "--out", features, "--frames", FRAMES, "--size", 32,
-           "--weights", "none", "--seed", 0, "--no-progress")
-    invoke("train", "--features", features, "--splits", data["splits"], "--out", run_dir, *TRAIN_FLAGS)
+           "--weights", "none", "--seed", 0, "--no-progress", exit_code=0)
+    invoke("train", "--features", features, "--splits", data["splits"], "--out", run_dir, *TRAIN_FLAGS, exit_code=0)
     record = json.loads((run_dir / "run.json").read_text())
     assert record["dataset"] == kind and record["classes"] == list(split.classes)
     return {"kind": kind, "run": run_dir, "split": split, "root": root, **data}
@@ -335,7 +331,7 @@ def dataset_run(request, small_dataset, genuine_clip, tmp_path_factory) -> dict:
 
 def test_dataset_kind_evaluates_its_test_list(dataset_run):
     run_dir, split = dataset_run["run"], dataset_run["split"]
-    result = invoke("eval", "--run", run_dir)
+    result = invoke("eval", "--run", run_dir, exit_code=0)
     assert f"{len(split.test)} test clips" in result.output
     assert_evaluated(run_dir, test_clips=len(split.test), classes=list(split.classes))
 

@@ -12,17 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from helpers import QUIET, FifoReader, assert_one_line_error, fill, make_nodes, tiny_config
-from ucfpipe.cli import main
+from helpers import FifoReader, assert_one_line_error, fill, invoke, make_nodes
 
 METRICS = {"split": 1, "dataset": "ucf101", "top1": 0.5, "top5": 0.9, "mean_class_accuracy": 0.5, "num_test_clips": 10,
            "fingerprint": "f"}
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 @pytest.fixture
@@ -211,12 +205,8 @@ def test_finetune_out_that_is_a_device_is_refused_before_keras_loads(tmp_path):
 
 # -- with a real run: the nodes get whole outputs -----------------------------------------------------------------
 @pytest.fixture(scope="module")
-def run_and_video(synth_cache, synth_dataset, tmp_path_factory):
-    from ucfpipe.stage_two import train
-
-    out = tmp_path_factory.mktemp("runs") / "run"
-    train.run(tiny_config(synth_cache, synth_dataset["splits"], out), **QUIET)
-    return out, sorted(Path(synth_dataset["videos"]).rglob("*.avi"))[0]
+def run_and_video(tiny_run, synth_dataset):
+    return tiny_run, sorted(Path(synth_dataset["videos"]).rglob("*.avi"))[0]
 
 
 @pytest.mark.slow

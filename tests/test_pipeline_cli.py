@@ -5,26 +5,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from helpers import TINY, copy_cache
+from helpers import TINY, assert_one_line_error, copy_cache, invoke
 from ucfpipe.cache.format import MANIFEST
-from ucfpipe.cli import main
 from ucfpipe.stage_two import runs
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_FLAGS = ["--units", 8, "--epochs", 2, "--batch-size", 8, "--val-groups", 1, "--learning-rate", 3e-3]
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def assert_one_line_error(result, fragment: str, exit_code: int = 2):
-    assert result.exit_code == exit_code, result.output
-    lines = result.output.strip().splitlines()
-    assert lines[-1].startswith("Error: ") and fragment in lines[-1], result.output
-    assert "Traceback" not in result.output
 
 
 @pytest.fixture(scope="module")

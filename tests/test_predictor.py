@@ -5,20 +5,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import QUIET, tiny_config
 from ucfpipe.cache.store import FeatureStore
 from ucfpipe.config import ExtractConfig, fingerprint, to_dict
 from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.serving import predictor as predict
 from ucfpipe.stage_one.extract import feature_settings
-from ucfpipe.stage_two import runs, train
+from ucfpipe.stage_two import runs
 
 
 @pytest.fixture(scope="module")
-def predictor(synth_cache, synth_dataset, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "run"
-    train.run(tiny_config(synth_cache, synth_dataset["splits"], out), **QUIET)
-    return predict.Predictor(out)
+def predictor(tiny_run):
+    return predict.Predictor(tiny_run)
 
 
 def test_a_cached_clip_gets_the_features_and_probabilities_training_saw(predictor, synth_cache, synth_dataset):

@@ -18,7 +18,7 @@ from ucfpipe.stage_two import report, report_page, runs, setups
 EVIL = "<img src=x onerror=alert(1)>"
 CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if os.path.exists(p)), None)
 needs_browser = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (Debian: apt-get install chromium; "
-                                   ".ci/run installs it)")
+                                   "make test installs it where it runs as root with apt-get)")
 
 
 # -- the page without a browser ---------------------------------------------------------------------------------

@@ -42,10 +42,8 @@ def train_command(cache, splits, out, *more):
 
 
 @pytest.fixture(scope="module")
-def finished_run(synth_cache, synth_dataset, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "finished"
-    train.run(tiny_config(synth_cache, synth_dataset["splits"], out, epochs=1), **QUIET)
-    return out
+def finished_run(tiny_run):
+    return tiny_run
 
 
 def long_command(stage: str, synth_dataset, synth_cache, out) -> list[str]:

@@ -18,10 +18,8 @@ from ucfpipe.stage_two import clip_plan, run_setup, runs, train
 
 
 @pytest.fixture(scope="module")
-def reference_run(synth_cache, synth_dataset, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "reference"
-    summary = train.run(tiny_config(synth_cache, synth_dataset["splits"], out), **QUIET)
-    return out, summary
+def reference_run(tiny_training):
+    return tiny_training
 
 
 

@@ -12,13 +12,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from helpers import QUIET, REPO, tiny_config
+from helpers import REPO
 from ucfpipe.cli import main
 from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.serving import predictor as predict
 from ucfpipe.serving import windows
 from ucfpipe.serving.featuriser import Rate
-from ucfpipe.stage_two import train
 
 # Runs each argument list through the CLI in a fresh interpreter and reports, after each, whether a Keras backend
 # was imported: the proof that a refusal came before the 10-30 s of loading it.
@@ -40,10 +39,8 @@ WITHOUT_KERAS = textwrap.dedent("""
 
 
 @pytest.fixture(scope="module")
-def run_dir(synth_cache, synth_dataset, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "run"
-    train.run(tiny_config(synth_cache, synth_dataset["splits"], out), **QUIET)
-    return out
+def run_dir(tiny_run):
+    return tiny_run
 
 
 @pytest.fixture(scope="module")

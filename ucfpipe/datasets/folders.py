@@ -140,10 +140,7 @@ def _min_clips(folds: int, fraction: float) -> int:
     return next(n for n in range(2, 10_000) if n - _test_count(n, fraction) >= 2 and folds * _test_count(n, fraction) <= n)
 
 
-def plan_lists(videos_root: str | Path, folds: int = 1, test_fraction: float = 0.3, seed: int = 0) -> dict:
-    """{"classes", "mode", "folds": [(train paths, test paths), ...], "grouped", "single", "nested"} for the videos
-    under the root. mode: "groups" (every file name has a gNN), "stratified" (none has), "mixed"; then the counts
-    of files with a group, without one, and in a class's subfolder. Pure: reads the folder names only."""
+def _check_plan_settings(folds: int, test_fraction: float, seed: int) -> None:
     if not 1 <= folds <= MAX_FOLDS:
         raise UcfpipeError(f"--folds must be 1, 2 or 3 (UCF-101's list format numbers folds 01-03), got {folds}")
     if seed < 0:
@@ -151,13 +148,9 @@ def plan_lists(videos_root: str | Path, folds: int = 1, test_fraction: float = 0
     if not 0 < test_fraction < 1 or folds * test_fraction > 1:
         raise UcfpipeError(f"--test-fraction must be in (0, 1) and at most 1/folds = {1 / folds:.2f} so the "
                            f"folds' test parts do not overlap, got {test_fraction}")
-    videos_root = Path(videos_root)
-    found = scan(videos_root)
-    classes = tuple(found)
-    paths = {c: [f"{c}/{n}" for n in names] for c, names in found.items()}
-    groups_of = {p: group_of(_stem(p)) for listed in paths.values() for p in listed}
-    named = sorted({g for g in groups_of.values() if g is not None})
-    singles = {c: [p for p in listed if groups_of[p] is None] for c, listed in paths.items()}
+
+
+def _check_class_sizes(videos_root: Path, paths: dict, singles: dict, folds: int, test_fraction: float) -> None:
     for class_name, listed in paths.items():
         # A class of single clips only needs enough for disjoint stratified test parts; a class with gNN groups
         # gets its test clips from the test groups.
@@ -168,41 +161,64 @@ def plan_lists(videos_root: str | Path, folds: int = 1, test_fraction: float = 0
                 f"into {folds} fold{'s' if folds > 1 else ''} at test fraction {test_fraction} (a class needs at least "
                 f"{needed}); add videos to it or move the folder out of {videos_root}"
             )
-    order, count = [], 0
-    if named:
-        count = _test_count(len(named), test_fraction)
-        if folds * count > len(named) or count >= len(named):
-            with_group = sum(g is not None for g in groups_of.values())
+
+
+def _group_order(groups_of: dict, folds: int, test_fraction: float, seed: int) -> tuple[list, int]:
+    """The named groups in a seeded random order, and how many each fold tests on (none named: [], 0)."""
+    named = sorted({g for g in groups_of.values() if g is not None})
+    if not named:
+        return [], 0
+    count = _test_count(len(named), test_fraction)
+    if folds * count > len(named) or count >= len(named):
+        with_group = sum(g is not None for g in groups_of.values())
+        raise UcfpipeError(
+            f"the file names carry {len(named)} group{'s' if len(named) != 1 else ''} (_gNN_, in {with_group} "
+            f"files, e.g. {next(p for p, g in groups_of.items() if g is not None)}), too few for {folds} fold(s) "
+            f"testing on {count} each; lower --folds or --test-fraction, add groups, or rename those files "
+            "without _gNN_ so each is a group of its own")
+    return [named[i] for i in np.random.default_rng(seed).permutation(len(named))], count
+
+
+def _fold(videos_root: Path, fold: int, held: set, paths: dict, singles: dict, groups_of: dict, orders: dict,
+          test_fraction: float) -> tuple[list, list]:
+    """(train paths, test paths) of one fold: its held-out groups, and its share of each class's single clips."""
+    train, test = [], []
+    for class_name, listed in paths.items():
+        alone = singles[class_name]
+        # Stratified single clips: at least one per class when the class has nothing else to test on.
+        k = _test_count(len(alone), test_fraction) if len(alone) == len(listed) else round(test_fraction * len(alone))
+        held_alone = {alone[i] for i in orders[class_name][fold * k:(fold + 1) * k].tolist()}
+        is_test = [groups_of[p] in held if groups_of[p] is not None else p in held_alone for p in listed]
+        if all(is_test) or not any(is_test):
+            class_groups = sorted({groups_of[p] for p in listed} - {None})
             raise UcfpipeError(
-                f"the file names carry {len(named)} group{'s' if len(named) != 1 else ''} (_gNN_, in {with_group} "
-                f"files, e.g. {next(p for p, g in groups_of.items() if g is not None)}), too few for {folds} fold(s) "
-                f"testing on {count} each; lower --folds or --test-fraction, add groups, or rename those files "
-                "without _gNN_ so each is a group of its own")
-        order = [named[i] for i in np.random.default_rng(seed).permutation(len(named))]
+                f"{videos_root / class_name}: fold {fold + 1} would test on {'all' if all(is_test) else 'none'} of its "
+                f"videos (its groups: {class_groups}, {len(alone)} without a group; test groups {sorted(held)}); "
+                "add videos of other groups, or try another --seed or --test-fraction"
+            )
+        train += [p for p, t in zip(listed, is_test) if not t]
+        test += [p for p, t in zip(listed, is_test) if t]
+    return sorted(train), sorted(test)
+
+
+def plan_lists(videos_root: str | Path, folds: int = 1, test_fraction: float = 0.3, seed: int = 0) -> dict:
+    """{"classes", "mode", "folds": [(train paths, test paths), ...], "grouped", "single", "nested"} for the videos
+    under the root. mode: "groups" (every file name has a gNN), "stratified" (none has), "mixed"; then the counts
+    of files with a group, without one, and in a class's subfolder. Pure: reads the folder names only."""
+    _check_plan_settings(folds, test_fraction, seed)
+    videos_root = Path(videos_root)
+    found = scan(videos_root)
+    paths = {c: [f"{c}/{n}" for n in names] for c, names in found.items()}
+    groups_of = {p: group_of(_stem(p)) for listed in paths.values() for p in listed}
+    singles = {c: [p for p in listed if groups_of[p] is None] for c, listed in paths.items()}
+    _check_class_sizes(videos_root, paths, singles, folds, test_fraction)
+    order, count = _group_order(groups_of, folds, test_fraction, seed)
     orders = {c: np.random.default_rng([seed, *c.encode()]).permutation(len(listed)) for c, listed in singles.items()}
-    folds_out = []
-    for fold in range(folds):
-        held = set(order[fold * count:(fold + 1) * count])
-        train, test = [], []
-        for class_name, listed in paths.items():
-            alone = singles[class_name]
-            # Stratified single clips: at least one per class when the class has nothing else to test on.
-            k = _test_count(len(alone), test_fraction) if len(alone) == len(listed) else round(test_fraction * len(alone))
-            held_alone = {alone[i] for i in orders[class_name][fold * k:(fold + 1) * k].tolist()}
-            is_test = [groups_of[p] in held if groups_of[p] is not None else p in held_alone for p in listed]
-            if all(is_test) or not any(is_test):
-                class_groups = sorted({groups_of[p] for p in listed} - {None})
-                raise UcfpipeError(
-                    f"{videos_root / class_name}: fold {fold + 1} would test on {'all' if all(is_test) else 'none'} of its "
-                    f"videos (its groups: {class_groups}, {len(alone)} without a group; test groups {sorted(held)}); "
-                    "add videos of other groups, or try another --seed or --test-fraction"
-                )
-            train += [p for p, t in zip(listed, is_test) if not t]
-            test += [p for p, t in zip(listed, is_test) if t]
-        folds_out.append((sorted(train), sorted(test)))
+    folds_out = [_fold(videos_root, fold, set(order[fold * count:(fold + 1) * count]), paths, singles, groups_of,
+                       orders, test_fraction) for fold in range(folds)]
     with_group = sum(g is not None for g in groups_of.values())
     mode = "groups" if with_group == len(groups_of) else "stratified" if not with_group else "mixed"
-    return {"classes": classes, "mode": mode, "folds": folds_out, "grouped": with_group,
+    return {"classes": tuple(found), "mode": mode, "folds": folds_out, "grouped": with_group,
             "single": len(groups_of) - with_group, "nested": sum(p.count("/") > 1 for p in groups_of)}
 
 

@@ -2,7 +2,7 @@
 
 Windows are laid out in frames of the video: a window of W seconds holds n = round(W * fps) frames, window k
 starts at frame k * round(S * fps) for stride S, and samples T frames by the run's rule (the centre frame of
-T equal segments of its n frames, `video.uniform_frame_indices`). Windows that would run past the end are
+T equal segments of its n frames, `decode.uniform_frame_indices`). Windows that would run past the end are
 not made: the seconds after the last window take its label. A video shorter than one window is one window,
 sampled over all of its frames like `predict` samples a clip.
 
