@@ -119,9 +119,7 @@ def remove_unstarted(out: Path, created: bool) -> None:
     shutil.rmtree(out / "tensorboard", ignore_errors=True)  # plots.TENSORBOARD: a writer may have made it
     for name in (runs.CLIPS, runs.CONFIG, runs.HISTORY, runs.CURVES, runs.RUN):
         (out / name).unlink(missing_ok=True)
-    for name in (runs.CLIPS, runs.CONFIG, runs.RUN, runs.HISTORY, runs.CURVES):
-        for tmp in out.glob(files.temp_glob(name)):
-            tmp.unlink(missing_ok=True)
+    files.clear_stale(out, [runs.CLIPS, runs.CONFIG, runs.RUN, runs.HISTORY, runs.CURVES], held=True)
 
 
 def open_run(out: Path, config: TrainConfig, store: FeatureStore, split: datasets.Split, plan: ClipPlan,
