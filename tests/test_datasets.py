@@ -20,7 +20,7 @@ from ucfpipe.config import TrainConfig
 from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.datasets import hmdb51
 from ucfpipe.datasets.synth import render_clip, split_blocks
-from ucfpipe.serving import predictor as predict
+from ucfpipe.serving import predict_files
 from ucfpipe.stage_two import evaluate, train
 
 TINY_TRAIN = {"units": 16, "epochs": 2, "batch_size": 8, "val_groups": 1, "learning_rate": 3e-3, "dropout": 0.2,
@@ -219,7 +219,7 @@ def test_hmdb51_every_stage_end_to_end(hmdb_dataset, tmp_path):
     assert record["data"]["val_sources"] and record["data"]["num_train"] + record["data"]["num_val"] == 28
     metrics = evaluate.run(run_dir, log=lambda *_: None)
     assert metrics["num_test_clips"] == 16 and (run_dir / "metrics.json").is_file()
-    [prediction] = predict.run([str(next(Path(hmdb_dataset["videos"]).rglob("*.avi")))], run_dir, top=2)
+    [prediction] = predict_files.run([str(next(Path(hmdb_dataset["videos"]).rglob("*.avi")))], run_dir, top=2).items
     assert prediction.error is None and prediction.top[0][0] in CLASSES
 
 
@@ -301,7 +301,7 @@ def test_folders_every_stage_end_to_end(own_videos, tmp_path):
     assert (record["data"]["num_train"], record["data"]["num_val"]) == (15, 3)  # val_groups = 1 clip per class
     metrics = evaluate.run(run_dir, log=lambda *_: None)
     assert metrics["num_test_clips"] == 6 and (run_dir / "metrics.json").is_file()
-    [prediction] = predict.run([str(next(own_videos.rglob("*.mov")))], run_dir, top=1)
+    [prediction] = predict_files.run([str(next(own_videos.rglob("*.mov")))], run_dir, top=1).items
     assert prediction.error is None and prediction.top[0][0] in ("grow", "shrink", "fade_in")
 
 

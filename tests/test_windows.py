@@ -201,9 +201,7 @@ def test_windowed_predict_reads_the_run_once_and_checks_the_windows_once(run_dir
 
 
 def test_no_progress_turns_the_windowed_progress_bar_off(monkeypatch):
-    from types import SimpleNamespace
-
-    from ucfpipe.commands import serving as serving_commands
+    from ucfpipe.commands import options
     from ucfpipe.serving import predict_files
 
     seen = {}
@@ -213,7 +211,7 @@ def test_no_progress_turns_the_windowed_progress_bar_off(monkeypatch):
         return predict_files.Predictions([], 1.0)
 
     monkeypatch.setattr(predict_files, "run", run)
-    monkeypatch.setattr(serving_commands, "sys", SimpleNamespace(stderr=SimpleNamespace(isatty=lambda: True)))
+    monkeypatch.setattr(options, "stderr_is_terminal", lambda: True)
     for flags, progress in (([], True), (["--no-progress"], False)):  # a terminal shows the bar unless told not to
         result = CliRunner().invoke(main, ["predict", "v.avi", "--run", "r", "--window", "auto", *flags])
         assert result.exit_code == 0, result.output

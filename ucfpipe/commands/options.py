@@ -88,10 +88,15 @@ def stdout_echo(named: str | None):
 def no_progress_option():
     """--no-progress of every command that shows a progress bar; the command gets `progress`: a bar wanted and
     stderr a terminal."""
+    return click.option("--no-progress", "progress", is_flag=True, help="No progress bar (for logs).",
+                        callback=lambda ctx, param, off: not off and stderr_is_terminal())
+
+
+def stderr_is_terminal() -> bool:
+    """Whether a progress bar would reach a person (a log file or a pipe gets none)."""
     import sys
 
-    return click.option("--no-progress", "progress", is_flag=True, help="No progress bar (for logs).",
-                        callback=lambda ctx, param, off: not off and sys.stderr.isatty())
+    return sys.stderr.isatty()
 
 
 def config_option(stage: str):
