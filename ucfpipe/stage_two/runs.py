@@ -232,7 +232,7 @@ class Run:
 
     def features_dir(self, given: str | Path | None = None) -> Path:
         """`given` (--features) when passed, else the feature cache the run recorded, which must still be there."""
-        return self._recorded(given, self.record["cache"]["directory"], "feature cache", "--features")
+        return self._recorded(given, self.cache_directory, "feature cache", "--features")
 
     def splits_dir(self, given: str | Path | None = None) -> Path:
         """`given` (--splits) when passed, else the split files' folder the run recorded, which must still be there."""
