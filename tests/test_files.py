@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from helpers import FifoReader, make_nodes
-from ucfpipe.core import files as atomic
+from ucfpipe.core import destinations, files as atomic
 from ucfpipe.core.errors import UcfpipeError
 
 
@@ -133,7 +133,7 @@ def test_a_dangling_link_makes_the_file_it_names_or_is_refused_in_one_line(tmp_p
 def test_a_folder_or_block_device_is_refused_before_anything_is_written(tmp_path, node, said):
     nodes = make_nodes(tmp_path)
     with pytest.raises(UcfpipeError, match=f"^--html {nodes[node]} {said}$"):
-        atomic.output(nodes[node], "--html")
+        destinations.output(nodes[node], "--html")
     with pytest.raises(UcfpipeError, match=said.replace("--html", "write elsewhere").split(" or ")[0]):
         with atomic.replacing(nodes[node]):
             raise AssertionError("the writer ran")
@@ -144,7 +144,7 @@ def test_dash_is_standard_output_where_the_command_allows_it(capsys):
     atomic.write_text("-", "to standard output\n")
     assert capsys.readouterr().out == "to standard output\n"
     with pytest.raises(UcfpipeError, match="^--out cannot be - .standard output. here"):
-        atomic.output("-", "--out", stdout=False)
+        destinations.output("-", "--out", stdout=False)
 
 
 @pytest.mark.slow
@@ -176,11 +176,11 @@ def test_errors_name_the_users_path_never_the_temporary(tmp_path):
 def test_a_read_only_folder_is_named_with_how_to_fix_it(read_only_folder):
     line = f"folder {read_only_folder} is on a read-only file system; make it writable or"
     with pytest.raises(UcfpipeError, match=f"^--json-out {read_only_folder}/a.json: {line} pass another --json-out$"):
-        atomic.output(read_only_folder / "a.json", "--json-out")
+        destinations.output(read_only_folder / "a.json", "--json-out")
     with pytest.raises(UcfpipeError, match=f"^{read_only_folder}/a.json: {line} write elsewhere$"):
         atomic.write_json(read_only_folder / "a.json", {})
     with pytest.raises(UcfpipeError, match=f"^--out {read_only_folder}/new/export: {line} pass another --out$"):
-        atomic.output_dir(read_only_folder / "new" / "export", "--out")
+        destinations.output_dir(read_only_folder / "new" / "export", "--out")
     with pytest.raises(UcfpipeError, match=f"^{read_only_folder}/export: {line} write elsewhere$"):
         with atomic.replacing_dir(read_only_folder / "export"):
             raise AssertionError("the writer ran")
@@ -192,7 +192,7 @@ def test_a_directory_output_that_is_not_a_folder_is_refused_and_left_alone(tmp_p
     nodes = make_nodes(tmp_path)
     mode = os.lstat(nodes[node]).st_mode
     with pytest.raises(UcfpipeError, match=f"^--out {nodes[node]} is a .*, not a folder; pass another --out$"):
-        atomic.output_dir(nodes[node], "--out")
+        destinations.output_dir(nodes[node], "--out")
     with pytest.raises(UcfpipeError, match="not a folder"):
         with atomic.replacing_dir(nodes[node]):
             raise AssertionError("the writer ran")

@@ -12,7 +12,8 @@ from ucfpipe.commands.options import config_option, json_out_option, settings_op
 from ucfpipe.config import CHOICES, PRECISIONS, ExtractConfig, TrainConfig, load_config
 from ucfpipe.core.comma_list import comma_list
 from ucfpipe.core.errors import UcfpipeError
-from ucfpipe.core.files import output, write_json
+from ucfpipe.core.destinations import output
+from ucfpipe.core.files import write_json
 from ucfpipe.models.backbones import BACKBONES
 
 

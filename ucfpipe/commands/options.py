@@ -12,7 +12,7 @@ import click
 from ucfpipe.config import CHOICES, DATASET_HELP, ExtractConfig, described, setting
 from ucfpipe.core import interrupts
 from ucfpipe.core.errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_USAGE, UcfpipeError
-from ucfpipe.core.files import STDOUT
+from ucfpipe.core.destinations import STDOUT
 
 
 def failure(message: str, exit_code: int) -> click.ClickException:

@@ -20,7 +20,7 @@ from ucfpipe.commands.options import (
 from ucfpipe.config import ExtractConfig, FinetuneConfig, TrainConfig, load_config
 from ucfpipe.core.comma_list import comma_list
 from ucfpipe.core.errors import UcfpipeError
-from ucfpipe.core.files import output
+from ucfpipe.core.destinations import output
 
 
 @click.command()

@@ -29,7 +29,8 @@ import numpy as np
 from ucfpipe import __version__
 from ucfpipe.config import ExtractConfig
 from ucfpipe.core.errors import UcfpipeError
-from ucfpipe.core.files import output_dir, replacing_dir
+from ucfpipe.core.destinations import output_dir
+from ucfpipe.core.files import replacing_dir
 from ucfpipe.models import backbones
 from ucfpipe.stage_two import runs
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ucfpipe.core.errors import Interrupted, UcfpipeError
-from ucfpipe.core.files import kind, output_dir
+from ucfpipe.core.destinations import kind, output_dir
 from ucfpipe.serving import windows
 from ucfpipe.serving.predictor import Predictor, check_top
 

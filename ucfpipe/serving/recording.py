@@ -12,7 +12,8 @@ import numpy as np
 
 from ucfpipe.core import interrupts
 from ucfpipe.core.errors import UcfpipeError
-from ucfpipe.core.files import output, replacing
+from ucfpipe.core.destinations import output
+from ucfpipe.core.files import replacing
 
 ANNOTATED_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
 # Free space below which a recording cannot go on, and a recording that does not read back ran out of it.

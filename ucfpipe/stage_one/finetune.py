@@ -19,7 +19,7 @@ import numpy as np
 
 from ucfpipe import datasets
 from ucfpipe.config import FinetuneConfig, recorded
-from ucfpipe.core import files, interrupts
+from ucfpipe.core import destinations, files, interrupts
 from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.core.files import write_json
 from ucfpipe.core.locks import locked
@@ -110,7 +110,7 @@ def run(config: FinetuneConfig, log=print, verbose: int = 2) -> dict:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UcfpipeError(f"cannot create {out.parent}: {err.strerror}; choose a writable --out") from None
-    files.output(out, "--out", stdout=False, in_place=False)  # the lock and NAME.json go beside it
+    destinations.output(out, "--out", stdout=False, in_place=False)  # the lock and NAME.json go beside it
     with locked(out.with_name(f".{out.name}.lock"), f"output {out}"):
         return _run(config, out, log, verbose)
 

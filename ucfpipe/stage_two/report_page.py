@@ -326,7 +326,8 @@ def render(run_dirs, log=print, before: str = "") -> str:
 def write(run_dirs, path: str | Path, log=print, before: str = "") -> str:
     """The page of `run_dirs` into `path` (`-`: standard output), written whole; `before`: HTML placed above the
     headline table. Returns the line that says where it went and how big it is."""
-    from ucfpipe.core.files import STDOUT, write_text
+    from ucfpipe.core.destinations import STDOUT
+    from ucfpipe.core.files import write_text
 
     page = render(run_dirs, log, before)
     write_text(path, page)
