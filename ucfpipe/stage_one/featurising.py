@@ -181,7 +181,13 @@ def check_storable(outputs: list[np.ndarray], config: ExtractConfig) -> None:
         )
 
 
+def kept(writer) -> str:
+    """What an interrupted or failed run leaves: the clips whose features are complete, and how to go on."""
+    if not writer.done_ids:  # stopped before the first shard: nothing to resume, and no cache to point at
+        return "no clip was finished yet; rerun the same command to start again"
+    return f"{len(writer.done_ids)} clips are safely in {writer.directory}; rerun the same command to resume"
+
+
 def interrupted(writer) -> Interrupted:
     """Ctrl-C or SIGTERM during featurising, after `writer` kept the clips whose features are complete."""
-    return Interrupted(f"interrupted: {len(writer.done_ids)} clips are safely in {writer.directory}; "
-                       "rerun the same command to resume")
+    return Interrupted(f"interrupted: {kept(writer)}")

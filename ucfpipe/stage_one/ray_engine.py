@@ -31,7 +31,7 @@ from ucfpipe.core import interrupts
 from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.core.progress import progress_bar
 from ucfpipe.core.quiet import stderr_lines_dropped
-from ucfpipe.stage_one.featurising import Batcher, Pending, check_storable, decode_clip, interrupted
+from ucfpipe.stage_one.featurising import Batcher, Pending, check_storable, decode_clip, interrupted, kept
 from ucfpipe.stage_one.ray_cluster import check_workers_read, cluster, first_line
 
 # Ray Data ends a run in which no block moved for this long (a node lost with the only model actor, no GPU
@@ -264,9 +264,8 @@ class _Received:
 
 
 def _ray_failure(err: Exception, writer) -> UcfpipeError:
-    kept = f"{len(writer.done_ids)} clips are safely in {writer.directory}; rerun the same command to resume"
     if type(err).__name__ == "ExecutionTimeoutError":
         limit = float(os.environ.get(NO_PROGRESS_VARIABLE, NO_PROGRESS_SECONDS))
         return UcfpipeError(f"the Ray run made no progress for {limit:.0f} s (a node lost? no free CPU or GPU for the "
-                            f"model actors? see `ray status`); {kept} ({NO_PROGRESS_VARIABLE} sets the limit)")
-    return UcfpipeError(f"the Ray run failed: {type(err).__name__}: {first_line(err)}; {kept}")
+                            f"model actors? see `ray status`); {kept(writer)} ({NO_PROGRESS_VARIABLE} sets the limit)")
+    return UcfpipeError(f"the Ray run failed: {type(err).__name__}: {first_line(err)}; {kept(writer)}")
