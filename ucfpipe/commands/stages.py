@@ -142,8 +142,11 @@ def report(run_dirs, as_markdown, require_margin, html, protocol):
     if html is not None:
         output(html, "--html")  # a folder, a missing or read-only one: refused before any run is read
     if study is not None:
-        study_report.run(study, log=stdout_echo(html), as_markdown=as_markdown, html=html,
-                         warn=lambda line: click.echo(line, err=True))
+        from ucfpipe.search import report_page
+
+        study_report.run(study, log=stdout_echo(html), as_markdown=as_markdown)
+        if html is not None:
+            click.echo(report_page.write(study, html), err=True)
         return
     stage.run(run_dirs, log=stdout_echo(html), as_markdown=as_markdown, require_margin=require_margin,
               warn=lambda line: click.echo(line, err=True), html=html, protocol=protocol)

@@ -3,7 +3,7 @@
 Read from DIR's files alone (tune.json, result.json; no Optuna, no Keras): the default (trial 0, `train`'s
 settings) against the best trial on validation and on the test list, how many trials finished, were pruned
 or failed, the seconds a trial took, and the settings the best trial changed. `--markdown` prints the same
-table as docs/tune.md shows it. The page (`--html`) is `search.report_page`.
+table as docs/tune.md shows it. The page (`--html`) is `search.report_page`, which reads these files too.
 """
 
 from __future__ import annotations
@@ -148,13 +148,8 @@ def _markdown_line(cells: list[str]) -> str:
     return "|" + "|".join(f" {cell} " if cell else " " for cell in cells) + "|"
 
 
-def run(directory, log=print, as_markdown: bool = False, html: str | None = None, warn=None) -> dict:
-    """Print the table of the search in `directory` with `log`; `html`: also its page there (`-`: standard output)."""
-    warn = warn or log
+def run(directory, log=print, as_markdown: bool = False) -> dict:
+    """Print the table of the search in `directory` with `log` (its page: `search.report_page.write`)."""
     tune, result = read_tune(directory), read_result(directory)
     log(markdown(result) if as_markdown else text(directory, tune, result))
-    if html is not None:
-        from ucfpipe.search import report_page
-
-        warn(report_page.write(directory, html))
     return {"tune": tune, "result": result, "rows": rows(result)}
