@@ -216,6 +216,35 @@ def genuine_rgb(path, frame_indices, size: int) -> np.ndarray:
                      for i in frame_indices])
 
 
+def opencv_frames(path) -> np.ndarray:
+    """Every frame of a video as OpenCV decodes it (BGR), independently of ucfpipe's decoding."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    assert capture.isOpened(), path
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    return np.stack(frames)
+
+
+def interrupt_training_after(monkeypatch, epoch: int) -> None:
+    """Ctrl-C as training finishes epoch index `epoch` (after its checkpoint), through train's own keeper."""
+    from ucfpipe.stage_two import train
+
+    original = train.RunKeeper.on_epoch_end
+
+    def interrupted(self, number, logs=None):
+        original(self, number, logs)
+        if number == epoch:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train.RunKeeper, "on_epoch_end", interrupted)
+
 # -- pages in a real browser (Debian's chromium, driven by Playwright; nothing is downloaded) -----------
 import pytest  # noqa: E402  (appended block: the browser marker)
 
