@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import browse, needs_browser
+from helpers import browse, invoke, needs_browser
 from ucfpipe.search import report_page, study_report
 
 optuna = pytest.importorskip("optuna", reason="optuna is not installed (pip install 'ucfpipe[tune]')")
@@ -82,11 +82,7 @@ def tune_dir(tmp_path_factory):
 
 
 def report(*args):
-    from click.testing import CliRunner
-
-    from ucfpipe.cli import main
-
-    return CliRunner().invoke(main, ["report", *map(str, args)])
+    return invoke("report", *args)
 
 
 def copy_of(tune_dir, tmp_path) -> Path:
