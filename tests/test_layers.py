@@ -27,7 +27,9 @@ ALLOWED = {
     "stage_two": BELOW_CORE | {"datasets", "video", "models", "cache", "config"},
     "serving": BELOW_CORE | {"datasets", "video", "models", "cache", "config", "stage_one", "stage_two"},
     "bench": BELOW_CORE | {"datasets", "video", "models", "cache", "config", "stage_one", "stage_two", "serving"},
-    "commands": BELOW_CORE | {"datasets", "video", "models", "cache", "config", "stage_one", "stage_two", "serving", "bench"},
+    "search": BELOW_CORE | {"datasets", "video", "models", "cache", "config", "stage_two"},
+    "commands": BELOW_CORE | {"datasets", "video", "models", "cache", "config", "stage_one", "stage_two", "serving", "bench",
+                              "search"},
     "cli": BELOW_CORE | {"commands"},
     "__init__": {"ucfpipe", "cache"},  # `from ucfpipe import FeatureStore`, loaded lazily
     "__main__": {"ucfpipe", "cli"},
