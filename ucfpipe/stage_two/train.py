@@ -172,7 +172,7 @@ def _new_model(config: TrainConfig, store: FeatureStore, num_classes: int, train
     model = build_classifier(
         store.num_steps, store.feature_shape, num_classes, mean, variance,
         cell=config.cell, units=config.units, layers=config.layers,
-        bidirectional=config.bidirectional, dropout=config.dropout,
+        bidirectional=config.bidirectional, dropout=config.dropout, heads=config.heads,
     )
     return compile_classifier(model, config.learning_rate, config.weight_decay, config.clipnorm, config.label_smoothing)
 
