@@ -114,3 +114,14 @@ def test_train_refuses_what_the_transformer_cannot_do_in_one_line(tmp_path, flag
     result = invoke("train", "--features", tmp_path / "none", "--splits", tmp_path / "none", "--out", out, *flags)
     assert_one_line_error(result, *fragments)
     assert not out.exists()
+
+
+def test_the_report_names_the_transformer_and_shows_its_settings(tmp_path):
+    from test_setups import evaluated, reports
+
+    dirs = [evaluated(tmp_path / f"split{s}", s, 0.8, cell="transformer", heads=2, layers=2) for s in (1, 2)]
+    said = reports(dirs, tmp_path)
+    assert "| Transformer top-1 |" in said["markdown"] and "LSTM" not in said["markdown"]
+    assert "heads" in said["html"] and "transformer" in said["html"]
+    margin = invoke("report", "--require-margin", 0.1, *dirs)  # no order-blind figure: refused, naming the flag
+    assert "--require-margin needs the order-blind reference" in margin.output

@@ -42,7 +42,8 @@ def encode(x, num_steps: int, *, units: int, layers: int, heads: int):
         y = keras.layers.MultiHeadAttention(heads, units // heads, name=f"{name}_attention")(y, y)
         x = keras.layers.Add(name=f"{name}_attention_residual")([x, y])
         y = keras.layers.LayerNormalization(epsilon=1e-6, name=f"{name}_mlp_norm")(x)
-        y = keras.layers.Dense(MLP_RATIO * units, activation="gelu", name=f"{name}_mlp_in")(y)
+        y = keras.layers.Dense(MLP_RATIO * units, name=f"{name}_mlp_in")(y)
+        y = keras.ops.gelu(y, approximate=True)  # the tanh form: ONNX (tf2onnx) has no Erfc for the exact one
         y = keras.layers.Dense(units, name=f"{name}_mlp_out")(y)
         x = keras.layers.Add(name=f"{name}_mlp_residual")([x, y])
     x = keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm")(x)

@@ -1,4 +1,5 @@
-"""Stage two, training: cached features of one official split's training list -> an LSTM classifier.
+"""Stage two, training: cached features of one official split's training list -> a sequence classifier
+(LSTM, GRU or Transformer).
 
 Validation comes from the training list only and holds out whole groups (clips of one group share actors
 and scene, so a random clip split would leak); the test list is recorded but never read here. The best
