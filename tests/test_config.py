@@ -24,7 +24,7 @@ COMMANDS = {
     "train": (TrainConfig, None),
     "finetune": (FinetuneConfig, None),
     "compare": (TrainConfig, None),
-    "bench-train": (TrainConfig, {"batch_size", "units", "cell", "distribute"}),  # its --epochs is the bench's own
+    "bench-train": (TrainConfig, {"batch_size", "units", "cell", "layers", "heads", "distribute"}),  # its --epochs is the bench's own
     "check": (ExtractConfig, {"dataset", "frames", "workers"}),  # no config file: extract's defaults, given directly
     "splits": (ExtractConfig, {"dataset"}),
 }

@@ -67,7 +67,8 @@ def finetune(config_file, **flags):
 @click.option("--cells", help="Ensemble: one member per cell (and seed), e.g. lstm,gru.")
 @user_errors
 def train(config_file, resume, seeds, cells, **flags):
-    """Stage two: train an LSTM on one split's cached training features, validating on held-out groups.
+    """Stage two: train an LSTM (--cell: GRU, Transformer) on one split's cached training features, validating on
+    held-out groups.
 
     With --seeds and/or --cells, an ensemble: one run per member under --out plus --out/ensemble.json.
     Exit status 0 when training finished, 2 for bad input, 130 when interrupted (resume with --resume)."""
