@@ -118,3 +118,13 @@ def test_a_class_name_in_chinese_draws_without_a_warning(tmp_path):
         warnings.simplefilter("error")
         plot_confusion(np.array([[2, 1], [0, 3]]), ["跳舞", "Biking"], path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_run_made_before_a_setting_existed_is_one_setup_with_a_new_run_at_its_default(tmp_path):
+    """`heads` came with the transformer cell: an older LSTM run's config.json lacks it, a new one records 4."""
+    old = evaluated(tmp_path / "split1", 1, 0.8)
+    new = evaluated(tmp_path / "split2", 2, 0.7, heads=4)
+    said = reports([old, new], tmp_path)
+    assert "over 2 runs" in said["text"] and not any("no mean" in words for words in said.values())
+    other = evaluated(tmp_path / "split3", 3, 0.9, heads=2)
+    assert "--heads" in invoke("report", old, other).output  # a real difference is still named

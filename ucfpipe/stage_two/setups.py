@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ucfpipe.config import TrainConfig, to_dict
 from ucfpipe.stage_two import ensemble, runs
 
 # What may differ between runs of one setup: the split and seed measured over, where things are, and how
@@ -31,9 +32,11 @@ def of_run(directory: str | Path, metrics: dict) -> dict:
     """What makes a run's figures comparable to another's: dataset, classes, cache and training settings (an
     ensemble's: its members' settings, a value per member where they differ, and how many there are)."""
     members = recorded(directory)
+    # A setting added after a run was made (e.g. `heads`) is read as its default, what that run trained with.
+    defaults = to_dict(TrainConfig()) if members else {}
     settings: dict = {}
-    for key in sorted({k for run in members for k in run.settings} - set(PER_RUN)):
-        values = [run.settings.get(key) for run in members]
+    for key in sorted(({k for run in members for k in run.settings} | set(defaults)) - set(PER_RUN)):
+        values = [run.settings.get(key, defaults.get(key)) for run in members]
         settings[key] = values[0] if all(v == values[0] for v in values) else values
     if members:
         settings["members"] = len(members) if ensemble.is_ensemble(directory) else 1
