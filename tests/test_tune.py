@@ -97,3 +97,154 @@ def test_a_search_finishes_k_trials_retrains_the_best_and_a_rerun_only_prints(se
     assert "finished earlier" in again.output and "trial 0 complete" not in again.output, again.output
     assert sorted(p.name for p in (out / "trials").iterdir()) == before
     assert len(study_trials(tune["storage"])) == len(trials)
+
+
+# -- bad input: one line, exit 2, nothing written ------------------------------------------------------------------
+@pytest.mark.parametrize("more, fragments", [
+    (["--trials", "0"], ["--trials", "positive"]),
+    (["--timeout", "-5"], ["--timeout", "positive"]),
+    (["--jobs", "0"], ["--jobs", "positive"]),
+    (["--storage", "notadb://x"], ["--storage notadb://x"]),
+    (["--storage", "sqlite:/relative.db"], ["--storage sqlite:/relative.db"]),
+    (["--storage", "sqlite:////no/such/folder/s.db"], ["/no/such/folder", "does not exist"]),
+    (["--storage", "postgresql+psycopg2://u@127.0.0.1:1/db"], ["--storage", "cannot open the database"]),
+    (["--worker", "--storage", "sqlite:////tmp/x.db"], ["--worker", "drop --out"]),
+    (["--ensemble-top", "1"], ["--ensemble-top", "at least 2"]),
+])
+def test_bad_input_is_one_line_exit_2_and_nothing_written(setup, more, fragments):
+    out = setup["tmp"] / "search"
+    result = invoke(*tune_args(setup, "--out", out), *more)
+    assert_one_line_error(result, *fragments)
+    assert not out.exists() and not Path("/tmp/x.db").exists()
+
+
+def test_no_out_without_worker_and_a_cache_without_the_split_clips_are_refused(setup, synth_cache):
+    assert_one_line_error(invoke(*tune_args(setup)), "--out DIR", "--worker")
+    from helpers import copy_cache
+    from ucfpipe import datasets
+    from ucfpipe.cache.store import FeatureStore
+
+    store = FeatureStore(synth_cache)
+    split = datasets.read_split(datasets.of_cache(store.config), setup["splits"], 1)
+    partial = copy_cache(synth_cache, setup["tmp"] / "partial", drop={split.test[0].video_id})
+    out = setup["tmp"] / "search"
+    result = invoke(*tune_args({**setup, "cache": partial}, "--out", out))
+    assert_one_line_error(result, "not in the feature cache")
+    assert not out.exists()
+
+
+def test_a_study_of_another_cache_or_split_is_refused(setup, synth_cache):
+    import optuna
+
+    from ucfpipe.cache.store import FeatureStore
+
+    url = f"sqlite:///{setup['tmp'] / 'shared.db'}"
+    real = FeatureStore(synth_cache).fingerprint
+    for name, tags, differs in (("other-cache", {"fingerprint": "0123456789abcdef", "split": 1}, "fingerprint"),
+                                ("other-split", {"fingerprint": real, "split": 2}, "split 2")):
+        study = optuna.create_study(storage=url, study_name=name, direction="maximize")
+        for key, value in {**tags, "seed": 0, "monitor": "val_accuracy", "space_hash": "x"}.items():
+            study.set_user_attr(key, value)
+        result = invoke(*tune_args(setup, "--worker", "--storage", url, "--study", name))
+        assert_one_line_error(result, f"study {name!r} was made for another search", differs)
+        assert len(study.get_trials()) == 0
+
+
+# -- honest: the test list is not read during the search -------------------------------------------------------------
+def test_the_test_clips_are_unreadable_during_the_search_and_read_once_after(setup, monkeypatch):
+    from ucfpipe import datasets
+    from ucfpipe.cache.store import FeatureStore
+    from ucfpipe.search import best
+
+    store = FeatureStore(setup["cache"])
+    test_ids = {c.video_id for c in datasets.read_split(datasets.of_cache(store.config), setup["splits"], 1).test}
+    searching = {"on": True, "refused": 0}
+    read = FeatureStore._read
+
+    def guarded(self, dataset, video_ids, view):
+        if searching["on"] and test_ids & set(video_ids):
+            searching["refused"] += 1
+            raise OSError("the test clips' features are unreadable during the search")
+        return read(self, dataset, video_ids, view)
+
+    scores = best.test_scores
+
+    def after_search(run_dir):
+        searching["on"] = False
+        return scores(run_dir)
+
+    monkeypatch.setattr(FeatureStore, "_read", guarded)
+    monkeypatch.setattr(best, "test_scores", after_search)
+    out = setup["tmp"] / "search"
+    invoke(*tune_args(setup, "--out", out, trials=2), exit_code=0)
+    assert json.loads((out / "result.json").read_text())["best"]["test"]["top1"] >= 0
+    assert searching == {"on": False, "refused": 0}
+
+
+# -- processes: kill -9 and resumption; two on one study ------------------------------------------------------------
+def spawn(args) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "UCFPIPE_TUNE_HEARTBEAT": "1,3"}
+    return subprocess.Popen([sys.executable, "-m", "ucfpipe.cli", *map(str, args)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found is not None:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def running_trial_with_an_epoch(db: Path):
+    """The number of a RUNNING trial past trial 0 that has reported an epoch, or None."""
+    if not db.exists():
+        return None
+    try:
+        with sqlite3.connect(db, timeout=5) as con:
+            rows = con.execute("select t.number from trials t join trial_intermediate_values v on v.trial_id = t.trial_id "
+                               "where t.state = 'RUNNING' and t.number >= 1").fetchall()
+    except sqlite3.OperationalError:
+        return None
+    return rows[0][0] if rows else None
+
+
+@pytest.mark.slow
+def test_kill_9_mid_trial_then_the_same_command_finishes_exactly_k(setup):
+    out = setup["tmp"] / "search"
+    setup["config"].write_text(TRAIN.replace("epochs = 2", "epochs = 8"))
+    args = tune_args(setup, "--out", out, trials=3)
+    first = spawn(args)
+    try:
+        killed = wait_for(lambda: running_trial_with_an_epoch(out / "study.db"), 300, "a running trial with an epoch")
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    assert any(p.name.startswith(".") for p in (out / "trials").iterdir())  # the killed trial's half-made run
+    second = spawn(args)
+    output, _ = second.communicate(timeout=600)
+    assert second.returncode == 0, output
+    trials = study_trials(f"sqlite:///{out / 'study.db'}")
+    states = {t.number: t.state.name for t in trials}
+    assert states[killed] == "FAIL" and sum(s in ("COMPLETE", "PRUNED") for s in states.values()) == 3, states
+    assert max(states) == 3  # one new trial took the killed one's place; the killed one was not run again
+    assert not any(p.name.startswith(".") for p in (out / "trials").iterdir())
+    assert not (out / "trials" / str(killed)).exists()
+
+
+@pytest.mark.slow
+def test_two_processes_on_one_sqlite_study_finish_k_trials_together(setup):
+    out = setup["tmp"] / "search"
+    url = f"sqlite:///{setup['tmp'] / 'shared.db'}"
+    lead = spawn(tune_args(setup, "--out", out, "--storage", url, trials=4))
+    helper = spawn(tune_args(setup, "--worker", "--storage", url, "--trials-dir", setup["tmp"] / "worker-runs", trials=4))
+    outputs = [process.communicate(timeout=600)[0] for process in (lead, helper)]
+    assert lead.returncode == 0 and helper.returncode == 0, outputs
+    trials = [t for t in study_trials(url) if not t.user_attrs.get("surplus")]
+    finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(finished) == 4 and len({t.number for t in finished}) == 4
+    host = os.uname().nodename
+    assert {t.user_attrs["worker"] for t in finished} <= {f"{host}:{lead.pid}", f"{host}:{helper.pid}"}
+    assert json.loads((out / "result.json").read_text())["finished"] == 4

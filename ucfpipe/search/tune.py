@@ -164,7 +164,7 @@ def _default_again(study, defaults: dict) -> None:
 
 def _start_helpers(search: Search, out: Path, url: str, name: str, base: TrainConfig) -> list[subprocess.Popen]:
     """--jobs N: N-1 `tune --worker` processes beside this one, on the same study, writing into DIR/trials."""
-    command = [sys.executable, "-m", "ucfpipe", "tune", "--worker", "--storage", url, "--study", name,
+    command = [sys.executable, "-m", "ucfpipe.cli", "tune", "--worker", "--storage", url, "--study", name,
                "--config", str(out / "train.toml"), "--space", str(Path(search.space).resolve()),
                "--trials", str(search.trials), "--seed", str(search.seed), "--pruner", search.pruner,
                "--trials-dir", str(out / "trials")]
