@@ -248,3 +248,18 @@ def test_two_processes_on_one_sqlite_study_finish_k_trials_together(setup):
     host = os.uname().nodename
     assert {t.user_attrs["worker"] for t in finished} <= {f"{host}:{lead.pid}", f"{host}:{helper.pid}"}
     assert json.loads((out / "result.json").read_text())["finished"] == 4
+
+
+@pytest.mark.slow
+def test_sigterm_mid_trial_fails_that_trial_at_once_exits_143_and_leaves_no_half_made_run(setup):
+    out = setup["tmp"] / "search"
+    setup["config"].write_text(TRAIN.replace("epochs = 2", "epochs = 8"))
+    first = spawn(tune_args(setup, "--out", out, trials=3))
+    stopped = wait_for(lambda: running_trial_with_an_epoch(out / "study.db"), 300, "a running trial with an epoch")
+    first.send_signal(signal.SIGTERM)
+    output, _ = first.communicate(timeout=120)
+    assert first.returncode == 143, output
+    assert "interrupted" in output and "Traceback" not in output, output
+    states = {t.number: t.state.name for t in study_trials(f"sqlite:///{out / 'study.db'}")}
+    assert states[stopped] == "FAIL"  # at once: no heartbeat grace needed
+    assert not any(p.name.startswith(".") for p in (out / "trials").iterdir())
