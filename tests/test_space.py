@@ -74,7 +74,7 @@ def test_a_when_skips_a_setting_whose_condition_does_not_hold():
 
 
 def test_a_space_file_that_is_missing_or_not_toml_is_one_line(tmp_path):
-    with pytest.raises(UcfpipeError, match="no such file"):
+    with pytest.raises(UcfpipeError, match="--space .*nope.toml not found"):
         spaces.load(tmp_path / "nope.toml")
     (tmp_path / "bad.toml").write_text("[units\n")
     with pytest.raises(UcfpipeError, match="not valid TOML"):

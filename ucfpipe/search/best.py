@@ -25,12 +25,16 @@ def toml_value(value) -> str:
     return repr(value)
 
 
+def settings_toml(config: TrainConfig, *comments: str) -> str:
+    """Every train setting of `config` as a TOML file `train --config` takes (paths absolute, no `out`)."""
+    settings = recorded(dataclasses.replace(config, out=""))
+    return "".join(f"# {line}\n" for line in comments) + "".join(f"{k} = {toml_value(v)}\n" for k, v in settings.items())
+
+
 def write_best_toml(path: Path, base: TrainConfig, params: dict, seed: int, trial: int, value: float) -> None:
-    settings = recorded(dataclasses.replace(base, **params, seed=seed, out=""))
-    lines = [f"# The best of `ucfpipe tune`: trial {trial}, validation {base.monitor} {value:.4f}.",
-             "# Train it again with: ucfpipe train --config best.toml --out RUN_DIR",
-             *(f"{name} = {toml_value(value)}" for name, value in settings.items())]
-    files.write_text(path, "\n".join(lines) + "\n")
+    files.write_text(path, settings_toml(dataclasses.replace(base, **params, seed=seed),
+                                         f"The best of `ucfpipe tune`: trial {trial}, validation {base.monitor} {value:.4f}.",
+                                         "Train it again with: ucfpipe train --config best.toml --out RUN_DIR"))
 
 
 def retrain(base: TrainConfig, params: dict, seed: int, out: Path) -> dict:

@@ -15,11 +15,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import tomllib
 import typing
 from pathlib import Path
 
-from ucfpipe.config import CHOICES, TrainConfig
+from ucfpipe.config import CHOICES, TrainConfig, read_toml
 from ucfpipe.core.errors import UcfpipeError
 
 # What a trial may not change: where the data is, what is predicted, the fixed budget and how the run is kept.
@@ -38,12 +37,7 @@ def searchable() -> dict[str, type]:
 def load(path: str | Path) -> dict:
     """The space in `path`, checked (names, kinds, types, ranges); as a dict name -> spec."""
     path = Path(path)
-    if not path.is_file():
-        raise UcfpipeError(f"--space {path}: no such file; pass a TOML search space (stages/tune.toml is the default)")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise UcfpipeError(f"--space {path} is not valid TOML: {err}") from None
+    data = read_toml(path, "--space")
     return check(data, str(path))
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ucfpipe import datasets
 from ucfpipe.cache.store import FeatureStore
-from ucfpipe.config import TrainConfig, recorded
+from ucfpipe.config import TrainConfig
 from ucfpipe.core import files
 from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.core.provenance import versions
@@ -96,7 +96,7 @@ def run(search: Search, argv: list[str], log=print) -> dict:
             "storage": url, "study": name, "features": str(Path(base.features).resolve()), "fingerprint": fingerprint,
             "splits": str(Path(base.splits).resolve()), "split": base.split, "seed": search.seed, "trials": search.trials,
             "space": space, "pruner": search.pruner, "monitor": base.monitor, "versions": versions(), "command": argv})
-        files.write_text(out / "train.toml", _base_toml(base))
+        files.write_text(out / "train.toml", finals.settings_toml(base, "train's settings every trial starts from (the --jobs workers read them)"))
     if not search.storage:
         storage = studies.open_storage(url)
     direction = "maximize" if base.monitor.endswith("accuracy") else "minimize"
@@ -146,12 +146,6 @@ def _check_cache(base: TrainConfig, seed: int) -> str:
     check_labels(split, store)
     plan_clips(split, store, dataclasses.replace(base, seed=seed))
     return store.fingerprint
-
-
-def _base_toml(base: TrainConfig) -> str:
-    settings = recorded(dataclasses.replace(base, out=""))
-    return ("# train's settings every trial starts from (the --jobs workers read them)\n"
-            + "".join(f"{key} = {finals.toml_value(value)}\n" for key, value in settings.items()))
 
 
 def _default_again(study, defaults: dict) -> None:
