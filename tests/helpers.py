@@ -214,3 +214,79 @@ def genuine_rgb(path, frame_indices, size: int) -> np.ndarray:
         frames.append(frame)
     return np.stack([cv2.cvtColor(cv2.resize(frames[i], (size, size), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
                      for i in frame_indices])
+
+
+def opencv_frames(path) -> np.ndarray:
+    """Every frame of a video as OpenCV decodes it (BGR), independently of ucfpipe's decoding."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    assert capture.isOpened(), path
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    return np.stack(frames)
+
+
+def interrupt_training_after(monkeypatch, epoch: int) -> None:
+    """Ctrl-C as training finishes epoch index `epoch` (after its checkpoint), through train's own keeper."""
+    from ucfpipe.stage_two import train
+
+    original = train.RunKeeper.on_epoch_end
+
+    def interrupted(self, number, logs=None):
+        original(self, number, logs)
+        if number == epoch:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train.RunKeeper, "on_epoch_end", interrupted)
+
+# -- pages in a real browser (Debian's chromium, driven by Playwright; nothing is downloaded) -----------
+import pytest  # noqa: E402  (appended block: the browser marker)
+
+CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if os.path.exists(p)), None)
+needs_browser = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (Debian: apt-get install chromium; "
+                                   "make test installs it where it runs as root with apt-get)")
+
+
+def browse(path: Path, shots: Path, name: str, actions=None) -> dict:
+    """Open `path` in headless Chromium: console errors, page errors, dialogs and every request that is not a
+    data: URL are collected (and requests are refused); `actions(page)` runs before the screenshot."""
+    from playwright.sync_api import sync_playwright
+
+    seen = {"console": [], "errors": [], "requests": [], "dialogs": []}
+    with sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("console", lambda m: m.type == "error" and seen["console"].append(m.text))
+            page.on("pageerror", lambda e: seen["errors"].append(str(e)))
+            page.on("dialog", lambda d: (seen["dialogs"].append(d.message), d.dismiss()))
+
+            def route(request_route):
+                url = request_route.request.url
+                if url.startswith("data:") or url == path.resolve().as_uri():
+                    request_route.continue_()
+                else:
+                    seen["requests"].append(url)
+                    request_route.abort()
+
+            page.route("**/*", route)
+            page.goto(path.resolve().as_uri())
+            page.wait_for_load_state("load")
+            if actions:
+                seen.update(actions(page))
+            page.evaluate("window.scrollTo(0, 0)")
+            shot = shots / f"{name}.png"
+            page.screenshot(path=str(shot), full_page=False)
+            artifacts = os.environ.get("UCFPIPE_ARTIFACTS")
+            if artifacts:
+                Path(artifacts).mkdir(parents=True, exist_ok=True)
+                shutil.copy(shot, Path(artifacts) / shot.name)
+        finally:
+            browser.close()
+    return seen

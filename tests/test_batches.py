@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import QUIET, extract_tiny, tiny_config, weights_of, without_timings
+from helpers import QUIET, extract_tiny, interrupt_training_after, tiny_config, weights_of, without_timings
 from ucfpipe.cache.store import FeatureStore
 from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.stage_two import evaluate, run_setup, runs, train
@@ -110,17 +110,10 @@ def test_augmentation_changes_training_and_center_only_switches_views_off(views_
 
 def test_resume_of_an_augmented_run_is_bit_exact(views_run, views_cache, synth_dataset, tmp_path, monkeypatch):
     out, summary = views_run
-    original = train.RunKeeper.on_epoch_end
-
-    def interrupt_after_one(self, epoch, logs=None):
-        original(self, epoch, logs)
-        if epoch == 0:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(train.RunKeeper, "on_epoch_end", interrupt_after_one)
+    interrupt_training_after(monkeypatch, 0)
     with pytest.raises(train.TrainingInterrupted):
         train.run(tiny_config(views_cache, synth_dataset["splits"], tmp_path / "run"), **QUIET)
-    monkeypatch.setattr(train.RunKeeper, "on_epoch_end", original)
+    monkeypatch.undo()
     resumed = train.run(run_setup.resume_config(tmp_path / "run"), resume=True, **QUIET)
     assert without_timings(resumed["history"]) == without_timings(summary["history"])
     for a, b in zip(weights_of(out), weights_of(tmp_path / "run")):

@@ -7,17 +7,15 @@ import sys
 import time
 
 import pytest
-from click.testing import CliRunner
 
-from helpers import REPO
-from ucfpipe.cli import main
+from helpers import REPO, invoke
 
 
 def test_bench_model_times_every_setting_and_compares_precisions(genuine_videos, tmp_path):
     out = tmp_path / "model.json"
-    result = CliRunner().invoke(main, ["bench-model", "--size", "32", "--batch-sizes", "4,8", "--precisions", "bfloat16",
-                                       "--videos", str(genuine_videos), "--effect-frames", "12", "--rounds", "1",
-                                       "--seconds", "0", "--json-out", str(out)])
+    result = invoke("bench-model", "--size", "32", "--batch-sizes", "4,8", "--precisions", "bfloat16",
+                    "--videos", str(genuine_videos), "--effect-frames", "12", "--rounds", "1",
+                    "--seconds", "0", "--json-out", str(out))
     assert result.exit_code == 0, result.output
     results = json.loads(out.read_text())
     timed = {(r["backbone"], r["precision"], r["batch_size"]) for r in results["throughput"]}
@@ -35,19 +33,19 @@ def test_bench_model_times_every_setting_and_compares_precisions(genuine_videos,
 
 
 def test_bench_model_refuses_unknown_precisions_in_one_line():
-    result = CliRunner().invoke(main, ["bench-model", "--precisions", "float32,int8"])
+    result = invoke("bench-model", "--precisions", "float32,int8")
     assert result.exit_code == 2 and "--precisions must be a comma-separated subset" in result.output
     assert "Traceback" not in result.output
-    result = CliRunner().invoke(main, ["bench-model", "--batch-sizes", "32,x"])
+    result = invoke("bench-model", "--batch-sizes", "32,x")
     assert result.exit_code == 2 and "--batch-sizes must be comma-separated positive integers" in result.output
 
 
 @pytest.mark.slow
 def test_bench_model_puts_backbones_side_by_side(tmp_path):
     out = tmp_path / "model.json"
-    result = CliRunner().invoke(main, ["bench-model", "--backbone", "vgg16,mobilenet_v3_large", "--size", "32",
-                                       "--batch-sizes", "4", "--precisions", "float32", "--effect-frames", "4",
-                                       "--rounds", "1", "--seconds", "0", "--json-out", str(out)])
+    result = invoke("bench-model", "--backbone", "vgg16,mobilenet_v3_large", "--size", "32",
+                    "--batch-sizes", "4", "--precisions", "float32", "--effect-frames", "4",
+                    "--rounds", "1", "--seconds", "0", "--json-out", str(out))
     assert result.exit_code == 0, result.output
     results = json.loads(out.read_text())
     assert results["backbones"] == {"vgg16": {"size": 32, "feature_size": 512},
@@ -62,7 +60,7 @@ def test_bench_model_puts_backbones_side_by_side(tmp_path):
     (["--backbone", "inception_v3", "--size", "64"], "--size 64 is below the smallest input of inception_v3 (75)"),
 ])
 def test_bench_model_refuses_bad_backbones_in_one_line(flags, fragment):
-    result = CliRunner().invoke(main, ["bench-model", *flags])
+    result = invoke("bench-model", *flags)
     assert result.exit_code == 2 and fragment in result.output and "Traceback" not in result.output
 
 

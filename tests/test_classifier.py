@@ -23,13 +23,14 @@ def trend_sequences(num_clips: int, seed: int, steps: int = 10, dims: int = 8):
     return (10.0 + x).astype(np.float32), labels  # offset: standardisation has to do its job
 
 
-def test_lstm_learns_frame_order_that_an_order_blind_classifier_cannot_see():
+@pytest.mark.parametrize("cell", [{"cell": "lstm"}, {"cell": "transformer", "heads": 2}], ids=lambda c: c["cell"])
+def test_the_cell_learns_frame_order_that_an_order_blind_classifier_cannot_see(cell):
     from sklearn.linear_model import LogisticRegression
 
     x_train, y_train = trend_sequences(400, seed=1)
     x_test, y_test = trend_sequences(200, seed=2)
     seed_everything(0)
-    model = build_classifier(10, (8,), 4, *feature_statistics([x_train]), units=16, dropout=0.1)
+    model = build_classifier(10, (8,), 4, *feature_statistics([x_train]), units=16, dropout=0.1, **cell)
     compile_classifier(model, learning_rate=1e-2, label_smoothing=0.0)
     model.fit(x_train, keras.utils.to_categorical(y_train, 4), epochs=15, batch_size=32, verbose=0)
     lstm_accuracy = float(np.mean(model.predict(x_test, verbose=0).argmax(axis=1) == y_test))
@@ -72,6 +73,7 @@ def test_standardisation_is_inside_the_model_and_survives_safe_loading(tmp_path)
 @pytest.mark.parametrize("options", [
     {"cell": "gru", "layers": 2},
     {"cell": "lstm", "bidirectional": True},
+    {"cell": "transformer", "layers": 2, "heads": 2},
 ])
 def test_cells_layers_and_directions_build_and_predict(options):
     x = np.random.default_rng(0).normal(size=(3, 5, 6)).astype(np.float32)

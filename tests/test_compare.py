@@ -3,17 +3,16 @@
 import json
 
 import pytest
-from click.testing import CliRunner
 
-from ucfpipe.cli import main
+from helpers import invoke
 
 
 @pytest.mark.slow
 def test_compare_prints_and_writes_a_table_with_every_row(synth_cache, synth_dataset, tmp_path):
     out = tmp_path / "compare"
-    result = CliRunner().invoke(main, ["compare", "--features", str(synth_cache), "--splits", str(synth_dataset["splits"]),
-                                       "--out", str(out), "--units", "8", "--epochs", "1", "--batch-size", "8",
-                                       "--val-groups", "1", "--members", "2"])
+    result = invoke("compare", "--features", str(synth_cache), "--splits", str(synth_dataset["splits"]),
+                    "--out", str(out), "--units", "8", "--epochs", "1", "--batch-size", "8",
+                    "--val-groups", "1", "--members", "2")
     assert result.exit_code == 0, result.output
     table = (out / "compare.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| setup")]
@@ -31,6 +30,6 @@ def test_compare_prints_and_writes_a_table_with_every_row(synth_cache, synth_dat
 
 def test_compare_refuses_a_used_directory(synth_cache, synth_dataset, tmp_path):
     (tmp_path / "notes.txt").write_text("x")
-    result = CliRunner().invoke(main, ["compare", "--features", str(synth_cache), "--splits", str(synth_dataset["splits"]),
-                                       "--out", str(tmp_path), "--units", "8", "--epochs", "1"])
+    result = invoke("compare", "--features", str(synth_cache), "--splits", str(synth_dataset["splits"]),
+                    "--out", str(tmp_path), "--units", "8", "--epochs", "1")
     assert result.exit_code == 2 and "not an empty directory" in result.output.strip().splitlines()[-1]

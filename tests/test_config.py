@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from helpers import invoke
 from ucfpipe.cli import main
 from ucfpipe.commands import options
 from ucfpipe.config import CHOICES, ExtractConfig, FinetuneConfig, TrainConfig, described, load_config, setting
@@ -23,7 +24,7 @@ COMMANDS = {
     "train": (TrainConfig, None),
     "finetune": (FinetuneConfig, None),
     "compare": (TrainConfig, None),
-    "bench-train": (TrainConfig, {"batch_size", "units", "cell", "distribute"}),  # its --epochs is the bench's own
+    "bench-train": (TrainConfig, {"batch_size", "units", "cell", "layers", "heads", "distribute"}),  # its --epochs is the bench's own
     "check": (ExtractConfig, {"dataset", "frames", "workers"}),  # no config file: extract's defaults, given directly
     "splits": (ExtractConfig, {"dataset"}),
 }
@@ -36,7 +37,7 @@ REQUIRED = {ExtractConfig: ("videos", "splits"), TrainConfig: ("splits", "out"),
 
 def help_entries(*command: str) -> dict[str, str]:
     """`ucfpipe COMMAND [SUBCOMMAND] --help`, one whitespace-normalised text per option, by setting name."""
-    result = CliRunner().invoke(main, [*command, "--help"], terminal_width=1000, max_content_width=1000)
+    result = invoke(*command, "--help", terminal_width=1000, max_content_width=1000)
     assert result.exit_code == 0, result.output
     options = result.output.split("\nOptions:\n", 1)[1]
     entries = {}
@@ -185,19 +186,19 @@ def test_finetune_reads_its_config_file_and_flags_override_it(synth_dataset, tmp
     data = ["--videos", str(synth_dataset["videos"]), "--splits", str(synth_dataset["splits"])]
     config = tmp_path / "finetune.toml"
     config.write_text('out = "from_file.h5"\npatience = 4\n')
-    from_file = CliRunner().invoke(main, ["finetune", "--config", str(config), *data])
+    from_file = invoke("finetune", "--config", str(config), *data)
     # each message names the setting where the user gave it: the file's key, or the flag
     assert from_file.exit_code == 2 and f"{config}: out must end in .weights.h5 (Keras' weights format), got from_file.h5" in from_file.output
-    from_flag = CliRunner().invoke(main, ["finetune", "--config", str(config), *data, "--out", "from_flag.h5"])
+    from_flag = invoke("finetune", "--config", str(config), *data, "--out", "from_flag.h5")
     assert from_flag.exit_code == 2 and "Error: --out must end in .weights.h5 (Keras' weights format), got from_flag.h5" in from_flag.output
     config.write_text('dropout = 1.5\n')
-    bad = CliRunner().invoke(main, ["finetune", "--config", str(config), *data])
+    bad = invoke("finetune", "--config", str(config), *data)
     assert bad.exit_code == 2 and f"{config}: dropout must be in [0, 1), got 1.5" in bad.output
     config.write_text('patience = "two"\n')
-    bad = CliRunner().invoke(main, ["finetune", "--config", str(config), *data])
+    bad = invoke("finetune", "--config", str(config), *data)
     assert bad.exit_code == 2 and "patience must be of type int" in bad.output
-    assert CliRunner().invoke(main, ["finetune", "--config", str(ROOT / "stages/finetune.toml"), *data,
-                                     "--dropout", "1.5"]).output.count("dropout must be in [0, 1)") == 1
+    assert invoke("finetune", "--config", str(ROOT / "stages/finetune.toml"), *data,
+                  "--dropout", "1.5").output.count("dropout must be in [0, 1)") == 1
 
 
 def test_a_layer_setting_is_checked_without_keras(monkeypatch):
@@ -231,8 +232,8 @@ def test_finetunes_default_output_names_its_backbone_and_split():
     (["--split", "4"], "Error: --split must be 1, 2 or 3, got 4"),
 ])
 def test_bad_settings_are_named_by_their_flags_not_their_fields(flags, message, tmp_path):
-    result = CliRunner().invoke(main, ["train", "--features", str(tmp_path), "--splits", str(tmp_path), "--out",
-                                       str(tmp_path / "run"), *flags])
+    result = invoke("train", "--features", str(tmp_path), "--splits", str(tmp_path), "--out",
+                    str(tmp_path / "run"), *flags)
     assert result.exit_code == 2 and message in result.output, result.output
 
 
@@ -240,15 +241,15 @@ def test_a_bad_setting_from_a_config_file_names_the_file_and_its_key(tmp_path):
     config = tmp_path / "extract.toml"
     config.write_text('batch-size = 0\nshard = "2/2"\n')
     common = ["extract", "--config", str(config), "--videos", "v", "--splits", "s"]
-    assert f"Error: {config}: batch-size must be a positive integer, got 0" in CliRunner().invoke(main, common).output
-    flagged = CliRunner().invoke(main, [*common, "--batch-size", "8"]).output
+    assert f"Error: {config}: batch-size must be a positive integer, got 0" in invoke(*common).output
+    flagged = invoke(*common, "--batch-size", "8").output
     assert f"Error: {config}: shard must be i/N with 0 <= i < N (e.g. 0/4 ... 3/4), got 2/2" in flagged
 
 
 def test_synth_names_its_flags(tmp_path):
-    result = CliRunner().invoke(main, ["synth", str(tmp_path / "d"), "--classes", "3"])
+    result = invoke("synth", str(tmp_path / "d"), "--classes", "3")
     assert result.exit_code == 2 and "Error: --classes must be an even number from 2 to 12" in result.output
-    result = CliRunner().invoke(main, ["synth", str(tmp_path / "d"), "--clips-per-group", "0"])
+    result = invoke("synth", str(tmp_path / "d"), "--clips-per-group", "0")
     assert "Error: --clips-per-group must be an integer from 1 to 99" in result.output and "clips_per_group" not in result.output
 
 

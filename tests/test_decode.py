@@ -4,6 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
+from helpers import opencv_frames
 from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.video.decode import VideoError, count_frames, read_clip, read_frames, uniform_frame_indices
 
@@ -33,13 +34,7 @@ def test_decoded_frames_match_opencv_frames_at_those_indices_in_rgb(genuine_vide
     clip = read_clip(path, 10, 48)
     assert clip.num_frames == 79 and clip.fps == pytest.approx(25.0)
     assert clip.frames.shape == (10, 48, 48, 3) and clip.frames.dtype == np.uint8
-    capture = cv2.VideoCapture(str(path))
-    all_frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        all_frames.append(frame)
+    all_frames = opencv_frames(path)
     for step, index in enumerate(clip.frame_indices):
         expected = cv2.cvtColor(cv2.resize(all_frames[index], (48, 48), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
         np.testing.assert_array_equal(clip.frames[step], expected)

@@ -7,9 +7,8 @@ import sys
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from ucfpipe.cli import main
+from helpers import invoke
 from ucfpipe.config import TrainConfig
 from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.models import distribute
@@ -124,8 +123,8 @@ def test_data_parallel_needs_jax_and_an_even_split(synth_cache, synth_dataset, t
         distribute.placement("data", 32)
     assert distribute.placement("none", 7).replicas == 1
 
-    result = CliRunner().invoke(main, ["train", "--features", str(synth_cache), "--splits", str(synth_dataset["splits"]),
-                                       "--out", str(tmp_path / "run"), "--distribute", "data"])
+    result = invoke("train", "--features", str(synth_cache), "--splits", str(synth_dataset["splits"]),
+                    "--out", str(tmp_path / "run"), "--distribute", "data")
     assert result.exit_code == 2 and "needs the JAX backend" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "run").exists()
 

@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from helpers import TINY
+from helpers import TINY, invoke
 from ucfpipe.cache.store import FeatureStore
 from ucfpipe.cache.writer import open_for_writing
 from ucfpipe.config import ExtractConfig
@@ -226,21 +226,17 @@ def six_clips(tmp_path_factory):
 def test_features_float16_cannot_hold_are_refused_in_one_line_naming_float32(six_clips, tmp_path):
     """Random-weight MobileNetV3's features are about 1e-12: float16 stored them all as 0, and train and eval
     then ran on zeros without a word."""
-    from click.testing import CliRunner
-
-    from ucfpipe.cli import main
-
     out = tmp_path / "features"
     command = ["extract", "--videos", six_clips["videos"], "--splits", six_clips["splits"], "--out", out,
                "--backbone", "mobilenet_v3_large", "--size", 32, "--frames", 4, "--weights", "none", "--no-progress"]
-    result = CliRunner().invoke(main, [str(a) for a in command + ["--dtype", "float16"]])
+    result = invoke(*command, "--dtype", "float16")
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     [last] = result.stderr.strip().splitlines()
     assert last.startswith("Error: mobilenet_v3_large (--weights none) gives features float16 cannot hold: 100% of")
     assert last.endswith("extract with --dtype float32")
     assert not out.exists()  # nothing half-made: the directory this run made held only its lock
 
-    result = CliRunner().invoke(main, [str(a) for a in command + ["--dtype", "float32"]])
+    result = invoke(*command, "--dtype", "float32")
     assert result.exit_code == 0, result.output
     features = FeatureStore(out).features(FeatureStore(out).video_ids)
     assert features.dtype == np.float32 and np.count_nonzero(features) == features.size

@@ -26,10 +26,10 @@ ALLOWED = {
     "stage_one": BELOW_CORE | {"datasets", "video", "models", "cache", "config"},
     "stage_two": BELOW_CORE | {"datasets", "video", "models", "cache", "config"},
     "serving": BELOW_CORE | {"datasets", "video", "models", "cache", "config", "stage_one", "stage_two"},
-    "search": BELOW_CORE | {"datasets", "video", "models", "cache", "config", "stage_two"},
     "bench": BELOW_CORE | {"datasets", "video", "models", "cache", "config", "stage_one", "stage_two", "serving"},
+    "search": BELOW_CORE | {"datasets", "video", "models", "cache", "config", "stage_two"},
     "commands": BELOW_CORE | {"datasets", "video", "models", "cache", "config", "stage_one", "stage_two", "serving", "bench",
-                 "search"},
+                              "search"},
     "cli": BELOW_CORE | {"commands"},
     "__init__": {"ucfpipe", "cache"},  # `from ucfpipe import FeatureStore`, loaded lazily
     "__main__": {"ucfpipe", "cli"},

@@ -18,11 +18,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from helpers import QUIET, tiny_config
+from helpers import QUIET, invoke, tiny_config
 from ucfpipe.cache.store import FeatureStore
-from ucfpipe.cli import main
 from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.datasets.synth import DEFAULT_CLASSES, render_clip, video_fourcc
 from ucfpipe.serving import live
@@ -181,8 +179,8 @@ def test_a_video_shorter_than_a_window_is_one_window_sampled_like_predict(predic
 def test_windowed_predict_prints_json_and_writes_csvs_and_a_timeline(run_dir, concatenated, tmp_path):
     video, _ = concatenated
     out = tmp_path / "out"
-    result = CliRunner().invoke(main, ["predict", str(video), "--run", str(run_dir), "--window", "auto", "--top", "3",
-                                       "--json", "--out", str(out)])
+    result = invoke("predict", str(video), "--run", str(run_dir), "--window", "auto", "--top", "3",
+                    "--json", "--out", str(out))
     assert result.exit_code == 0, result.output
     [entry] = json.loads(result.output)
     assert entry["video"] == str(video) and len(entry["top"]) == 3
@@ -206,7 +204,7 @@ def test_windowed_predict_prints_json_and_writes_csvs_and_a_timeline(run_dir, co
 ])
 def test_bad_windows_are_one_line_and_write_nothing(run_dir, concatenated, tmp_path, flags, message):
     video, _ = concatenated
-    result = CliRunner().invoke(main, ["predict", str(video), "--run", str(run_dir), "--out", str(tmp_path / "out"), *flags])
+    result = invoke("predict", str(video), "--run", str(run_dir), "--out", str(tmp_path / "out"), *flags)
     assert result.exit_code == 2 and message in result.output and len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
 
@@ -219,8 +217,8 @@ def clip_frames(name, clip=1):
 def test_a_file_source_prints_json_lines_at_each_stride_writes_the_annotated_video_and_exits_0(run_dir, concatenated, tmp_path, rate):
     video, _ = concatenated
     annotated = tmp_path / "annotated.mp4"
-    result = CliRunner().invoke(main, ["live", "--run", str(run_dir), "--source", str(video), "--json", "--top", "3",
-                                       "--stride", "0.5", "--out", str(annotated)])
+    result = invoke("live", "--run", str(run_dir), "--source", str(video), "--json", "--top", "3",
+                    "--stride", "0.5", "--out", str(annotated))
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(lines) > 10 and all(set(line) == {"time", "latency", "top"} and len(line["top"]) == 3 for line in lines)
@@ -280,7 +278,7 @@ def test_a_stalled_source_is_reported_and_stops_with_exit_4(run_dir, monkeypatch
 
     monkeypatch.setattr(live, "open_source", lambda spec, *settings: Stalling())
     started = time.perf_counter()
-    result = CliRunner().invoke(main, ["live", "--run", str(run_dir), "--source", "0", "--stall", "0.5"])
+    result = invoke("live", "--run", str(run_dir), "--source", "0", "--stall", "0.5")
     release.set()
     assert result.exit_code == 4, result.output
     assert "no frame for 0.5 s: the source stalled" in result.stderr and f"live: {len(frames)} frames" in result.stderr
@@ -323,8 +321,8 @@ def test_ctrl_c_stops_a_live_run_with_a_summary_and_exit_130(run_dir, concatenat
 @pytest.mark.parametrize("source", ["missing.avi", "http://127.0.0.1:9/stream.mp4", "7"])
 def test_a_source_that_cannot_be_opened_is_one_line_exit_2_and_writes_nothing(run_dir, tmp_path, source):
     annotated = tmp_path / "annotated.mp4"
-    result = CliRunner().invoke(main, ["live", "--run", str(run_dir), "--source", str(tmp_path / source) if source.endswith(".avi") else source,
-                                       "--out", str(annotated)])
+    result = invoke("live", "--run", str(run_dir), "--source", str(tmp_path / source) if source.endswith(".avi") else source,
+                    "--out", str(annotated))
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.output
     assert "cannot open" in result.stderr or "file not found" in result.stderr
     assert not list(tmp_path.iterdir())
@@ -332,8 +330,8 @@ def test_a_source_that_cannot_be_opened_is_one_line_exit_2_and_writes_nothing(ru
 
 def test_live_refuses_a_window_shorter_than_t_frames_of_the_source(run_dir, concatenated, tmp_path):
     video, _ = concatenated
-    result = CliRunner().invoke(main, ["live", "--run", str(run_dir), "--source", str(video), "--window", "0.2",
-                                       "--out", str(tmp_path / "annotated.mp4")])
+    result = invoke("live", "--run", str(run_dir), "--source", str(video), "--window", "0.2",
+                    "--out", str(tmp_path / "annotated.mp4"))
     assert result.exit_code == 2 and "fewer than the run's 8 steps" in result.stderr and not list(tmp_path.iterdir())
 
 
@@ -341,7 +339,7 @@ def test_live_refuses_a_window_shorter_than_t_frames_of_the_source(run_dir, conc
 def test_display_without_gui_support_says_so(run_dir, concatenated, monkeypatch):
     monkeypatch.setenv("DISPLAY", ":0")
     video, _ = concatenated
-    result = CliRunner().invoke(main, ["live", "--run", str(run_dir), "--source", str(video), "--display"])
+    result = invoke("live", "--run", str(run_dir), "--source", str(video), "--display")
     assert result.exit_code == 2 and "GUI support" in result.stderr
 
 
@@ -349,8 +347,8 @@ def test_display_without_gui_support_says_so(run_dir, concatenated, monkeypatch)
 def test_a_source_shorter_than_the_window_is_one_prediction_over_all_its_frames_like_predict(run_dir, predictor, rate, tmp_path):
     frames = clip_frames("RedToBlue")[:round(rate.clip_seconds * FPS) // 2]
     short = write_video(tmp_path / "short.avi", list(frames))
-    result = CliRunner().invoke(main, ["live", "--run", str(run_dir), "--source", str(short), "--json",
-                                       "--top", str(len(predictor.classes))])
+    result = invoke("live", "--run", str(run_dir), "--source", str(short), "--json",
+                    "--top", str(len(predictor.classes)))
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(lines) == 1 and "1 predictions" in result.stderr and "ended: end" in result.stderr
@@ -368,15 +366,15 @@ def test_a_source_shorter_than_the_window_is_one_prediction_over_all_its_frames_
 ])
 def test_live_refuses_out_of_range_strides_and_stalls_in_one_line(run_dir, concatenated, tmp_path, flags, message):
     video, _ = concatenated
-    result = CliRunner().invoke(main, ["live", "--run", str(run_dir), "--source", str(video),
-                                       "--out", str(tmp_path / "annotated.mp4"), *flags])
+    result = invoke("live", "--run", str(run_dir), "--source", str(video),
+                    "--out", str(tmp_path / "annotated.mp4"), *flags)
     assert result.exit_code == 2 and message in result.stderr, result.output
     assert len(result.stderr.strip().splitlines()) == 1 and not list(tmp_path.iterdir())
 
 
 def test_stall_and_stride_are_refused_before_anything_loads(tmp_path):
     for flags in (["--stall", "inf"], ["--stride", "inf"]):
-        result = CliRunner().invoke(main, ["live", "--run", str(tmp_path / "no-run"), "--source", "0", *flags])
+        result = invoke("live", "--run", str(tmp_path / "no-run"), "--source", "0", *flags)
         assert result.exit_code == 2 and f"{flags[0]} must be" in result.stderr, result.output
 
 
@@ -400,7 +398,7 @@ def test_a_url_that_accepts_and_never_answers_gives_up_after_stall_seconds(tmp_p
     try:
         url = f"http://127.0.0.1:{server.getsockname()[1]}/stream.mp4"
         started = time.perf_counter()
-        result = CliRunner().invoke(main, ["live", "--run", str(tmp_path / "run"), "--source", url, "--stall", "1"])
+        result = invoke("live", "--run", str(tmp_path / "run"), "--source", url, "--stall", "1")
         took = time.perf_counter() - started
     finally:
         stop.set()
@@ -416,7 +414,7 @@ def test_a_url_that_accepts_and_never_answers_gives_up_after_stall_seconds(tmp_p
 
 def test_a_file_url_plays_to_its_end_and_exits_0(run_dir, tmp_path):
     video = write_video(tmp_path / "a clip.avi", list(clip_frames("FadingIn")))
-    result = CliRunner().invoke(main, ["live", "--run", str(run_dir), "--source", video.as_uri(), "--json"])
+    result = invoke("live", "--run", str(run_dir), "--source", video.as_uri(), "--json")
     assert result.exit_code == 0, result.output
     assert "ended: end" in result.stderr and f"live: {len(clip_frames('FadingIn'))} frames" in result.stderr
 
@@ -424,7 +422,7 @@ def test_a_file_url_plays_to_its_end_and_exits_0(run_dir, tmp_path):
 @pytest.mark.parametrize("kind", ["directory", "empty"])
 def test_a_directory_or_empty_source_says_what_it_is(tmp_path, kind):
     source = str(tmp_path) if kind == "directory" else ""
-    result = CliRunner().invoke(main, ["live", "--run", str(tmp_path / "run"), "--source", source])
+    result = invoke("live", "--run", str(tmp_path / "run"), "--source", source)
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.output
     assert "file not found" not in result.stderr
     assert (f"--source {tmp_path} is a directory" if kind == "directory" else "--source is empty") in result.stderr
@@ -440,13 +438,13 @@ def test_a_full_disk_under_live_out_is_one_line_exit_2_and_no_file_then_a_rerun_
     video = noise_video(tmp_path / "noise.avi")
     small = disk_of("2m")
     annotated = small / "annotated.mp4"
-    result = CliRunner().invoke(main, ["live", "--run", str(run_dir), "--source", str(video), "--out", str(annotated)])
+    result = invoke("live", "--run", str(run_dir), "--source", str(video), "--out", str(annotated))
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "the disk is full" in lines[0] and str(annotated) in lines[0], lines
     assert not list(small.iterdir())  # neither a broken recording under the name nor a temporary
     roomy = disk_of("64m")
-    result = CliRunner().invoke(main, ["live", "--run", str(run_dir), "--source", str(video), "--out", str(roomy / "annotated.mp4")])
+    result = invoke("live", "--run", str(run_dir), "--source", str(video), "--out", str(roomy / "annotated.mp4"))
     assert result.exit_code == 0 and f"wrote {roomy / 'annotated.mp4'}" in result.stderr, result.output
     assert len(decoded_frames(roomy / "annotated.mp4")) == 120 and [p.name for p in roomy.iterdir()] == ["annotated.mp4"]
 
@@ -541,13 +539,13 @@ def test_live_predicts_on_the_strides_grid_without_drifting():
 
 def test_live_takes_window_auto_as_predict_does(run_dir, concatenated):
     video, _ = concatenated
-    said = [CliRunner().invoke(main, ["live", "--run", str(run_dir), "--source", str(video), "--json", *flags])
+    said = [invoke("live", "--run", str(run_dir), "--source", str(video), "--json", *flags)
             for flags in ([], ["--window", "auto"])]
     assert [result.exit_code for result in said] == [0, 0], said[1].output
     lines = [[{k: v for k, v in json.loads(line).items() if k != "latency"} for line in result.stdout.splitlines()]
              for result in said]
     assert lines[0] == lines[1] and lines[0]
-    refused = CliRunner().invoke(main, ["live", "--run", str(run_dir), "--source", str(video), "--window", "soon"])
+    refused = invoke("live", "--run", str(run_dir), "--source", str(video), "--window", "soon")
     assert refused.exit_code == 2 and "--window must be a number of seconds or auto, got 'soon'" in refused.output
 
 
@@ -557,6 +555,6 @@ def test_ctrl_c_while_the_run_loads_says_so_in_one_line_with_exit_130(run_dir, s
 
     monkeypatch.setattr(predict.Predictor, "__init__", interrupted)
     video = sorted(Path(synth_dataset["videos"]).rglob("*.avi"))[0]
-    result = CliRunner().invoke(main, ["live", "--run", str(run_dir), "--source", str(video)])
+    result = invoke("live", "--run", str(run_dir), "--source", str(video))
     assert result.exit_code == 130, result.output
     assert result.output.strip() == "live: interrupted before the first frame"

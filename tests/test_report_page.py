@@ -6,19 +6,15 @@ Names are text: a folder class named like an HTML tag shows as those characters 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 
-from helpers import QUIET, TINY, run_record, tiny_config
+from helpers import QUIET, TINY, browse, needs_browser, run_record, tiny_config
 from ucfpipe.stage_two import report, report_page, runs, setups
 
 EVIL = "<img src=x onerror=alert(1)>"
-CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if os.path.exists(p)), None)
-needs_browser = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (Debian: apt-get install chromium; "
-                                   "make test installs it where it runs as root with apt-get)")
 
 
 # -- the page without a browser ---------------------------------------------------------------------------------
@@ -98,45 +94,6 @@ def evaluated(synth_dataset, tmp_path_factory):
         evaluate.run(out, baseline=True, log=lambda *_: None)
         run_dirs.append(out)
     return {"root": root, "videos": videos, "runs": run_dirs}
-
-
-def browse(path: Path, shots: Path, name: str, actions=None) -> dict:
-    """Open `path` in headless Chromium: console errors, page errors, dialogs and every request that is not a
-    data: URL are collected (and requests are refused); `actions(page)` runs before the screenshot."""
-    from playwright.sync_api import sync_playwright
-
-    seen = {"console": [], "errors": [], "requests": [], "dialogs": []}
-    with sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.on("console", lambda m: m.type == "error" and seen["console"].append(m.text))
-            page.on("pageerror", lambda e: seen["errors"].append(str(e)))
-            page.on("dialog", lambda d: (seen["dialogs"].append(d.message), d.dismiss()))
-
-            def route(request_route):
-                url = request_route.request.url
-                if url.startswith("data:") or url == path.resolve().as_uri():
-                    request_route.continue_()
-                else:
-                    seen["requests"].append(url)
-                    request_route.abort()
-
-            page.route("**/*", route)
-            page.goto(path.resolve().as_uri())
-            page.wait_for_load_state("load")
-            if actions:
-                seen.update(actions(page))
-            page.evaluate("window.scrollTo(0, 0)")
-            shot = shots / f"{name}.png"
-            page.screenshot(path=str(shot), full_page=False)
-            artifacts = os.environ.get("UCFPIPE_ARTIFACTS")
-            if artifacts:
-                Path(artifacts).mkdir(parents=True, exist_ok=True)
-                shutil.copy(shot, Path(artifacts) / shot.name)
-        finally:
-            browser.close()
-    return seen
 
 
 def load_images(page) -> list:

@@ -14,11 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from helpers import QUIET, extract_tiny, fill, tiny_config
+from helpers import QUIET, extract_tiny, fill, invoke, tiny_config
 from ucfpipe.cache.store import FeatureStore
-from ucfpipe.cli import main
 from ucfpipe.config import FinetuneConfig
 from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.core.files import DiskFull
@@ -210,7 +208,7 @@ def test_full_disk_is_one_line_from_the_cli(finished_run, small_disk):
     run_dir = small_disk / "run"
     shutil.copytree(finished_run, run_dir)
     fill(small_disk)
-    result = CliRunner().invoke(main, ["eval", "--run", str(run_dir)])
+    result = invoke("eval", "--run", str(run_dir))
     assert result.exit_code == 2
     assert "the disk is full" in result.output and "Traceback" not in result.output
 
@@ -268,7 +266,7 @@ def test_a_backend_out_of_memory_is_one_line_suggesting_a_smaller_batch():
 # -- smaller traps -------------------------------------------------------------------------------------------------
 def test_bench_refuses_a_clip_count_it_cannot_generate_before_any_work(tmp_path):
     started = time.time()
-    result = CliRunner().invoke(main, ["bench", "--clips", "7,16"])
+    result = invoke("bench", "--clips", "7,16")
     assert result.exit_code == 2 and "--clips must be multiples of 8" in result.output and "Traceback" not in result.output
     assert time.time() - started < 5
 
@@ -278,11 +276,11 @@ def test_predict_on_a_folder_classifies_every_video_under_it(synth_dataset, fini
     shutil.copytree(Path(synth_dataset["videos"]) / "GrowingDisk", folder / "nested")
     (folder / "notes.txt").write_text("not a video")
     expected = sorted(str(p) for p in (folder / "nested").glob("*.avi"))
-    result = CliRunner().invoke(main, ["predict", str(folder), "--run", str(finished_run), "--json", "--top", "1"])
+    result = invoke("predict", str(folder), "--run", str(finished_run), "--json", "--top", "1")
     assert result.exit_code == 0, result.output
     assert [p["video"] for p in json.loads(result.stdout)] == expected
     (tmp_path / "empty").mkdir()
-    result = CliRunner().invoke(main, ["predict", str(tmp_path / "empty"), "--run", str(finished_run)])
+    result = invoke("predict", str(tmp_path / "empty"), "--run", str(finished_run))
     assert result.exit_code == 2 and "is a directory with no video files under it" in result.output
 
 
@@ -298,15 +296,15 @@ def test_a_run_on_a_relative_weights_file_predicts_from_anywhere(synth_dataset, 
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     predict = ["predict", video, "--run", str(tmp_path / "run"), "--json"]
-    first = CliRunner().invoke(main, predict)
+    first = invoke(*predict)
     assert first.exit_code == 0, first.output  # the manifest recorded the absolute path
     (tmp_path / "vgg.weights.h5").rename(tmp_path / "vgg-moved.weights.h5")
-    lost = CliRunner().invoke(main, predict)
+    lost = invoke(*predict)
     assert lost.exit_code == 2 and "pass --weights with where it is now" in lost.output, lost.output
-    moved = CliRunner().invoke(main, predict + ["--weights", str(tmp_path / "vgg-moved.weights.h5")])
+    moved = invoke(*predict + ["--weights", str(tmp_path / "vgg-moved.weights.h5")])
     assert moved.exit_code == 0 and json.loads(moved.stdout) == json.loads(first.stdout)
     (tmp_path / "vgg-moved.weights.h5").rename(tmp_path / "run" / "vgg.weights.h5")  # copied along with the run
-    beside = CliRunner().invoke(main, predict)
+    beside = invoke(*predict)
     assert beside.exit_code == 0 and json.loads(beside.stdout) == json.loads(first.stdout)
 
 

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
+from helpers import opencv_frames
 from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.datasets import synth
 from ucfpipe.datasets.synth import DEFAULT_CLASSES, clip_num_frames, generate_dataset, render_clip, split_blocks
@@ -25,17 +26,7 @@ def dataset(tmp_path_factory) -> dict:
     return generate_dataset(tmp_path_factory.mktemp("synth"), **PARAMS)
 
 
-def decode(path: Path) -> np.ndarray:
-    capture = cv2.VideoCapture(str(path))
-    assert capture.isOpened(), path
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
-    return np.stack(frames)
+decode = opencv_frames
 
 
 def count_frames(path: Path) -> tuple[int, int, int]:

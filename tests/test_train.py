@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import QUIET, copy_cache, tiny_config, weights_of, without_timings
+from helpers import QUIET, copy_cache, interrupt_training_after, tiny_config, weights_of, without_timings
 from ucfpipe.cache.store import FeatureStore
 from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.core.files import write_json
@@ -103,14 +103,7 @@ def test_features_streamed_from_the_cache_train_exactly_as_in_memory(reference_r
 def test_resume_continues_an_interrupted_run_to_the_same_result(reference_run, synth_cache, synth_dataset, tmp_path, monkeypatch):
     out, summary = reference_run
     config = tiny_config(synth_cache, synth_dataset["splits"], tmp_path / "run")
-    original = train.RunKeeper.on_epoch_end
-
-    def interrupt_after_two(self, epoch, logs=None):
-        original(self, epoch, logs)
-        if epoch == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(train.RunKeeper, "on_epoch_end", interrupt_after_two)
+    interrupt_training_after(monkeypatch, 1)
     with pytest.raises(train.TrainingInterrupted, match="after epoch 2.*--resume") as caught:
         train.run(config, **QUIET)
     assert caught.value.exit_code == 130
@@ -118,7 +111,7 @@ def test_resume_continues_an_interrupted_run_to_the_same_result(reference_run, s
     with pytest.raises(UcfpipeError, match="unfinished training run"):
         runs.Run(tmp_path / "run").require_finished()
 
-    monkeypatch.setattr(train.RunKeeper, "on_epoch_end", original)
+    monkeypatch.undo()
     resumed = train.run(run_setup.resume_config(tmp_path / "run"), resume=True, **QUIET)
     assert [row["epoch"] for row in resumed["history"]] == [1, 2, 3]
     assert without_timings(resumed["history"]) == without_timings(summary["history"])

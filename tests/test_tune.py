@@ -69,7 +69,7 @@ def states_of(trials) -> list[str]:
 def test_a_search_finishes_k_trials_retrains_the_best_and_a_rerun_only_prints(setup):
     out = setup["tmp"] / "search"
     result = invoke(*tune_args(setup, "--out", out), exit_code=0)
-    assert "trial 0 complete" in result.output and "default (trial 0)" in result.output, result.output
+    assert "trial 0 complete" in result.output and "default (train's settings)" in result.output, result.output
     tune = json.loads((out / "tune.json").read_text())
     assert tune["trials"] == 3 and tune["storage"] == f"sqlite:///{out / 'study.db'}" and "cell" in tune["space"]
     trials = study_trials(tune["storage"])

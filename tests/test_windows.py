@@ -10,10 +10,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from helpers import REPO
-from ucfpipe.cli import main
+from helpers import REPO, invoke
 from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.serving import predictor as predict
 from ucfpipe.serving import windows
@@ -137,7 +135,7 @@ def test_ctrl_c_says_a_rerun_starts_over(run_dir, video, tmp_path, monkeypatch, 
 
     monkeypatch.setattr(predict.Predictor, "__init__", interrupted)
     extra = ["--window", "auto", "--out", str(tmp_path / "out")] if windowed else []
-    result = CliRunner().invoke(main, ["predict", str(video), "--run", str(run_dir), *extra])
+    result = invoke("predict", str(video), "--run", str(run_dir), *extra)
     assert result.exit_code == 130, result.output
     assert "a rerun of the same command classifies every video again from the start" in result.output
     assert "continue" not in result.output and len(result.output.strip().splitlines()) == 1
@@ -148,8 +146,8 @@ def test_a_refused_weights_file_leaves_no_out_folder(run_dir, video, tmp_path):
     weights = tmp_path / "other.weights.h5"
     weights.write_bytes(b"not the weights the run's cache was made with")
     out = tmp_path / "out"
-    result = CliRunner().invoke(main, ["predict", str(video), "--run", str(run_dir), "--window", "auto",
-                                       "--weights", str(weights), "--out", str(out)])
+    result = invoke("predict", str(video), "--run", str(run_dir), "--window", "auto",
+                    "--weights", str(weights), "--out", str(out))
     assert result.exit_code == 2 and "other features than the run was trained on" in result.output, result.output
     assert not out.exists()
 
@@ -172,7 +170,7 @@ def test_windows_csv_rows_match_its_header_when_top_exceeds_the_classes(tmp_path
 def test_predict_window_on_a_bad_file_says_its_error_once(run_dir, tmp_path):
     fake = tmp_path / "fake.avi"
     fake.write_text("this is not a video\n")
-    result = CliRunner().invoke(main, ["predict", "--run", str(run_dir), "--window", "auto", str(fake)])
+    result = invoke("predict", "--run", str(run_dir), "--window", "auto", str(fake))
     assert result.exit_code == 2, result.output
     assert result.output.count(str(fake)) == 1 and result.output.startswith("Error: "), result.output
 
@@ -193,8 +191,8 @@ def test_windowed_predict_reads_the_run_once_and_checks_the_windows_once(run_dir
 
     counted(ensemble, "load_run_or_ensemble")
     counted(windows, "check_window")
-    result = CliRunner().invoke(main, ["predict", str(video), "--run", str(run_dir), "--window", "auto", "--no-progress",
-                                       "--out", str(tmp_path / "out")])
+    result = invoke("predict", str(video), "--run", str(run_dir), "--window", "auto", "--no-progress",
+                    "--out", str(tmp_path / "out"))
     assert result.exit_code == 0, result.output
     assert calls == {"load_run_or_ensemble": 1, "check_window": 1}
     assert f"-> {tmp_path / 'out' / video.stem}/windows.csv, seconds.csv, timeline.png, report.html" in result.output
@@ -213,6 +211,6 @@ def test_no_progress_turns_the_windowed_progress_bar_off(monkeypatch):
     monkeypatch.setattr(predict_files, "run", run)
     monkeypatch.setattr(options, "stderr_is_terminal", lambda: True)
     for flags, progress in (([], True), (["--no-progress"], False)):  # a terminal shows the bar unless told not to
-        result = CliRunner().invoke(main, ["predict", "v.avi", "--run", "r", "--window", "auto", *flags])
+        result = invoke("predict", "v.avi", "--run", "r", "--window", "auto", *flags)
         assert result.exit_code == 0, result.output
         assert seen["progress"] is progress and seen["window"] == "auto"

@@ -66,7 +66,7 @@ class _Main(click.Group):
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="ucfpipe")
 def main():
-    """Videos -> backbone features per frame (stage one, cached) -> LSTM classifier (stage two) -> predict,
+    """Videos -> backbone features per frame (stage one, cached) -> LSTM, GRU or Transformer (stage two) -> predict,
     live, export. Commands in pipeline order; `ucfpipe COMMAND --help` for each."""
 
 

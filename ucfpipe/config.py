@@ -24,7 +24,7 @@ from ucfpipe.models import backbones
 POOLINGS = ("avg", "max", "none")
 STORAGE_DTYPES = ("float16", "float32")
 PRECISIONS = ("float32", "bfloat16", "float16")
-CELLS = ("lstm", "gru")
+CELLS = ("lstm", "gru", "transformer")
 TRAIN_VIEWS = ("all", "center")
 MONITORS = ("val_accuracy", "val_loss")
 DISTRIBUTE = ("none", "data")
@@ -231,6 +231,17 @@ def fingerprint(settings: dict) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+def _check_transformer(config) -> None:
+    """The transformer cell's own rules (also for an ensemble's transformer member, `train --cells`)."""
+    if config.bidirectional:
+        raise UcfpipeError(f"{_named(config, 'bidirectional')} does not apply to the transformer cell: attention reads "
+                           "every step both ways already; drop it (or pass --unidirectional)")
+    if config.units % config.heads:
+        units, heads = _named(config, "units"), _named(config, "heads")
+        raise UcfpipeError(f"{units} {config.units} must be a multiple of {heads} {config.heads} for the transformer "
+                           f"cell (each head gets units / heads); e.g. {units} {config.units - config.units % config.heads or config.heads}")
+
+
 @dataclass
 class TrainConfig:
     features: str = documented("features/ucf101", "Feature cache made by `ucfpipe extract`.", path="any")
@@ -238,11 +249,12 @@ class TrainConfig:
     # the test list is left to `ucfpipe eval`
     split: int = documented(1, "Official split 1, 2 or 3: trains on its training list.")
     out: str = documented("", "Run directory to create (model, logs, curves).", path="any")
-    cell: str = documented("lstm", "Recurrent cell.")
-    units: int = documented(512, "Units per recurrent layer (per direction).")
-    layers: int = documented(1, "Stacked recurrent layers.")
-    bidirectional: bool = documented(False, "Read clips both ways.", flag="--bidirectional/--unidirectional")
-    dropout: float = documented(0.5, "Dropout after each recurrent layer.")
+    cell: str = documented("lstm", "Sequence model: {choices} (a temporal Transformer encoder).")
+    units: int = documented(512, "Units per recurrent layer (per direction); the transformer's width.")
+    layers: int = documented(1, "Stacked recurrent layers; the transformer's encoder blocks.")
+    bidirectional: bool = documented(False, "Read clips both ways (recurrent cells).", flag="--bidirectional/--unidirectional")
+    heads: int = documented(4, "The transformer's attention heads; --units must be a multiple of it.")
+    dropout: float = documented(0.5, "Dropout after each recurrent layer; the transformer's after its pooling.")
     epochs: int = documented(50, "At most this many epochs.")  # early stopping usually ends sooner
     batch_size: int = documented(32, "Clips per step.")
     learning_rate: float = documented(3e-4, "Adam's learning rate.")
@@ -272,8 +284,10 @@ class TrainConfig:
         _require(self.out, "out", "the run directory to create")
         if self.split not in SPLITS:
             raise UcfpipeError(f"{_named(self, 'split')} must be 1, 2 or 3, got {self.split}")
-        _check_positive(self, "units", "layers", "epochs", "batch_size", "val_groups", "patience")
+        _check_positive(self, "units", "layers", "heads", "epochs", "batch_size", "val_groups", "patience")
         _check_choice(self, "cell", "monitor", "train_views", "distribute")
+        if self.cell == "transformer":
+            _check_transformer(self)
         for name in ("dropout", "label_smoothing", "time_jitter", "step_drop"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise UcfpipeError(f"{_named(self, name)} must be in [0, 1), got {getattr(self, name)}")

@@ -43,7 +43,7 @@ def run(config: TrainConfig, clips: int = 9537, frames: int = 40, dim: int = 512
     with where_to.scope():
         model = build_classifier(frames, (dim,), num_classes, np.zeros(dim, np.float32), np.ones(dim, np.float32),
                                  cell=config.cell, units=config.units, layers=config.layers,
-                                 bidirectional=config.bidirectional, dropout=config.dropout)
+                                 bidirectional=config.bidirectional, dropout=config.dropout, heads=config.heads)
         compile_classifier(model, config.learning_rate, config.weight_decay, config.clipnorm, config.label_smoothing)
     batches = ClipBatches(InMemory(features), labels, num_classes, config.batch_size, shuffle_seed=config.seed,
                           multiple_of=where_to.replicas)

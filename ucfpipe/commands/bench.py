@@ -138,7 +138,7 @@ def _echo(json_out, flag: str = "--json-out"):
 @click.option("--dim", type=int, default=512, show_default=True, help="Features per step.")
 @click.option("--classes", "num_classes", type=int, default=101, show_default=True)
 @click.option("--epochs", type=int, default=2, show_default=True, help="The first includes compilation; at least 2.")
-@settings_options(TrainConfig, "batch_size", "units", "cell", "distribute")
+@settings_options(TrainConfig, "batch_size", "units", "cell", "layers", "heads", "distribute")
 @user_errors
 def bench_train(config_file, clips, frames, dim, num_classes, epochs, **flags):
     """Time training epochs of the train config's model on random features of the given shape, in memory."""

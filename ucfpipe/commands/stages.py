@@ -67,7 +67,8 @@ def finetune(config_file, **flags):
 @click.option("--cells", help="Ensemble: one member per cell (and seed), e.g. lstm,gru.")
 @user_errors
 def train(config_file, resume, seeds, cells, **flags):
-    """Stage two: train an LSTM on one split's cached training features, validating on held-out groups.
+    """Stage two: train an LSTM (--cell: GRU, Transformer) on one split's cached training features, validating on
+    held-out groups.
 
     With --seeds and/or --cells, an ensemble: one run per member under --out plus --out/ensemble.json.
     Exit status 0 when training finished, 2 for bad input, 130 when interrupted (resume with --resume)."""
@@ -127,15 +128,27 @@ def eval_command(run_dir, features, splits, allow_missing, baseline, tta):
 def report(run_dirs, as_markdown, require_margin, html, protocol):
     """Each evaluated run's split, top-1, top-5 and mean class accuracy, then mean ± std over the runs.
 
-    Runs of different datasets are refused; notes (and the --require-margin line) go to stderr."""
+    Runs of different datasets are refused; notes (and the --require-margin line) go to stderr. A `ucfpipe tune`
+    directory (it holds tune.json) is a search: its default vs best table, on validation and test."""
+    from ucfpipe.search import study_report
     from ucfpipe.stage_two import report as stage
 
     if bool(run_dirs) == bool(protocol):
         raise UcfpipeError("give either RUN_DIR... or --protocol ROOT: `ucfpipe report RUN_DIR...`")
     if protocol and require_margin is not None:
         raise UcfpipeError("--require-margin checks RUN_DIRs; with --protocol, drop it")
+    study = study_report.study_of(run_dirs)
+    if study is not None and require_margin is not None:
+        raise UcfpipeError(f"--require-margin checks evaluated runs, and {study} is a search; drop it")
     if html is not None:
         output(html, "--html")  # a folder, a missing or read-only one: refused before any run is read
+    if study is not None:
+        from ucfpipe.search import report_page
+
+        study_report.run(study, log=stdout_echo(html), as_markdown=as_markdown)
+        if html is not None:
+            click.echo(report_page.write(study, html), err=True)
+        return
     stage.run(run_dirs, log=stdout_echo(html), as_markdown=as_markdown, require_margin=require_margin,
               warn=lambda line: click.echo(line, err=True), html=html, protocol=protocol)
 

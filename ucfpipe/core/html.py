@@ -62,11 +62,13 @@ def document(title: str, body: str, data: dict, script: str = "") -> str:
             + (f"<script>{script}</script>" if script else "") + "</body></html>\n")
 
 
-def line_chart(series: list[tuple[str, list[float], str]], xs: list[float], title: str, y_range=None,
-               width: int = 520, height: int = 220, marker: float | None = None, x_label: str = "epoch") -> str:
-    """An SVG line chart: series of (label, values, colour) over `xs`; None values are gaps."""
+def line_chart(series: list[tuple], xs: list[float], title: str, y_range=None,
+               width: int = 520, height: int = 220, marker: float | None = None, x_label: str = "epoch",
+               legend: bool = True) -> str:
+    """An SVG line chart: series of (label, values, colour) over `xs`, or (label, values, colour, attributes) whose
+    attributes (a dict) go on the line; None values are gaps. `legend`: the labels at the right (else on hover)."""
     left, right, top, bottom = 44, 10, 22, 30
-    values = [v for _, ys, _ in series for v in ys if v is not None]
+    values = [v for _, ys, *_ in series for v in ys if v is not None]
     if not xs or not values:
         return ""
     low, high = y_range or (min(values), max(values))
@@ -92,10 +94,13 @@ def line_chart(series: list[tuple[str, list[float], str]], xs: list[float], titl
     if marker is not None:
         parts.append(f'<line x1="{px(marker):.1f}" x2="{px(marker):.1f}" y1="{top}" y2="{height - bottom}" stroke="#999" '
                      f'stroke-dasharray="3,3"><title>best epoch {marker:g}</title></line>')
-    for number, (label, ys, colour) in enumerate(series):
+    for number, (label, ys, colour, *more) in enumerate(series):
         points = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in zip(xs, ys) if y is not None)
-        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.6" points="{points}"><title>{escape(label)}</title></polyline>'
-                     f'<text x="{width - right - 4}" y="{top + 12 * (number + 1)}" font-size="10" text-anchor="end" fill="{colour}">'
-                     f'{escape(label)}</text>')
+        attributes = {"stroke-width": "1.6", **(more[0] if more else {})}
+        extra = "".join(f' {name}="{escape(value)}"' for name, value in attributes.items())
+        parts.append(f'<polyline fill="none" stroke="{colour}"{extra} points="{points}"><title>{escape(label)}</title></polyline>')
+        if legend:
+            parts.append(f'<text x="{width - right - 4}" y="{top + 12 * (number + 1)}" font-size="10" text-anchor="end" '
+                         f'fill="{colour}">{escape(label)}</text>')
     parts.append("</svg>")
     return "".join(parts)

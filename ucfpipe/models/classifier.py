@@ -3,7 +3,10 @@
 Backend-agnostic Keras 3 (only `keras`, `keras.ops` and NumPy): the same model trains on TensorFlow and JAX.
 
 No masking layer: every clip in the cache has exactly T steps (stage one repeats frames of short clips), so
-there is no padding to hide from the recurrent layers.
+there is no padding to hide from the recurrent layers (or from attention).
+
+Cells: "lstm" and "gru" (recurrent, here) and "transformer" (a temporal Transformer encoder:
+models/temporal_transformer.py).
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import math
 
 import keras
 import numpy as np
+
+from ucfpipe.models import temporal_transformer
 
 # Standardising by a near-zero deviation turns a feature that never varied in training (a dead ReLU channel)
 # into an enormous input the first time it does: variances are floored at this fraction of the mean variance.
@@ -53,8 +58,10 @@ def build_classifier(
     layers: int = 1,
     bidirectional: bool = False,
     dropout: float = 0.5,
+    heads: int = 4,
 ) -> keras.Model:
-    """Features -> per-feature standardisation -> `layers` recurrent layers -> softmax over `num_classes`.
+    """Features -> per-feature standardisation -> `layers` recurrent layers (or Transformer blocks of width
+    `units` and `heads` attention heads) -> softmax over `num_classes`.
 
     `mean`/`variance` come from the training clips only (`feature_statistics`); they live inside the model
     (saved with it), so whoever loads `model.keras` feeds raw cached features, exactly as training did.
@@ -65,6 +72,12 @@ def build_classifier(
     if len(feature_shape) > 1:  # a spatial map (pooling "none"): each step becomes one vector
         x = keras.layers.Reshape((num_steps, math.prod(feature_shape)), name="flatten_steps")(x)
     x = keras.layers.Normalization(axis=-1, mean=mean, variance=variance, name="standardise")(x)
+    if cell == "transformer":
+        if bidirectional:
+            raise ValueError("the transformer reads every step both ways already: it takes no bidirectional")
+        x = temporal_transformer.encode(x, num_steps, units=units, layers=layers, heads=heads)
+        x = keras.layers.Dropout(dropout, name="dropout")(x)
+        return _head(features, x, num_classes, cell)
     recurrent = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[cell]
     for number in range(1, layers + 1):
         # Only the last layer summarises the sequence; the ones below hand their whole sequence up. No
@@ -74,6 +87,10 @@ def build_classifier(
             layer = keras.layers.Bidirectional(layer, name=f"bi{cell}_{number}")
         x = layer(x)
         x = keras.layers.Dropout(dropout, name=f"dropout_{number}")(x)
+    return _head(features, x, num_classes, cell)
+
+
+def _head(features, x, num_classes: int, cell: str) -> keras.Model:
     probabilities = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="class_probabilities")(x)
     return keras.Model(features, probabilities, name=f"{cell}_classifier")
 

@@ -115,8 +115,7 @@ def run(search: Search, argv: list[str], log=print) -> dict:
         result = json.loads((out / RESULT).read_text())
         if _still_holds(result, study, search):
             log(f"{name}: finished earlier ({result['finished']} trials); its result:")
-            for line in table(result):
-                log(line)
+            _show(out, result, log)
             return result
     helpers = _start_helpers(search, out, url, name, base) if out is not None and search.jobs > 1 else []
     try:
@@ -242,24 +241,13 @@ def _finish(study, search: Search, base: TrainConfig, out: Path, now: dict, log)
     result.update(finished=now["finished"], complete=now["complete"], pruned=now["pruned"], failed=now["failed"],
                   seconds_per_trial=round(sum(seconds) / len(seconds), 1) if seconds else None)
     files.write_json(out / RESULT, result)
-    for line in table(result):
-        log(line)
+    _show(out, result, log)
     log(f"  {out / BEST_TOML}: the best settings (ucfpipe train --config {out / BEST_TOML} --out RUN_DIR)")
     return result
 
 
-def table(result: dict) -> list[str]:
-    """Default vs best, on validation and on the test list (read once, after the search)."""
-    rows = [("", "validation", "test top-1", "top-5", "mean class")]
-    for label, part in (("default", result.get("default")), ("best", result["best"]), ("ensemble", result.get("ensemble"))):
-        if part:
-            test = part.get("test") or {}
-            rows.append((f"{label} (trial {part['trial']})" if "trial" in part else f"{label} of trials {part['trials']}",
-                         f"{part['validation']:.4f}" if part.get("validation") is not None else "-",
-                         *(f"{test[k]:.4f}" if k in test else "-" for k in ("top1", "top5", "mean_class"))))
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
-    per = f"{result['seconds_per_trial']} s per trial" if result.get("seconds_per_trial") is not None else ""
-    lines.append(f"trials: {result['finished']} finished ({result['complete']} complete, {result['pruned']} pruned), "
-                 f"{result['failed']} failed; {per}")
-    return lines
+def _show(out: Path, result: dict, log) -> None:
+    """The default-vs-best table, as `ucfpipe report DIR` prints it."""
+    from ucfpipe.search import study_report
+
+    log(study_report.text(out, study_report.read_tune(out), result).rstrip("\n"))

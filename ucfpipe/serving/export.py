@@ -263,7 +263,7 @@ def load_exported(path: Path, format: str):
         import keras
 
         model = keras.saving.load_model(path, safe_mode=True)
-        return lambda clips: np.asarray(model.predict_on_batch(clips))
+        return lambda clips: np.asarray(model(clips, training=False))  # called once: eager, no graph traced
     if format == "saved_model":
         import tensorflow as tf  # TF-only corner: a SavedModel is TensorFlow's format (check_format refused others)
 
@@ -279,7 +279,9 @@ def verify(model, path: Path, format: str, tolerance: float = 1e-3) -> None:
     """Load what was written with its own runtime and compare it with the model on two random clips, so an
     export that a converter got wrong (an op it cannot express) is refused here, not found by a user later."""
     clips = np.random.default_rng(0).integers(0, 256, (2, *model.input.shape[1:]), dtype=np.uint8)
-    expected = np.asarray(model.predict_on_batch(clips))
+    # Called once, so eagerly: predict_on_batch would trace a graph of the whole model first (about a second for
+    # ResNet50, several for Inception v3) to run it on two clips.
+    expected = np.asarray(model(clips, training=False))
     try:
         found = load_exported(path, format)(clips)
     except Exception as err:  # runtimes fail with many exception types; say which one, in one line

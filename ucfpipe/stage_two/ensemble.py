@@ -41,7 +41,9 @@ def members_plan(config: TrainConfig, seeds: list[int], cells: list[str]) -> lis
     if len(seeds) * len(cells) < 2:
         raise UcfpipeError("an ensemble needs at least two members: pass --seeds 1,2,3 and/or --cells lstm,gru")
     out = Path(config.out)
-    return [(member_name(cell, seed), dataclasses.replace(config, cell=cell, seed=seed, out=str(out / member_name(cell, seed))))
+    # Validated again: a member's cell has its own rules (the transformer's heads, no bidirectional).
+    return [(member_name(cell, seed),
+             dataclasses.replace(config, cell=cell, seed=seed, out=str(out / member_name(cell, seed))).validate())
             for cell in cells for seed in seeds]
 
 

@@ -50,20 +50,33 @@ def collect(run_dirs) -> list[dict]:
     return rows
 
 
+CELL_NAMES = {"lstm": "LSTM", "gru": "GRU", "transformer": "Transformer"}
+
+
+def model_name(rows: list[dict]) -> str:
+    """What the runs trained, for labels: "LSTM", "GRU" or "Transformer" (an ensemble of cells, or runs of
+    several: "model"). Runs recorded before the setting existed were LSTMs."""
+    cells = set()
+    for row in rows:
+        cell = row["setup"]["settings"].get("cell", "lstm")
+        cells.update(cell if isinstance(cell, list) else [cell])
+    return CELL_NAMES.get(cells.pop(), "model") if len(cells) == 1 else "model"
+
+
 def check_margin(rows: list[dict], margin: float) -> str:
-    """Every run's LSTM top-1 must exceed its order-blind top-1 by at least `margin`; the line that says so."""
+    """Every run's top-1 must exceed its order-blind top-1 by at least `margin`; the line that says so."""
     lacking = [row["run"] for row in rows if "order_blind_top1" not in row]
     if lacking:
         raise UcfpipeError(f"--require-margin needs the order-blind reference, which {', '.join(lacking)} lacks; "
                            "run `ucfpipe eval --run RUN_DIR --baseline` first")
     worst = min(rows, key=lambda row: row["top1"] - row["order_blind_top1"])
-    gap = worst["top1"] - worst["order_blind_top1"]
+    gap, model = worst["top1"] - worst["order_blind_top1"], model_name(rows)
     if not gap >= margin:
         raise MarginNotMet(
-            f"the LSTM beats the order-blind reference by only {gap:.3f} in {worst['run']} (top-1 {worst['top1']:.3f} "
-            f"vs {worst['order_blind_top1']:.3f}), less than --require-margin {margin:g}: the LSTM did not learn "
+            f"the {model} beats the order-blind reference by only {gap:.3f} in {worst['run']} (top-1 {worst['top1']:.3f} "
+            f"vs {worst['order_blind_top1']:.3f}), less than --require-margin {margin:g}: the {model} did not learn "
             "what frame order tells")
-    return (f"margin: in every run the LSTM's top-1 beats the order-blind reference by at least {margin:g} "
+    return (f"margin: in every run the {model}'s top-1 beats the order-blind reference by at least {margin:g} "
             f"(the least: {gap:.3f}, {worst['run']})")
 
 
@@ -86,15 +99,16 @@ def summarise(rows: list[dict], columns=COLUMNS) -> dict:
     return summary
 
 
-MARKDOWN_ROWS = {"top1": "LSTM top-1", "top5": "LSTM top-5", "mean_class_accuracy": "LSTM mean class accuracy",
-                 "order_blind_top1": "order-blind top-1 (logistic regression on time-averaged features)"}
+ORDER_BLIND_ROW = "order-blind top-1 (logistic regression on time-averaged features)"
 
 
 def markdown(rows: list[dict], summary: dict | None, columns) -> str:
     """The table as the README shows it: one row per figure, one column per run (named by its split), then
     mean ± std (none without a `summary`: not one setup). Pasted verbatim, so the README's figures are exactly
     what this command printed."""
-    named = {**MARKDOWN_ROWS, "top5": "LSTM " + titles(rows, columns)["top5"]}
+    model = model_name(rows)
+    named = {"top1": f"{model} top-1", "top5": f"{model} {titles(rows, columns)['top5']}",
+             "mean_class_accuracy": f"{model} mean class accuracy", "order_blind_top1": ORDER_BLIND_ROW}
     header = "| | " + " | ".join(f"split {row['split']}" for row in rows) + (" | mean ± std |" if summary else " |")
     lines = [header, "| --- |" + " --- |" * (len(rows) + bool(summary))]
     for key, _ in columns:

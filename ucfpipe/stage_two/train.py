@@ -1,4 +1,5 @@
-"""Stage two, training: cached features of one official split's training list -> an LSTM classifier.
+"""Stage two, training: cached features of one official split's training list -> a sequence classifier
+(LSTM, GRU or Transformer).
 
 Validation comes from the training list only and holds out whole groups (clips of one group share actors
 and scene, so a random clip split would leak); the test list is recorded but never read here. The best
@@ -177,7 +178,7 @@ def _new_model(config: TrainConfig, store: FeatureStore, num_classes: int, train
     model = build_classifier(
         store.num_steps, store.feature_shape, num_classes, mean, variance,
         cell=config.cell, units=config.units, layers=config.layers,
-        bidirectional=config.bidirectional, dropout=config.dropout,
+        bidirectional=config.bidirectional, dropout=config.dropout, heads=config.heads,
     )
     return compile_classifier(model, config.learning_rate, config.weight_decay, config.clipnorm, config.label_smoothing)
 
