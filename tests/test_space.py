@@ -79,3 +79,20 @@ def test_a_space_file_that_is_missing_or_not_toml_is_one_line(tmp_path):
     (tmp_path / "bad.toml").write_text("[units\n")
     with pytest.raises(UcfpipeError, match="not valid TOML"):
         spaces.load(tmp_path / "bad.toml")
+
+
+def test_a_conditional_space_offers_the_transformer_without_bidirectional():
+    import optuna
+
+    from ucfpipe.config import CHOICES
+
+    if "transformer" not in CHOICES["cell"]:
+        pytest.skip("this checkout has no transformer cell")
+    space = spaces.check({"cell": {"choices": ["lstm", "transformer"]},
+                          "bidirectional": {"choices": [False, True], "when": {"cell": ["lstm", "gru"]}},
+                          "heads": {"choices": [2, 4], "when": {"cell": ["transformer"]}}})
+    study = optuna.create_study()
+    study.enqueue_trial({"cell": "transformer", "heads": 2})
+    params = spaces.suggest(study.ask(), space)
+    assert params == {"cell": "transformer", "heads": 2}
+    TrainConfig(features="f", splits="s", out="o", units=64, **params).validate()

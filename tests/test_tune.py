@@ -263,3 +263,15 @@ def test_sigterm_mid_trial_fails_that_trial_at_once_exits_143_and_leaves_no_half
     states = {t.number: t.state.name for t in study_trials(f"sqlite:///{out / 'study.db'}")}
     assert states[stopped] == "FAIL"  # at once: no heartbeat grace needed
     assert not any(p.name.startswith(".") for p in (out / "trials").iterdir())
+
+
+@pytest.mark.slow
+def test_jobs_2_runs_a_worker_beside_the_command_into_the_same_trials_folder(setup):
+    out = setup["tmp"] / "search"
+    lead = spawn(tune_args(setup, "--out", out, "--jobs", "2", trials=4))
+    output, _ = lead.communicate(timeout=600)
+    assert lead.returncode == 0, output
+    finished = [t for t in study_trials(f"sqlite:///{out / 'study.db'}") if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(finished) == 4
+    assert all((out / "trials" / str(t.number) / "run.json").is_file() for t in finished)
+    assert len({t.user_attrs["worker"] for t in finished}) >= 1

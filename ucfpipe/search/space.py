@@ -110,7 +110,7 @@ def _check_when(where: str, when, data: dict, known: dict) -> None:
             raise UcfpipeError(f"{where}: when names {other!r}, which the space does not list as choices")
         if list(data).index(other) > list(data).index(where.rsplit(": ", 1)[-1]):
             raise UcfpipeError(f"{where}: when names {other!r}, which must come before it in the file")
-        if not isinstance(values, list) or not set(map(repr, values)) <= set(map(repr, data[other]["choices"])):
+        if not isinstance(values, list) or not set(map(repr, values)) & set(map(repr, data[other]["choices"])):
             raise UcfpipeError(f"{where}: when {other} = {values!r} must list some of its choices")
 
 
