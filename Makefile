@@ -19,7 +19,7 @@ SPLIT_NUMBERS ?= 1 2 3
 # The offline demo: a synthetic dataset, random VGG16 weights, small frames.
 DEMO ?= demo
 
-.PHONY: setup demo demo-backbones compare test test-fast browser check extract train eval report bench bench-model bench-train bench-long clean-demo docs reproduce reproduce-demo protocol inspect-demo
+.PHONY: setup demo demo-backbones compare test test-fast browser check extract train eval report bench bench-model bench-train bench-long clean-demo docs reproduce reproduce-demo protocol inspect-demo tune tune-demo
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -161,6 +161,27 @@ compare: setup
 	rm -rf $(DEMO)/compare
 	$(UCFPIPE) compare --config stages/train.toml --features $(DEMO)/features-views --splits $(DEMO)/data/ucfTrainTestlist \
 	  --out $(DEMO)/compare --units 64 --val-groups 1 --batch-size 16 --epochs 40 --patience 15
+
+# The search for the best stage-two settings (docs/tune.md): Optuna over stages/tune.toml on split 1's validation
+# groups, trial 0 = stages/train.toml; then the best retrained into $(TUNE)/best and scored once on the test list.
+# Many processes: TUNE_JOBS; many machines: `ucfpipe tune --worker --storage URL` beside it (docs/tune.md).
+TUNE ?= $(RUNS)/tune
+TUNE_TRIALS ?= 50
+TUNE_JOBS ?= 1
+tune: setup
+	$(UCFPIPE) tune --config stages/train.toml --space stages/tune.toml --features $(FEATURES) --splits $(SPLITS) --split 1 \
+	  --trials $(TUNE_TRIALS) --jobs $(TUNE_JOBS) --out $(TUNE)
+
+# The same on the demo's features (made here as `make demo` makes them when missing): a few minutes on 2 cores,
+# tiny trials over stages/tune-demo.toml; prints the default-vs-best table. CI runs it. A rerun prints it again.
+TUNE_DEMO_TRIALS ?= 12
+tune-demo: setup
+	test -d $(DEMO)/data/UCF-101 || $(UCFPIPE) synth $(DEMO)/data --groups 9 --clips-per-group 4
+	$(UCFPIPE) extract --config stages/extract.toml --videos $(DEMO)/data/UCF-101 --splits $(DEMO)/data/ucfTrainTestlist \
+	  --out $(DEMO)/features --frames 16 --size 64 --weights none --no-progress
+	$(UCFPIPE) tune --config stages/train.toml --space stages/tune-demo.toml --features $(DEMO)/features \
+	  --splits $(DEMO)/data/ucfTrainTestlist --split 1 --val-groups 1 --epochs 20 --patience 8 \
+	  --trials $(TUNE_DEMO_TRIALS) --out $(DEMO)/tune
 
 clean-demo:
 	rm -rf $(DEMO)

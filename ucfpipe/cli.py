@@ -23,7 +23,7 @@ import click  # noqa: E402
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from ucfpipe import __version__  # noqa: E402
-from ucfpipe.commands import bench, data, serving, stages  # noqa: E402
+from ucfpipe.commands import bench, data, serving, stages, tune  # noqa: E402
 from ucfpipe.commands.options import interrupted  # noqa: E402
 from ucfpipe.core.errors import EXIT_INTERRUPTED  # noqa: E402
 
@@ -71,7 +71,7 @@ def main():
 
 
 for command in (data.synth, data.splits, data.check, serving.inspect, stages.extract, data.merge, stages.finetune, stages.train,
-                stages.eval_command, stages.report, stages.compare, serving.predict, serving.live, serving.export,
+                tune.tune, stages.eval_command, stages.report, stages.compare, serving.predict, serving.live, serving.export,
                 bench.bench):
     main.add_command(command)
 for name, command in bench.bench.commands.items():  # their names before `bench` became a group

@@ -172,6 +172,16 @@ def described(cls, name: str) -> dataclasses.Field:
     raise KeyError(f"{cls.__name__} has no setting {name!r}")
 
 
+def read_toml(path: Path, what: str = "config file") -> dict:
+    """The TOML file at `path`; missing or malformed is one line naming it as `what` ("--space", ...)."""
+    if not path.is_file():
+        raise UcfpipeError(f"{what} {path} not found")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise UcfpipeError(f"{what} {path} is not valid TOML: {err}") from None
+
+
 def load_config(cls, path: str | Path | None = None, overrides: dict | None = None):
     """Defaults, then the TOML file at `path`, then `overrides` (None values mean 'not given')."""
     known = {f.name for f in fields(cls)}
@@ -179,12 +189,7 @@ def load_config(cls, path: str | Path | None = None, overrides: dict | None = No
     file_keys: dict[str, str] = {}  # setting -> "PATH: KEY", for messages about a value the file gave
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise UcfpipeError(f"config file {path} not found")
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-            raise UcfpipeError(f"config file {path} is not valid TOML: {err}") from None
+        data = read_toml(path)
         for key, value in data.items():
             name = key.replace("-", "_")
             if name not in known:

@@ -12,6 +12,7 @@ directory, its record and `resume_config`), `keeper` (the callback that keeps be
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from pathlib import Path
@@ -38,9 +39,13 @@ class TrainingInterrupted(Interrupted):
     """Stopped after a finished epoch: `--resume` continues from it."""
 
 
-def run(config: TrainConfig, resume: bool = False, log=print, verbose: int = 2) -> dict:
+def run(config: TrainConfig, resume: bool = False, log=print, verbose: int = 2, callbacks=(),
+        holdout_seed: int | None = None) -> dict:
     """Train (or, with `resume`, continue) the run at `config.out`. Returns a summary of the outcome.
-    The run directory is locked throughout: a second train, `--resume` or eval on it is refused."""
+    The run directory is locked throughout: a second train, `--resume` or eval on it is refused.
+    `callbacks`: Keras callbacks called after the run's own each epoch (`ucfpipe tune` reports to its pruner);
+    `holdout_seed`: draw the validation groups from this seed instead of `config.seed` (a search's trials
+    vary their seed but must all validate on the same groups)."""
     config.validate()
     out = Path(config.out)
     if not resume:
@@ -50,7 +55,7 @@ def run(config: TrainConfig, resume: bool = False, log=print, verbose: int = 2) 
     store = FeatureStore(config.features)
     split = datasets.read_split(datasets.of_cache(store.config), config.splits, config.split)
     check_labels(split, store)
-    plan = plan_clips(split, store, config)
+    plan = plan_clips(split, store, config if holdout_seed is None else dataclasses.replace(config, seed=holdout_seed))
     created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -61,7 +66,7 @@ def run(config: TrainConfig, resume: bool = False, log=print, verbose: int = 2) 
             # Another train may have started here since the first check; a run that never trained is cleared.
             check_new_run_dir(out, clear=True)
         try:
-            return _run_locked(config, out, store, split, plan, resume, log, verbose)
+            return _run_locked(config, out, store, split, plan, resume, log, verbose, list(callbacks))
         except BaseException:
             if not resume and (not (out / runs.RUN).is_file() or never_trained(out)):
                 remove_unstarted(out, created)
@@ -69,12 +74,12 @@ def run(config: TrainConfig, resume: bool = False, log=print, verbose: int = 2) 
 
 
 def _run_locked(config: TrainConfig, out: Path, store: FeatureStore, split: datasets.Split, plan: ClipPlan,
-                resume: bool, log, verbose: int) -> dict:
+                resume: bool, log, verbose: int, callbacks: list | None = None) -> dict:
     inputs = _Inputs(config, store, plan)
     resume_hint = f"`ucfpipe train --resume --out {out}`"
     try:
         record, state = open_run(out, config, store, split, plan, inputs.in_memory, resume, inputs.where_to)
-        return _fit(config, out, store, split, plan, inputs, record, state, log, verbose)
+        return _fit(config, out, store, split, plan, inputs, record, state, log, verbose, callbacks or [])
     except KeyboardInterrupt:
         if not (out / runs.RUN).is_file() or (not resume and never_trained(out)):
             raise  # the run never finished an epoch: `run` removes what there is, the same command starts it again
@@ -115,7 +120,7 @@ class _Inputs:
 
 
 def _fit(config: TrainConfig, out: Path, store: FeatureStore, split: datasets.Split, plan: ClipPlan,
-         inputs: _Inputs, record: dict, state: dict | None, log, verbose: int) -> dict:
+         inputs: _Inputs, record: dict, state: dict | None, log, verbose: int, callbacks: list) -> dict:
     seed_everything(config.seed)
     num_classes = len(split.classes)
     inputs.load(store, plan)
@@ -136,7 +141,7 @@ def _fit(config: TrainConfig, out: Path, store: FeatureStore, split: datasets.Sp
             progress = [keras.callbacks.ProgbarLogger()] if verbose else []
             with inputs.where_to.scope():
                 model.fit(train_batches, validation_data=val_batches, epochs=config.epochs, initial_epoch=initial_epoch,
-                          callbacks=progress + [keeper], verbose=verbose, shuffle=False)
+                          callbacks=progress + [keeper] + callbacks, verbose=verbose, shuffle=False)
             interrupts.check()
     finally:
         if board is not None:

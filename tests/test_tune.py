@@ -1,0 +1,277 @@
+"""`ucfpipe tune` end to end on the tiny synthetic cache: K trials, best.toml, best/, result.json; a rerun prints
+without training; kill -9 mid-trial then the same command; two processes on one SQLite study; the test list
+unreadable during the search; another cache's study refused; bad input in one line, nothing written."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import assert_one_line_error, invoke
+
+pytest.importorskip("optuna", reason="the tune extra (optuna) is not installed")
+
+TINY_SPACE = """
+[cell]
+choices = ["lstm", "gru"]
+[units]
+choices = [8, 16]
+[dropout]
+float = [0.0, 0.5]
+[learning_rate]
+float = [1e-3, 1e-2]
+log = true
+"""
+TRAIN = """units = 8
+epochs = 2
+batch_size = 8
+val_groups = 1
+learning_rate = 3e-3
+dropout = 0.2
+label_smoothing = 0.0
+"""
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def setup(synth_cache, synth_dataset, tmp_path) -> dict:
+    (tmp_path / "space.toml").write_text(TINY_SPACE)
+    (tmp_path / "train.toml").write_text(TRAIN)
+    return {"cache": synth_cache, "splits": synth_dataset["splits"], "space": tmp_path / "space.toml",
+            "config": tmp_path / "train.toml", "tmp": tmp_path}
+
+
+def tune_args(setup, *more, trials: int = 3) -> list[str]:
+    return ["tune", "--features", str(setup["cache"]), "--splits", str(setup["splits"]), "--split", "1",
+            "--config", str(setup["config"]), "--space", str(setup["space"]), "--trials", str(trials), *map(str, more)]
+
+
+def study_trials(url: str):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    name = optuna.study.get_all_study_names(url)[0]
+    return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+
+
+def states_of(trials) -> list[str]:
+    return [t.state.name for t in trials if not t.user_attrs.get("surplus")]
+
+
+def test_a_search_finishes_k_trials_retrains_the_best_and_a_rerun_only_prints(setup):
+    out = setup["tmp"] / "search"
+    result = invoke(*tune_args(setup, "--out", out), exit_code=0)
+    assert "trial 0 complete" in result.output and "default (train's settings)" in result.output, result.output
+    tune = json.loads((out / "tune.json").read_text())
+    assert tune["trials"] == 3 and tune["storage"] == f"sqlite:///{out / 'study.db'}" and "cell" in tune["space"]
+    trials = study_trials(tune["storage"])
+    assert sum(s in ("COMPLETE", "PRUNED") for s in states_of(trials)) == 3
+    first = trials[0]
+    assert first.user_attrs["default"] is True and first.params == {"cell": "lstm", "units": 8, "dropout": 0.2,
+                                                                     "learning_rate": 3e-3}
+    assert {t.user_attrs["seed"] for t in trials} == {0, 1, 2} and all(":" in t.user_attrs["worker"] for t in trials)
+    assert all((out / "trials" / str(t.number) / "run.json").is_file() for t in trials)
+    result_json = json.loads((out / "result.json").read_text())
+    assert result_json["finished"] == 3 and result_json["default"]["trial"] == 0
+    assert set(result_json["best"]["test"]) == {"top1", "top5", "mean_class"}
+    assert result_json["best"]["validation"] >= result_json["default"]["validation"]
+    assert (out / "best" / "metrics.json").is_file() and (out / "trials" / "0" / "metrics.json").is_file()
+    header = (out / "trials.csv").read_text().splitlines()[0].split(",")
+    assert header[:3] == ["number", "state", "value"] and {"cell", "units", "worker", "seed", "seconds"} <= set(header)
+    # best.toml is what `train --config` takes
+    from ucfpipe.config import TrainConfig, load_config
+
+    best = load_config(TrainConfig, out / "best.toml", {"out": str(setup["tmp"] / "again")})
+    assert best.units == result_json["best"]["params"]["units"] and best.seed == 0
+    # a rerun of the finished search prints its result, trains nothing
+    before = sorted(p.name for p in (out / "trials").iterdir())
+    again = invoke(*tune_args(setup, "--out", out), exit_code=0)
+    assert "finished earlier" in again.output and "trial 0 complete" not in again.output, again.output
+    assert sorted(p.name for p in (out / "trials").iterdir()) == before
+    assert len(study_trials(tune["storage"])) == len(trials)
+
+
+# -- bad input: one line, exit 2, nothing written ------------------------------------------------------------------
+@pytest.mark.parametrize("more, fragments", [
+    (["--trials", "0"], ["--trials", "positive"]),
+    (["--timeout", "-5"], ["--timeout", "positive"]),
+    (["--jobs", "0"], ["--jobs", "positive"]),
+    (["--storage", "notadb://x"], ["--storage notadb://x"]),
+    (["--storage", "sqlite:/relative.db"], ["--storage sqlite:/relative.db"]),
+    (["--storage", "sqlite:////no/such/folder/s.db"], ["/no/such/folder", "does not exist"]),
+    (["--storage", "postgresql+psycopg2://u@127.0.0.1:1/db"], ["--storage", "cannot open the database"]),
+    (["--worker", "--storage", "sqlite:////tmp/x.db"], ["--worker", "drop --out"]),
+    (["--ensemble-top", "1"], ["--ensemble-top", "at least 2"]),
+])
+def test_bad_input_is_one_line_exit_2_and_nothing_written(setup, more, fragments):
+    out = setup["tmp"] / "search"
+    result = invoke(*tune_args(setup, "--out", out), *more)
+    assert_one_line_error(result, *fragments)
+    assert not out.exists() and not Path("/tmp/x.db").exists()
+
+
+def test_no_out_without_worker_and_a_cache_without_the_split_clips_are_refused(setup, synth_cache):
+    assert_one_line_error(invoke(*tune_args(setup)), "--out DIR", "--worker")
+    from helpers import copy_cache
+    from ucfpipe import datasets
+    from ucfpipe.cache.store import FeatureStore
+
+    store = FeatureStore(synth_cache)
+    split = datasets.read_split(datasets.of_cache(store.config), setup["splits"], 1)
+    partial = copy_cache(synth_cache, setup["tmp"] / "partial", drop={split.test[0].video_id})
+    out = setup["tmp"] / "search"
+    result = invoke(*tune_args({**setup, "cache": partial}, "--out", out))
+    assert_one_line_error(result, "not in the feature cache")
+    assert not out.exists()
+
+
+def test_a_study_of_another_cache_or_split_is_refused(setup, synth_cache):
+    import optuna
+
+    from ucfpipe.cache.store import FeatureStore
+
+    url = f"sqlite:///{setup['tmp'] / 'shared.db'}"
+    real = FeatureStore(synth_cache).fingerprint
+    for name, tags, differs in (("other-cache", {"fingerprint": "0123456789abcdef", "split": 1}, "fingerprint"),
+                                ("other-split", {"fingerprint": real, "split": 2}, "split 2")):
+        study = optuna.create_study(storage=url, study_name=name, direction="maximize")
+        for key, value in {**tags, "seed": 0, "monitor": "val_accuracy", "space_hash": "x"}.items():
+            study.set_user_attr(key, value)
+        result = invoke(*tune_args(setup, "--worker", "--storage", url, "--study", name))
+        assert_one_line_error(result, f"study {name!r} was made for another search", differs)
+        assert len(study.get_trials()) == 0
+
+
+# -- honest: the test list is not read during the search -------------------------------------------------------------
+def test_the_test_clips_are_unreadable_during_the_search_and_read_once_after(setup, monkeypatch):
+    from ucfpipe import datasets
+    from ucfpipe.cache.store import FeatureStore
+    from ucfpipe.search import best
+
+    store = FeatureStore(setup["cache"])
+    test_ids = {c.video_id for c in datasets.read_split(datasets.of_cache(store.config), setup["splits"], 1).test}
+    searching = {"on": True, "refused": 0}
+    read = FeatureStore._read
+
+    def guarded(self, dataset, video_ids, view):
+        if searching["on"] and test_ids & set(video_ids):
+            searching["refused"] += 1
+            raise OSError("the test clips' features are unreadable during the search")
+        return read(self, dataset, video_ids, view)
+
+    scores = best.test_scores
+
+    def after_search(run_dir):
+        searching["on"] = False
+        return scores(run_dir)
+
+    monkeypatch.setattr(FeatureStore, "_read", guarded)
+    monkeypatch.setattr(best, "test_scores", after_search)
+    out = setup["tmp"] / "search"
+    invoke(*tune_args(setup, "--out", out, trials=2), exit_code=0)
+    assert json.loads((out / "result.json").read_text())["best"]["test"]["top1"] >= 0
+    assert searching == {"on": False, "refused": 0}
+
+
+# -- processes: kill -9 and resumption; two on one study ------------------------------------------------------------
+def spawn(args) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "UCFPIPE_TUNE_HEARTBEAT": "1,3"}
+    return subprocess.Popen([sys.executable, "-m", "ucfpipe.cli", *map(str, args)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found is not None:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def running_trial_with_an_epoch(db: Path):
+    """The number of a RUNNING trial past trial 0 that has reported an epoch, or None."""
+    if not db.exists():
+        return None
+    try:
+        with sqlite3.connect(db, timeout=5) as con:
+            rows = con.execute("select t.number from trials t join trial_intermediate_values v on v.trial_id = t.trial_id "
+                               "where t.state = 'RUNNING' and t.number >= 1").fetchall()
+    except sqlite3.OperationalError:
+        return None
+    return rows[0][0] if rows else None
+
+
+@pytest.mark.slow
+def test_kill_9_mid_trial_then_the_same_command_finishes_exactly_k(setup):
+    out = setup["tmp"] / "search"
+    setup["config"].write_text(TRAIN.replace("epochs = 2", "epochs = 8"))
+    args = tune_args(setup, "--out", out, trials=3)
+    first = spawn(args)
+    try:
+        killed = wait_for(lambda: running_trial_with_an_epoch(out / "study.db"), 300, "a running trial with an epoch")
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    assert any(p.name.startswith(".") for p in (out / "trials").iterdir())  # the killed trial's half-made run
+    second = spawn(args)
+    output, _ = second.communicate(timeout=600)
+    assert second.returncode == 0, output
+    trials = study_trials(f"sqlite:///{out / 'study.db'}")
+    states = {t.number: t.state.name for t in trials}
+    assert states[killed] == "FAIL" and sum(s in ("COMPLETE", "PRUNED") for s in states.values()) == 3, states
+    assert max(states) == 3  # one new trial took the killed one's place; the killed one was not run again
+    assert not any(p.name.startswith(".") for p in (out / "trials").iterdir())
+    assert not (out / "trials" / str(killed)).exists()
+
+
+@pytest.mark.slow
+def test_two_processes_on_one_sqlite_study_finish_k_trials_together(setup):
+    out = setup["tmp"] / "search"
+    url = f"sqlite:///{setup['tmp'] / 'shared.db'}"
+    lead = spawn(tune_args(setup, "--out", out, "--storage", url, trials=4))
+    helper = spawn(tune_args(setup, "--worker", "--storage", url, "--trials-dir", setup["tmp"] / "worker-runs", trials=4))
+    outputs = [process.communicate(timeout=600)[0] for process in (lead, helper)]
+    assert lead.returncode == 0 and helper.returncode == 0, outputs
+    trials = [t for t in study_trials(url) if not t.user_attrs.get("surplus")]
+    finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(finished) == 4 and len({t.number for t in finished}) == 4
+    host = os.uname().nodename
+    assert {t.user_attrs["worker"] for t in finished} <= {f"{host}:{lead.pid}", f"{host}:{helper.pid}"}
+    assert json.loads((out / "result.json").read_text())["finished"] == 4
+
+
+@pytest.mark.slow
+def test_sigterm_mid_trial_fails_that_trial_at_once_exits_143_and_leaves_no_half_made_run(setup):
+    out = setup["tmp"] / "search"
+    setup["config"].write_text(TRAIN.replace("epochs = 2", "epochs = 8"))
+    first = spawn(tune_args(setup, "--out", out, trials=3))
+    stopped = wait_for(lambda: running_trial_with_an_epoch(out / "study.db"), 300, "a running trial with an epoch")
+    first.send_signal(signal.SIGTERM)
+    output, _ = first.communicate(timeout=120)
+    assert first.returncode == 143, output
+    assert "interrupted" in output and "Traceback" not in output, output
+    states = {t.number: t.state.name for t in study_trials(f"sqlite:///{out / 'study.db'}")}
+    assert states[stopped] == "FAIL"  # at once: no heartbeat grace needed
+    assert not any(p.name.startswith(".") for p in (out / "trials").iterdir())
+
+
+@pytest.mark.slow
+def test_jobs_2_runs_a_worker_beside_the_command_into_the_same_trials_folder(setup):
+    out = setup["tmp"] / "search"
+    lead = spawn(tune_args(setup, "--out", out, "--jobs", "2", trials=4))
+    output, _ = lead.communicate(timeout=600)
+    assert lead.returncode == 0, output
+    finished = [t for t in study_trials(f"sqlite:///{out / 'study.db'}") if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(finished) == 4
+    assert all((out / "trials" / str(t.number) / "run.json").is_file() for t in finished)
+    assert len({t.user_attrs["worker"] for t in finished}) >= 1

@@ -1,0 +1,90 @@
+"""One trial = one real `train` run: train's settings + the trial's values + seed = study seed + trial number,
+validating on the same held-out groups as every other trial (drawn from the study seed). The run is staged in
+a hidden directory and renamed to TRIALS/<number> when it ends (finished or pruned), so no half-made run is left.
+The validation metric of every epoch goes to the pruner; when it says stop, training stops after that epoch
+and the trial is pruned."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from ucfpipe.config import TrainConfig
+from ucfpipe.core import files
+from ucfpipe.core.errors import Interrupted, UcfpipeError
+from ucfpipe.search import space as spaces
+from ucfpipe.search.study import WORKER
+
+
+class InvalidTrial(Exception):
+    """The trial's values make no valid train configuration (e.g. a cell refusing a setting): failed, not run."""
+
+
+def trial_config(base: TrainConfig, params: dict, seed: int, out: Path) -> TrainConfig:
+    config = dataclasses.replace(base, **params, seed=seed, out=str(out))
+    config._file_keys = {}
+    return config
+
+
+def make_objective(base: TrainConfig, space: dict, study_seed: int, trials_dir: Path | None):
+    """The function Optuna calls per trial. `trials_dir` None: the run goes to a temp dir, removed after."""
+    import keras
+    import optuna
+
+    class _Report(keras.callbacks.Callback):
+        def __init__(self, trial, exempt: bool):
+            super().__init__()
+            self.trial, self.exempt, self.pruned = trial, exempt, False
+
+        def on_epoch_end(self, epoch, logs=None):
+            value = (logs or {}).get(base.monitor)
+            if value is None:
+                return
+            self.trial.report(float(value), epoch)
+            if not self.exempt and self.trial.should_prune():  # trial 0 (train's defaults) always runs to the end
+                self.pruned = True
+                self.model.stop_training = True
+
+    def objective(trial) -> float:
+        from ucfpipe.stage_two import train
+
+        params = spaces.suggest(trial, space)
+        seed = study_seed + trial.number
+        trial.set_user_attr("seed", seed)
+        try:
+            trial_config(base, params, seed, Path("unused")).validate()
+        except UcfpipeError as err:
+            trial.set_user_attr("invalid", str(err))
+            raise InvalidTrial(str(err)) from None
+        report = _Report(trial, bool(trial.user_attrs.get("default")))
+        started = time.monotonic()
+        quiet = {"log": lambda *_: None, "verbose": 0}
+        try:
+            if trials_dir is None:
+                scratch = Path(tempfile.mkdtemp(prefix="ucfpipe-trial-"))
+                try:
+                    summary = train.run(trial_config(base, params, seed, scratch / "run"), callbacks=[report],
+                                        holdout_seed=study_seed, **quiet)
+                finally:
+                    shutil.rmtree(scratch, ignore_errors=True)
+            else:
+                final = trials_dir / str(trial.number)
+                with files.replacing_dir(final) as staging:
+                    summary = train.run(trial_config(base, params, seed, staging), callbacks=[report],
+                                        holdout_seed=study_seed, **quiet)
+                trial.set_user_attr("run", str(final.resolve()))
+        except Interrupted:
+            raise KeyboardInterrupt from None  # the trial turns FAIL; `tune` says "rerun the same command"
+        trial.set_user_attr("seconds", round(time.monotonic() - started, 1))
+        if report.pruned:
+            raise optuna.TrialPruned()
+        return float(summary["best"])
+
+    return objective
+
+
+def tag_worker(trial) -> None:
+    trial.set_user_attr("worker", WORKER)
