@@ -68,7 +68,7 @@ def states_of(trials) -> list[str]:
 
 def test_a_search_finishes_k_trials_retrains_the_best_and_a_rerun_only_prints(setup):
     out = setup["tmp"] / "search"
-    result = invoke(*tune_args(setup, "--out", out), exit_code=0)
+    result = invoke(*tune_args(setup, "--out", out, "--ensemble-top", 2), exit_code=0)
     assert "trial 0 complete" in result.output and "default (train's settings)" in result.output, result.output
     tune = json.loads((out / "tune.json").read_text())
     assert tune["trials"] == 3 and tune["storage"] == f"sqlite:///{out / 'study.db'}" and "cell" in tune["space"]
@@ -84,6 +84,12 @@ def test_a_search_finishes_k_trials_retrains_the_best_and_a_rerun_only_prints(se
     assert set(result_json["best"]["test"]) == {"top1", "top5", "mean_class"}
     assert result_json["best"]["validation"] >= result_json["default"]["validation"]
     assert (out / "best" / "metrics.json").is_file() and (out / "trials" / "0" / "metrics.json").is_file()
+    # --ensemble-top 2: the two best completed trials retrained as one ensemble, scored on the test list
+    ranked = sorted((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.value, reverse=True)
+    assert result_json["ensemble"]["trials"] == [t.number for t in ranked[:2]]
+    members = json.loads((out / "ensemble" / "ensemble.json").read_text())["members"]
+    assert len(members) == 2 and (out / "ensemble" / "metrics.json").is_file()
+    assert set(result_json["ensemble"]["test"]) == {"top1", "top5", "mean_class"} and "ensemble of the 2 best" in result.output
     header = (out / "trials.csv").read_text().splitlines()[0].split(",")
     assert header[:3] == ["number", "state", "value"] and {"cell", "units", "worker", "seed", "seconds"} <= set(header)
     # best.toml is what `train --config` takes
@@ -93,10 +99,39 @@ def test_a_search_finishes_k_trials_retrains_the_best_and_a_rerun_only_prints(se
     assert best.units == result_json["best"]["params"]["units"] and best.seed == 0
     # a rerun of the finished search prints its result, trains nothing
     before = sorted(p.name for p in (out / "trials").iterdir())
-    again = invoke(*tune_args(setup, "--out", out), exit_code=0)
+    again = invoke(*tune_args(setup, "--out", out, "--ensemble-top", 2), exit_code=0)
     assert "finished earlier" in again.output and "trial 0 complete" not in again.output, again.output
     assert sorted(p.name for p in (out / "trials").iterdir()) == before
     assert len(study_trials(tune["storage"])) == len(trials)
+
+
+def test_timeout_starts_no_trial_after_it_and_retrains_the_best_so_far(setup):
+    out = setup["tmp"] / "search"
+    started = time.monotonic()
+    invoke(*tune_args(setup, "--out", out, "--timeout", 2, trials=50), exit_code=0)
+    result = json.loads((out / "result.json").read_text())
+    assert 1 <= result["finished"] < 50 and (out / "best" / "metrics.json").is_file()
+    assert time.monotonic() - started < 120  # a handful of tiny trials, not fifty
+
+
+def test_the_default_row_trains_the_defaults_when_their_trial_never_completed(setup):
+    """Trial 0 killed and the study's K reached before the defaults ran again: the table still has them, trained
+    here on the same validation groups."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from helpers import tiny_config
+    from ucfpipe.search import tune
+
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({"units": 8}, user_attrs={"default": True})
+    trial = study.ask({"units": optuna.distributions.CategoricalDistribution([8, 16])})
+    study.tell(trial, state=TrialState.FAIL)
+    base = tiny_config(setup["cache"], setup["splits"], "")
+    row = tune._default_outcome(study, None, base, 0, setup["tmp"])
+    assert row["trial"] == 0 and row["params"] == {"units": 8} and 0 <= row["validation"] <= 1
+    assert row["run"] == str(setup["tmp"] / "default") and (setup["tmp"] / "default" / "metrics.json").is_file()
+    assert set(row["test"]) == {"top1", "top5", "mean_class"}
 
 
 # -- bad input: one line, exit 2, nothing written ------------------------------------------------------------------

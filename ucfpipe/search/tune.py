@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -225,15 +224,7 @@ def _finish(study, search: Search, base: TrainConfig, out: Path, now: dict, log)
     result = {"monitor": base.monitor, "study": study.study_name,
               "best": {"trial": best.number, "params": best.params, "validation": best.value,
                        "test": finals.test_scores(out / "best"), "run": str(out / "best")}}
-    if default is not None:
-        run_dir = Path(default.user_attrs.get("run", out / "trials" / str(default.number)))
-        if not (run_dir / "model.keras").exists() and not (run_dir / "run.json").is_file():
-            run_dir = out / "default"  # trial 0 ran on a worker elsewhere: train's defaults trained here
-            finals.retrain(base, default.params, search.seed, run_dir)
-        result["default"] = {"trial": default.number, "params": default.params, "validation": default.value,
-                             "test": finals.test_scores(run_dir), "run": str(run_dir)}
-    else:
-        result["default"] = None
+    result["default"] = _default_outcome(study, default, base, search.seed, out)
     ranked = sorted(complete, key=lambda t: t.value, reverse=study.direction.name == "MAXIMIZE")
     result["ensemble"] = (finals.ensemble_top(base, ranked[:search.ensemble_top], search.seed, out / "ensemble")
                           if search.ensemble_top else None)
@@ -244,6 +235,21 @@ def _finish(study, search: Search, base: TrainConfig, out: Path, now: dict, log)
     _show(out, result, log)
     log(f"  {out / BEST_TOML}: the best settings (ucfpipe train --config {out / BEST_TOML} --out RUN_DIR)")
     return result
+
+
+def _default_outcome(study, default, base: TrainConfig, seed: int, out: Path) -> dict:
+    """Train's defaults on validation and test: trial 0's run, or, when it ran on a worker elsewhere (its run is
+    not here) or never completed (killed, and the study reached K before it ran again), the defaults trained
+    here on the same validation groups."""
+    if default is None:  # the trial the defaults were last enqueued as (a failed trial keeps its parameters)
+        default = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("default")][-1]
+    run_dir = Path(default.user_attrs.get("run", out / "trials" / str(default.number)))
+    validation = default.value
+    if validation is None or not (run_dir / "run.json").is_file():
+        run_dir = out / "default"
+        validation = finals.retrain(base, default.params, seed, run_dir)["best"]
+    return {"trial": default.number, "params": default.params, "validation": validation,
+            "test": finals.test_scores(run_dir), "run": str(run_dir)}
 
 
 def _show(out: Path, result: dict, log) -> None:
