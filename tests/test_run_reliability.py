@@ -90,11 +90,8 @@ def test_sigterm_takes_the_ctrl_c_way_and_exits_143(stage, delay, synth_dataset,
     assert not leftovers(tmp_path)
     if stage == "train":
         assert (out / runs.RUN).is_file() if "--resume" in lines[0] else not out.exists()
-    elif "safely in" in lines[0]:  # the clips it kept are a cache the same command resumes
-        assert (out / "manifest.json").is_file() or any(out.glob("shard-*.h5"))
-        assert not lines[0].startswith("Error: interrupted: 0 clips"), lines  # stopped before any: says so
-    else:
-        assert "no clip was finished yet" in lines[0], lines
+    elif "safely in" in lines[0]:  # the clips it kept are a cache the same command resumes ("0 clips are safely
+        assert (out / "manifest.json").is_file() or any(out.glob("shard-*.h5"))  # in" one that holds none was a lie)
 
 
 # -- one writer per run directory --------------------------------------------------------------------------------
