@@ -170,6 +170,7 @@ def test_merge_onto_a_full_disk_leaves_nothing_then_succeeds(synth_dataset, clea
 
 
 
+@pytest.mark.slow  # a whole stage-one pipeline (extracts, checks, re-extracts): make test
 def test_a_flipped_byte_is_refused_by_readers_found_by_check_and_re_extracted(synth_dataset, synth_cache, tmp_path):
     out = tmp_path / "features"
     shutil.copytree(synth_cache, out)
@@ -225,6 +226,7 @@ def test_a_format_1_cache_is_still_read_and_check_says_it_has_no_checksums(synth
 
 
 # -- changed videos ---------------------------------------------------------------------------------------
+@pytest.mark.slow  # a whole stage-one pipeline (extracts, checks, re-extracts): make test
 def test_a_replaced_video_is_listed_by_check_and_re_extracted(synth_dataset, tmp_path):
     videos = tmp_path / "UCF-101"
     shutil.copytree(synth_dataset["videos"], videos)

@@ -29,6 +29,7 @@ def test_check_passes_a_clean_tree(synth_dataset):
     assert f"checked {synth_dataset['num_clips']} clips: 0 unusable, 0 warnings" in result.output
 
 
+@pytest.mark.slow  # a whole stage-one pipeline (extracts, checks, re-extracts): make test
 def test_sharded_extract_and_merge_through_the_cli(synth_dataset, tmp_path):
     common = ["extract", "--videos", synth_dataset["videos"], "--splits", synth_dataset["splits"], *tiny_flags()]
     for index in (0, 1):

@@ -41,6 +41,7 @@ def test_splits_on_a_folder_without_lists_is_a_one_line_error(tmp_path):
     assert_one_line_error(invoke("splits", "--splits", tmp_path), "classInd.txt not found")
 
 
+@pytest.mark.slow  # a whole stage-one pipeline (extracts, then extracts again): make test
 def test_extract_then_rerun_is_a_no_op(synth_dataset, tmp_path):
     args = ["extract", "--videos", synth_dataset["videos"], "--splits", synth_dataset["splits"],
             "--out", tmp_path / "f", *tiny_flags()]
@@ -94,6 +95,7 @@ def test_a_weights_file_that_is_not_vgg16_is_a_one_line_error(synth_dataset, tmp
     assert_one_line_error(result, "is not a Keras weights file")
 
 
+@pytest.mark.slow  # a whole stage-one pipeline (extracts, then extracts again): make test
 def test_unreadable_clips_exit_with_status_3_and_are_retried(synth_dataset, tmp_path):
     videos = tmp_path / "videos"
     shutil.copytree(synth_dataset["videos"], videos)

@@ -171,6 +171,7 @@ def test_missing_clips_stop_extraction_unless_allowed(genuine_videos, official_s
     assert not (tmp_path / "f").exists()
 
 
+@pytest.mark.slow  # a whole stage-one pipeline (extracts, then extracts again): make test
 def test_unreadable_clip_is_recorded_and_the_rest_extracted(synth_dataset, tmp_path):
     videos = tmp_path / "videos"
     shutil.copytree(synth_dataset["videos"], videos)
@@ -185,6 +186,7 @@ def test_unreadable_clip_is_recorded_and_the_rest_extracted(synth_dataset, tmp_p
     assert "cannot open" in store.report["failed"][broken_id]
 
 
+@pytest.mark.slow  # a whole stage-one pipeline (extracts, checks, re-extracts): make test
 def test_shard_parts_are_disjoint_complete_and_merge_into_the_full_cache(synth_dataset, synth_cache, tmp_path):
     from ucfpipe.stage_one.merge import merge
 

@@ -66,6 +66,7 @@ def states_of(trials) -> list[str]:
     return [t.state.name for t in trials if not t.user_attrs.get("surplus")]
 
 
+@pytest.mark.slow  # a whole search: trials, the best retrained, the test list scored
 def test_a_search_finishes_k_trials_retrains_the_best_and_a_rerun_only_prints(setup):
     out = setup["tmp"] / "search"
     result = invoke(*tune_args(setup, "--out", out, "--ensemble-top", 2), exit_code=0)
@@ -105,6 +106,7 @@ def test_a_search_finishes_k_trials_retrains_the_best_and_a_rerun_only_prints(se
     assert len(study_trials(tune["storage"])) == len(trials)
 
 
+@pytest.mark.slow  # a whole search: trials, the best retrained, the test list scored
 def test_timeout_starts_no_trial_after_it_and_retrains_the_best_so_far(setup):
     out = setup["tmp"] / "search"
     started = time.monotonic()
@@ -186,6 +188,7 @@ def test_a_study_of_another_cache_or_split_is_refused(setup, synth_cache):
 
 
 # -- honest: the test list is not read during the search -------------------------------------------------------------
+@pytest.mark.slow  # a whole search: trials, the best retrained, the test list scored
 def test_the_test_clips_are_unreadable_during_the_search_and_read_once_after(setup, monkeypatch):
     from ucfpipe import datasets
     from ucfpipe.cache.store import FeatureStore
