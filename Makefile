@@ -19,7 +19,7 @@ SPLIT_NUMBERS ?= 1 2 3
 # The offline demo: a synthetic dataset, random VGG16 weights, small frames.
 DEMO ?= demo
 
-.PHONY: setup demo demo-backbones compare test test-fast browser check extract train eval report bench bench-model bench-train bench-long clean-demo docs reproduce reproduce-demo protocol inspect-demo tune tune-demo
+.PHONY: setup demo demo-backbones compare test test-fast browser postgres check extract train eval report bench bench-model bench-train bench-long clean-demo docs reproduce reproduce-demo protocol inspect-demo tune tune-demo
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -36,7 +36,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 # those tests are skipped and one line says how to run them.
 # TEST_WORKERS: processes (pytest-xdist), each running whole test files; 0 runs everything in one process.
 TEST_WORKERS ?= 2
-test: setup browser
+test: setup browser postgres
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 CHROMIUM_FOUND = test -x /usr/bin/chromium || test -x /usr/bin/chromium-browser
@@ -46,6 +46,16 @@ browser:
 	  apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; } || true
 	@$(CHROMIUM_FOUND) || echo "make test: no chromium, so the browser tests of tests/test_report_page.py are skipped; \
 	to run them, install it (as root on Debian: apt-get install chromium) and run make test again"
+
+# tests/test_tune_postgres.py runs `tune` and a `--worker` on a PostgreSQL server it starts itself (Debian's
+# postgresql: initdb and pg_ctl, its own data folder, loopback only): installed here as the browser is.
+PG_FOUND = ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1
+postgres:
+	@$(PG_FOUND) || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  echo "make test: installing Debian's postgresql for the many-machine search test (apt-get install postgresql)" && \
+	  apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null 2>&1; } || true
+	@$(PG_FOUND) || echo "make test: no PostgreSQL, so tests/test_tune_postgres.py is skipped; to run it, install it \
+	(as root on Debian: apt-get install postgresql) and run make test again"
 
 test-fast: setup
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow"
