@@ -75,9 +75,12 @@ def test_a_when_skips_a_setting_whose_condition_does_not_hold():
     assert spaces.defaults_in(space, TrainConfig(features="f", splits="s", out="o", cell="gru")) == {"cell": "gru"}
 
 
-def test_a_space_file_that_is_missing_or_not_toml_is_one_line(tmp_path):
-    with pytest.raises(UcfpipeError, match="--space .*nope.toml not found"):
+def test_a_space_file_that_is_missing_or_not_toml_is_one_line(tmp_path, monkeypatch):
+    with pytest.raises(UcfpipeError, match="--space .*nope.toml not found$"):
         spaces.load(tmp_path / "nope.toml")
+    monkeypatch.chdir(tmp_path)  # the default, stages/tune.toml, is relative: say where it was looked for
+    with pytest.raises(UcfpipeError, match=f"stages/tune.toml not found \\(relative to {tmp_path}: run from the ucfpipe checkout"):
+        spaces.load("stages/tune.toml")
     (tmp_path / "bad.toml").write_text("[units\n")
     with pytest.raises(UcfpipeError, match="not valid TOML"):
         spaces.load(tmp_path / "bad.toml")

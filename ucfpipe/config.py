@@ -175,7 +175,8 @@ def described(cls, name: str) -> dataclasses.Field:
 def read_toml(path: Path, what: str = "config file") -> dict:
     """The TOML file at `path`; missing or malformed is one line naming it as `what` ("--space", ...)."""
     if not path.is_file():
-        raise UcfpipeError(f"{what} {path} not found")
+        where = f" (relative to {Path.cwd()}: run from the ucfpipe checkout, or give its full path)" if not path.is_absolute() else ""
+        raise UcfpipeError(f"{what} {path} not found{where}")
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
