@@ -80,6 +80,9 @@ def test_a_search_finishes_k_trials_retrains_the_best_and_a_rerun_only_prints(se
                                                                      "learning_rate": 3e-3}
     assert {t.user_attrs["seed"] for t in trials} == {0, 1, 2} and all(":" in t.user_attrs["worker"] for t in trials)
     assert all((out / "trials" / str(t.number) / "run.json").is_file() for t in trials)
+    # TensorBoard gets every trial's curves under DIR/trials/ (tensorboard --logdir DIR/trials)
+    assert all(list((out / "trials" / str(t.number) / "tensorboard" / "validation").glob("events.out.tfevents.*"))
+               for t in trials)
     result_json = json.loads((out / "result.json").read_text())
     assert result_json["finished"] == 3 and result_json["default"]["trial"] == 0
     assert set(result_json["best"]["test"]) == {"top1", "top5", "mean_class"}
