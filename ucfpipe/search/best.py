@@ -12,10 +12,7 @@ from pathlib import Path
 from ucfpipe.config import TrainConfig, recorded
 from ucfpipe.core import files
 from ucfpipe.core.errors import UcfpipeError
-from ucfpipe.search.objective import trial_config
-
-QUIET = {"log": lambda *_: None, "verbose": 0}
-
+from ucfpipe.search.objective import QUIET, train_run
 
 def toml_value(value) -> str:
     if isinstance(value, bool):
@@ -39,13 +36,9 @@ def write_best_toml(path: Path, base: TrainConfig, params: dict, seed: int, tria
 
 def retrain(base: TrainConfig, params: dict, seed: int, out: Path) -> dict:
     """Train like `train` would with these settings (the study seed: the same validation groups), staged."""
-    from ucfpipe.stage_two import train
-
     if out.exists():
         shutil.rmtree(out)  # an older best (the study went on since) or one cut short: made again
-    with files.replacing_dir(out) as staging:
-        summary = train.run(trial_config(base, params, seed, staging), holdout_seed=seed, **QUIET)
-    return summary
+    return train_run(base, params, seed, seed, out)
 
 
 def test_scores(run_dir: Path) -> dict:

@@ -25,11 +25,11 @@ class _DropSurplusLog(logging.Filter):
         return not (found and int(found[1]) in _SURPLUS)
 
 
-def states():
+def live_states():
+    """The states of trials that count towards K or may still: finished, running, waiting."""
     from optuna.trial import TrialState
 
-    finished = (TrialState.COMPLETE, TrialState.PRUNED)
-    return finished, finished + (TrialState.RUNNING, TrialState.WAITING)
+    return TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING
 
 
 def counts(study) -> dict:
@@ -51,7 +51,7 @@ def run_until(study, objective, trials: int, deadline: float | None = None, on_t
     after each trial that ends anywhere."""
     import optuna
 
-    finished, live = states()
+    live = live_states()
     logging.getLogger("optuna.study._optimize").addFilter(_DropSurplusLog())
 
     def guarded(trial):

@@ -23,10 +23,32 @@ class InvalidTrial(Exception):
     """The trial's values make no valid train configuration (e.g. a cell refusing a setting): failed, not run."""
 
 
+QUIET = {"log": lambda *_: None, "verbose": 0}  # train's own lines; tune prints one per trial
+
+
 def trial_config(base: TrainConfig, params: dict, seed: int, out: Path) -> TrainConfig:
     config = dataclasses.replace(base, **params, seed=seed, out=str(out))
     config._file_keys = {}
     return config
+
+
+def train_run(base: TrainConfig, params: dict, seed: int, holdout_seed: int, out: Path | None, callbacks=()) -> dict:
+    """One `train` run of these settings, validating on the groups `holdout_seed` draws. It is staged and renamed
+    to `out` when it ends, so one cut short leaves nothing; `out` None: a temporary folder, removed after."""
+    from ucfpipe.stage_two import train
+
+    def run(directory: Path) -> dict:
+        return train.run(trial_config(base, params, seed, directory), callbacks=callbacks, holdout_seed=holdout_seed,
+                         **QUIET)
+
+    if out is None:
+        scratch = Path(tempfile.mkdtemp(prefix="ucfpipe-trial-"))
+        try:
+            return run(scratch / "run")
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    with files.replacing_dir(out) as staging:
+        return run(staging)
 
 
 def make_objective(base: TrainConfig, space: dict, study_seed: int, trials_dir: Path | None):
@@ -49,8 +71,6 @@ def make_objective(base: TrainConfig, space: dict, study_seed: int, trials_dir: 
                 self.model.stop_training = True
 
     def objective(trial) -> float:
-        from ucfpipe.stage_two import train
-
         params = spaces.suggest(trial, space)
         seed = study_seed + trial.number
         trial.set_user_attr("seed", seed)
@@ -61,20 +81,10 @@ def make_objective(base: TrainConfig, space: dict, study_seed: int, trials_dir: 
             raise InvalidTrial(str(err)) from None
         report = _Report(trial, bool(trial.user_attrs.get("default")))
         started = time.monotonic()
-        quiet = {"log": lambda *_: None, "verbose": 0}
+        final = trials_dir / str(trial.number) if trials_dir is not None else None
         try:
-            if trials_dir is None:
-                scratch = Path(tempfile.mkdtemp(prefix="ucfpipe-trial-"))
-                try:
-                    summary = train.run(trial_config(base, params, seed, scratch / "run"), callbacks=[report],
-                                        holdout_seed=study_seed, **quiet)
-                finally:
-                    shutil.rmtree(scratch, ignore_errors=True)
-            else:
-                final = trials_dir / str(trial.number)
-                with files.replacing_dir(final) as staging:
-                    summary = train.run(trial_config(base, params, seed, staging), callbacks=[report],
-                                        holdout_seed=study_seed, **quiet)
+            summary = train_run(base, params, seed, study_seed, final, callbacks=[report])
+            if final is not None:
                 trial.set_user_attr("run", str(final.resolve()))
         except Interrupted:
             raise KeyboardInterrupt from None  # the trial turns FAIL; `tune` says "rerun the same command"

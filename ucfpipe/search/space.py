@@ -122,12 +122,16 @@ def _fits_type(value, hint: type) -> bool:
     return isinstance(value, hint)
 
 
+def applies(spec: dict, chosen: dict) -> bool:
+    """Whether a setting is in play given the values `chosen` above it (its `when`, if any, holds)."""
+    return all(chosen.get(other) in values for other, values in (spec.get("when") or {}).items())
+
+
 def suggest(trial, space: dict) -> dict:
     """The trial's values, in the file's order (a `when` sees the values chosen above it)."""
     params: dict = {}
     for name, spec in space.items():
-        when = spec.get("when") or {}
-        if not all(params.get(other) in values for other, values in when.items()):
+        if not applies(spec, params):
             continue
         if "choices" in spec:
             params[name] = trial.suggest_categorical(name, spec["choices"])
@@ -142,8 +146,7 @@ def defaults_in(space: dict, config: TrainConfig, source: str = "the space") -> 
     """train's values (from `config`) of the space's settings: trial 0. A value outside its range is refused."""
     params: dict = {}
     for name, spec in space.items():
-        when = spec.get("when") or {}
-        if not all(params.get(other) in values for other, values in when.items()):
+        if not applies(spec, params):
             continue
         value = getattr(config, name)
         if "choices" in spec:

@@ -104,23 +104,22 @@ def make_pruner(name: str, epochs: int):
 
 
 def open_study(storage, name: str, tags: dict, defaults: dict, seed: int, worker: bool, pruner, direction: str,
-               create: bool = True, wait_s: float = 20.0):
+               wait_s: float = 20.0):
     """Create the study (tag it, enqueue train's defaults as trial 0) or load it; a study made for another
     cache, split, space, seed or metric is refused in one line."""
     import optuna
 
     sampler = optuna.samplers.TPESampler(seed=sampler_seed(seed, worker), constant_liar=True)
-    if create:
-        try:
-            study = optuna.create_study(storage=storage, study_name=name, direction=direction, sampler=sampler,
-                                        pruner=pruner)
-        except optuna.exceptions.DuplicatedStudyError:
-            pass
-        else:
-            for key, value in tags.items():
-                study.set_user_attr(key, value)
-            study.enqueue_trial(defaults, user_attrs={"default": True})  # only the creator gets here: once
-            return study
+    try:
+        study = optuna.create_study(storage=storage, study_name=name, direction=direction, sampler=sampler,
+                                    pruner=pruner)
+    except optuna.exceptions.DuplicatedStudyError:
+        pass
+    else:
+        for key, value in tags.items():
+            study.set_user_attr(key, value)
+        study.enqueue_trial(defaults, user_attrs={"default": True})  # only the creator gets here: once
+        return study
     try:
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
     except KeyError:

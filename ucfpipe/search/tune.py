@@ -24,10 +24,12 @@ from ucfpipe.core.provenance import versions
 from ucfpipe.search import best as finals
 from ucfpipe.search import space as spaces
 from ucfpipe.search import study as studies
+from ucfpipe.search import study_report
 from ucfpipe.search.loop import counts, run_until
 from ucfpipe.search.objective import make_objective
+from ucfpipe.search.study_report import RESULT, TUNE
 
-TUNE, RESULT, TRIALS_CSV, BEST_TOML, STUDY_DB = "tune.json", "result.json", "trials.csv", "best.toml", "study.db"
+TRIALS_CSV, BEST_TOML, STUDY_DB = "trials.csv", "best.toml", "study.db"  # beside study_report's TUNE and RESULT
 
 
 @dataclass
@@ -118,8 +120,7 @@ def run(search: Search, argv: list[str], log=print) -> dict:
             return result
     helpers = _start_helpers(search, out, url, name, base) if out is not None and search.jobs > 1 else []
     try:
-        started = time.time()
-        progress = _Progress(study, search.trials, search.jobs, started, log)
+        progress = _Progress(study, search.trials, search.jobs, log)
         objective = make_objective(base, space, search.seed, trials_dir)
         now = run_until(study, objective, search.trials, deadline, on_trial=progress)
         if search.worker:
@@ -168,19 +169,20 @@ def _start_helpers(search: Search, out: Path, url: str, name: str, base: TrainCo
 class _Progress:
     """One line per finished trial: trial, value, best so far, pruned count, ETA."""
 
-    def __init__(self, study, trials: int, jobs: int, started: float, log):
-        self.study, self.trials, self.jobs, self.started, self.log = study, trials, jobs, started, log
+    def __init__(self, study, trials: int, jobs: int, log):
+        self.study, self.trials, self.jobs, self.log = study, trials, jobs, log
         self.shown: set[int] = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
 
     def __call__(self, now: dict) -> None:
-        ended = [t for t in self.study.get_trials(deepcopy=False)
-                 if t.state.is_finished() and t.number not in self.shown and not t.user_attrs.get("surplus")]
-        spans = [(t.datetime_complete - t.datetime_start).total_seconds() for t in self.study.get_trials(deepcopy=False)
-                 if t.state.is_finished() and t.datetime_start and t.datetime_complete and not t.user_attrs.get("surplus")]
+        done = [t for t in self.study.get_trials(deepcopy=False) if t.state.is_finished() and not t.user_attrs.get("surplus")]
+        ended = [t for t in done if t.number not in self.shown]
+        spans = [(t.datetime_complete - t.datetime_start).total_seconds() for t in done
+                 if t.datetime_start and t.datetime_complete]
         left = max(self.trials - now["finished"], 0)
         eta = datetime.timedelta(seconds=round(sum(spans) / len(spans) * left / self.jobs)) if spans else "?"
         try:
-            best = f"best {self.study.best_value:.4f} (trial {self.study.best_trial.number})"
+            top = self.study.best_trial
+            best = f"best {top.value:.4f} (trial {top.number})"
         except ValueError:
             best = "no completed trial yet"
         for trial in sorted(ended, key=lambda t: t.number):
@@ -254,6 +256,4 @@ def _default_outcome(study, default, base: TrainConfig, seed: int, out: Path) ->
 
 def _show(out: Path, result: dict, log) -> None:
     """The default-vs-best table, as `ucfpipe report DIR` prints it."""
-    from ucfpipe.search import study_report
-
     log(study_report.text(out, study_report.read_tune(out), result).rstrip("\n"))
