@@ -51,3 +51,10 @@ def test_report_pages_and_the_windowed_page_use_the_one_kit():
     assert report_page.document is html.document and report_page.jpeg_data_uri is html.jpeg_data_uri
     source = (REPO / "ucfpipe" / "serving" / "timeline.py").read_text() + (REPO / "ucfpipe" / "serving" / "windows.py").read_text()
     assert "report_page" not in source  # serving's page takes the kit from below stage two
+
+
+def test_write_page_writes_it_whole_and_says_where_and_how_big(tmp_path):
+    small, large = "<p>" + "x" * 300_000 + "</p>", "<p>" + "x" * 1_300_000 + "</p>"
+    assert html.write_page(tmp_path / "small.html", small) == f"wrote {tmp_path / 'small.html'} (0.29 MiB)"
+    assert html.write_page(tmp_path / "large.html", large) == f"wrote {tmp_path / 'large.html'} (1.2 MiB)"
+    assert (tmp_path / "large.html").read_text() == large and not list(tmp_path.glob(".*.tmp"))

@@ -24,6 +24,18 @@ def script_json(value) -> str:
     return json.dumps(value, separators=(",", ":")).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
+def write_page(path, page: str) -> str:
+    """`page` into `path` (`-`: standard output), written whole; the line that says where it went and its size
+    (two decimals below a MiB, one above)."""
+    from ucfpipe.core.destinations import STDOUT
+    from ucfpipe.core.files import write_text
+
+    write_text(path, page)
+    where = "the page to standard output" if str(path) == STDOUT else str(path)
+    mib = len(page.encode("utf-8")) / 2**20
+    return f"wrote {where} ({mib:.2f} MiB)" if mib < 1 else f"wrote {where} ({mib:.1f} MiB)"
+
+
 def jpeg_data_uri(rgb, width: int = THUMB_WIDTH, quality: int = 70) -> str:
     import cv2
 

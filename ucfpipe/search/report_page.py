@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 
 from ucfpipe.core.errors import UcfpipeError
-from ucfpipe.core.html import document, escape, line_chart
+from ucfpipe.core.html import document, escape, line_chart, write_page
 from ucfpipe.search import study_report
 from ucfpipe.stage_two.report_page import key_values
 
@@ -250,10 +250,4 @@ def render(directory) -> str:
 
 def write(directory, path: str | Path) -> str:
     """The page of the search in `directory` into `path` (`-`: standard output); the line saying where it went."""
-    from ucfpipe.core.destinations import STDOUT
-    from ucfpipe.core.files import write_text
-
-    page = render(directory)
-    write_text(path, page)
-    where = "the page to standard output" if str(path) == STDOUT else str(path)
-    return f"wrote {where} ({len(page.encode('utf-8')) / 2**20:.2f} MiB)"
+    return write_page(path, render(directory))

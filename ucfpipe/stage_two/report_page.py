@@ -22,7 +22,7 @@ import numpy as np
 
 from ucfpipe.cache.format import Source
 from ucfpipe.core.errors import UcfpipeError
-from ucfpipe.core.html import document, escape, jpeg_data_uri, line_chart
+from ucfpipe.core.html import document, escape, jpeg_data_uri, line_chart, write_page
 from ucfpipe.stage_two import runs, setups
 from ucfpipe.stage_two.metrics import top_k, top_k_title
 
@@ -326,10 +326,4 @@ def render(run_dirs, log=print, before: str = "") -> str:
 def write(run_dirs, path: str | Path, log=print, before: str = "") -> str:
     """The page of `run_dirs` into `path` (`-`: standard output), written whole; `before`: HTML placed above the
     headline table. Returns the line that says where it went and how big it is."""
-    from ucfpipe.core.destinations import STDOUT
-    from ucfpipe.core.files import write_text
-
-    page = render(run_dirs, log, before)
-    write_text(path, page)
-    where = "the page to standard output" if str(path) == STDOUT else str(path)
-    return f"wrote {where} ({len(page.encode('utf-8')) / 2**20:.1f} MiB)"
+    return write_page(path, render(run_dirs, log, before))
