@@ -117,3 +117,36 @@ def test_unwritable_output_is_a_one_line_error(synth_dataset):
     result = invoke("extract", "--videos", synth_dataset["videos"], "--splits", synth_dataset["splits"],
                     "--out", "/proc/ucfpipe-cache", *tiny_flags())
     assert_one_line_error(result, "cannot write the feature cache at /proc/ucfpipe-cache")
+
+
+@pytest.mark.parametrize("error", [RuntimeError("Function Type: ... Captures: ..."), OSError(5, "Input/output error")])
+def test_an_error_raised_once_a_stop_signal_came_is_the_interrupt(monkeypatch, error):
+    """TensorFlow reports a KeyboardInterrupt raised while a compiled function runs as its own error (seen once
+    when SIGTERM hit extract's first batch): still the one "interrupted" line, not that error."""
+    import signal
+
+    import click
+    from click.testing import CliRunner
+
+    from ucfpipe.commands.options import user_errors
+    from ucfpipe.core import errors, interrupts
+
+    @click.command()
+    @user_errors
+    def stage():
+        monkeypatch.setattr(interrupts, "_requested", True)
+        monkeypatch.setattr(interrupts, "_signal", signal.SIGTERM)
+        raise error
+
+    result = CliRunner().invoke(stage, [])
+    assert result.exit_code == errors.EXIT_INTERRUPTED, result.output
+    assert result.output.strip() == "Error: interrupted; rerun the same command to continue"
+
+    @click.command()
+    @user_errors
+    def no_signal():
+        raise error
+
+    monkeypatch.undo()
+    plain = CliRunner().invoke(no_signal, [])  # without a stop signal the error is what it was
+    assert "interrupted" not in plain.output and (plain.exception is error or "Input/output error" in plain.output)

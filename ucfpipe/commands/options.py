@@ -48,9 +48,19 @@ def user_errors(command):
         except UcfpipeError as err:
             raise failure(str(err), err.exit_code) from None
         except OSError as err:
+            if interrupts.requested():
+                raise interrupted("interrupted; rerun the same command to continue") from None
             where = f"{err.filename}: " if err.filename else ""
             raise failure(f"{where}{err.strerror or err}; check the path, its permissions and free disk space",
                           EXIT_USAGE) from None
+        except Exception as err:
+            # The interrupt, in another error's clothes (a library caught the KeyboardInterrupt and raised its own):
+            # still the interrupt. Click's own ends (a line already made, an exit) and any other error go on as
+            # they came.
+            if interrupts.requested() and not isinstance(err, (click.ClickException, click.exceptions.Exit,
+                                                                 click.exceptions.Abort)):
+                raise interrupted("interrupted; rerun the same command to continue") from None
+            raise
 
     return wrapper
 

@@ -128,6 +128,12 @@ def deferred(then_raise: bool = True):
         check()
 
 
+def requested() -> bool:
+    """Whether Ctrl-C or SIGTERM came (its KeyboardInterrupt may have been turned into another error on the way
+    out: TensorFlow reports one raised while a compiled function runs as its own error)."""
+    return _requested
+
+
 def check() -> None:
     """A safe point: raise KeyboardInterrupt if Ctrl-C or SIGTERM came, even when its first raise was swallowed."""
     if _requested:
