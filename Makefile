@@ -37,7 +37,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 # TEST_WORKERS: processes (pytest-xdist), each running whole test files; 0 runs everything in one process.
 TEST_WORKERS ?= 2
 test: setup browser postgres
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 CHROMIUM_FOUND = test -x /usr/bin/chromium || test -x /usr/bin/chromium-browser
 browser:
@@ -58,7 +58,7 @@ postgres:
 	(as root on Debian: apt-get install postgresql) and run make test again"
 
 test-fast: setup
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow"
 
 check: setup
 	$(UCFPIPE) check --videos $(VIDEOS) --splits $(SPLITS)
