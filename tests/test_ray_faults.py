@@ -22,8 +22,9 @@ from ray_helpers import Run, assert_every_clip_once, data_flags, descendants, en
 from ray_helpers import ray_token  # noqa: F401  (autouse: every test runs with this session's Ray token)
 
 pytestmark = pytest.mark.slow
-# 48 clips, 8 frames of 96x96: long enough (seconds of VGG16 on two cores) that a kill lands mid-run.
-FAULT = ["--frames", "8", "--size", "96", "--weights", "none", "--shard-clips", "4", "--shard-seconds", "1", "--no-progress"]
+# 48 clips, 8 frames of 64x64: long enough (seconds of VGG16 on two cores; a shard of 4 clips about every half
+# second) that a kill sent as soon as the first shard is written lands mid-run, and no longer.
+FAULT = ["--frames", "8", "--size", "64", "--weights", "none", "--shard-clips", "4", "--shard-seconds", "1", "--no-progress"]
 
 
 @pytest.fixture(scope="module")

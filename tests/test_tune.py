@@ -276,18 +276,22 @@ def test_kill_9_mid_trial_then_the_same_command_finishes_exactly_k(setup):
 
 
 @pytest.mark.slow
-def test_two_processes_on_one_sqlite_study_finish_k_trials_together(setup):
+def test_two_processes_on_one_sqlite_study_finish_k_trials_together(setup, monkeypatch):
     out = setup["tmp"] / "search"
+    monkeypatch.setenv("UCFPIPE_TUNE_HEARTBEAT", "1,3")  # the heartbeat spawn() gives the helper
     url = f"sqlite:///{setup['tmp'] / 'shared.db'}"
-    lead = spawn(tune_args(setup, "--out", out, "--storage", url, trials=4))
+    # The helper in a process of its own, the command in this one: two processes on one study either way.
     helper = spawn(tune_args(setup, "--worker", "--storage", url, "--trials-dir", setup["tmp"] / "worker-runs", trials=4))
-    outputs = [process.communicate(timeout=600)[0] for process in (lead, helper)]
-    assert lead.returncode == 0 and helper.returncode == 0, outputs
+    try:
+        lead = invoke(*tune_args(setup, "--out", out, "--storage", url, trials=4))
+    finally:
+        output = helper.communicate(timeout=600)[0]
+    assert lead.exit_code == 0 and helper.returncode == 0, (lead.output, output)
     trials = [t for t in study_trials(url) if not t.user_attrs.get("surplus")]
     finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
     assert len(finished) == 4 and len({t.number for t in finished}) == 4
     host = os.uname().nodename
-    assert {t.user_attrs["worker"] for t in finished} <= {f"{host}:{lead.pid}", f"{host}:{helper.pid}"}
+    assert {t.user_attrs["worker"] for t in finished} <= {f"{host}:{os.getpid()}", f"{host}:{helper.pid}"}
     assert json.loads((out / "result.json").read_text())["finished"] == 4
 
 
@@ -307,11 +311,10 @@ def test_sigterm_mid_trial_fails_that_trial_at_once_exits_143_and_leaves_no_half
 
 
 @pytest.mark.slow
-def test_jobs_2_runs_a_worker_beside_the_command_into_the_same_trials_folder(setup):
+def test_jobs_2_runs_a_worker_beside_the_command_into_the_same_trials_folder(setup, monkeypatch):
     out = setup["tmp"] / "search"
-    lead = spawn(tune_args(setup, "--out", out, "--jobs", "2", trials=4))
-    output, _ = lead.communicate(timeout=600)
-    assert lead.returncode == 0, output
+    monkeypatch.setenv("UCFPIPE_TUNE_HEARTBEAT", "1,3")  # as spawn() sets it: the worker it starts inherits it
+    invoke(*tune_args(setup, "--out", out, "--jobs", "2", trials=4), exit_code=0)
     finished = [t for t in study_trials(f"sqlite:///{out / 'study.db'}") if t.state.name in ("COMPLETE", "PRUNED")]
     assert len(finished) == 4
     assert all((out / "trials" / str(t.number) / "run.json").is_file() for t in finished)
