@@ -257,7 +257,7 @@ def save_model(model, path: Path, format: str) -> None:
 def forward_function(model):
     """The model's forward pass as one traced TensorFlow function of uint8 clips, and its input's spec: what
     both TensorFlow formats are written from. (Keras' `model.export` first walks every object every layer tracks,
-    which took most of an export's time: for ResNet50, SavedModel 2.7 times slower, ONNX a quarter slower.)"""
+    where much of an export's time went.)"""
     import tensorflow as tf  # TF-only corner: both formats need TensorFlow (check_format refused other backends)
 
     frames = model.inputs[0]
@@ -267,8 +267,8 @@ def forward_function(model):
 
 def write_saved_model(model, path: Path) -> None:
     """The endpoint `serve` (also the signature `serving_default`, which TF Serving calls) and the variables it
-    reads, as Keras writes them, but each weight once (Keras stores each twice: twice the size on disk and twice
-    as slow to load)."""
+    reads, as Keras writes them, but each weight once (Keras stores each twice: a SavedModel twice the size, slower
+    to load)."""
     import tensorflow as tf
 
     serve, _ = forward_function(model)
