@@ -142,6 +142,19 @@ def test_the_saved_model_export_equals_two_stage_predict(exported, genuine, tmp_
     np.testing.assert_allclose(found, genuine["probabilities"], atol=1e-3)
 
 
+def test_the_saved_model_has_tf_servings_signature_and_each_weight_once(exported):
+    import tensorflow as tf
+
+    path = exported("saved_model") / "saved_model"
+    loaded = tf.saved_model.load(str(path))
+    assert {"serve", "serving_default"} <= set(loaded.signatures)  # TF Serving calls serving_default
+    [frames] = loaded.signatures["serving_default"].structured_input_signature[1].values()
+    assert frames.dtype == tf.uint8 and frames.shape.rank == 5
+    weights = sum(np.asarray(v).nbytes for v in loaded.variables)
+    stored = sum(f.stat().st_size for f in (path / "variables").glob("variables.data-*"))
+    assert weights <= stored < 1.2 * weights  # Keras' model.export stores each weight twice
+
+
 @pytest.mark.skipif(not HAS_ONNXRUNTIME, reason="onnxruntime is not installed: pip install 'ucfpipe[onnx]'")
 def test_the_onnx_export_runs_in_onnxruntime_and_equals_two_stage_predict(exported, genuine, tmp_path):
     directory = exported("onnx")
