@@ -24,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from ucfpipe import __version__  # noqa: E402
 from ucfpipe.commands import bench, data, serving, stages, tune  # noqa: E402
-from ucfpipe.commands.options import interrupted  # noqa: E402
+from ucfpipe.commands.options import RERUN, interrupted  # noqa: E402
 from ucfpipe.core.errors import EXIT_INTERRUPTED  # noqa: E402
 
 
@@ -48,7 +48,7 @@ class _Main(click.Group):
             except (KeyboardInterrupt, click.exceptions.Abort):
                 interrupts.ignore()
                 interrupts.forget_escaped()
-                interrupted("interrupted; rerun the same command to continue").show()
+                interrupted(RERUN).show()
                 sys.exit(interrupts.exit_status())
             except click.ClickException as err:
                 if err.exit_code == EXIT_INTERRUPTED:

@@ -22,6 +22,9 @@ def failure(message: str, exit_code: int) -> click.ClickException:
     return exc
 
 
+RERUN = "interrupted; rerun the same command to continue"  # an interrupt before a stage kept anything of its own
+
+
 def interrupted(message: str) -> click.ClickException:
     """The one "interrupted" line; cli's group turns its status into 130 (Ctrl-C) or 143 (SIGTERM)."""
     return failure(message, EXIT_INTERRUPTED)
@@ -44,22 +47,19 @@ def user_errors(command):
         except KeyboardInterrupt:
             # Before a stage reached a safe point (importing TensorFlow, building the model): nothing of this
             # run was kept that a rerun would not redo or skip.
-            raise interrupted("interrupted; rerun the same command to continue") from None
+            raise interrupted(RERUN) from None
         except UcfpipeError as err:
             raise failure(str(err), err.exit_code) from None
-        except OSError as err:
-            if interrupts.requested():
-                raise interrupted("interrupted; rerun the same command to continue") from None
-            where = f"{err.filename}: " if err.filename else ""
-            raise failure(f"{where}{err.strerror or err}; check the path, its permissions and free disk space",
-                          EXIT_USAGE) from None
         except Exception as err:
-            # The interrupt, in another error's clothes (a library caught the KeyboardInterrupt and raised its own):
-            # still the interrupt. Click's own ends (a line already made, an exit) and any other error go on as
-            # they came.
+            # The interrupt, in another error's clothes (a library caught the KeyboardInterrupt and raised its own,
+            # an OSError included): still the interrupt. Click's own ends (a line already made, an exit) go on.
             if interrupts.requested() and not isinstance(err, (click.ClickException, click.exceptions.Exit,
                                                                  click.exceptions.Abort)):
-                raise interrupted("interrupted; rerun the same command to continue") from None
+                raise interrupted(RERUN) from None
+            if isinstance(err, OSError):
+                where = f"{err.filename}: " if err.filename else ""
+                raise failure(f"{where}{err.strerror or err}; check the path, its permissions and free disk space",
+                              EXIT_USAGE) from None
             raise
 
     return wrapper
