@@ -255,14 +255,14 @@ def save_model(model, path: Path, format: str) -> None:
 
 
 def forward_function(model):
-    """The model's forward pass as one traced TensorFlow function of uint8 clips, and its input's spec: what
-    both TensorFlow formats are written from. (Keras' `model.export` first walks every object every layer tracks,
+    """The model's forward pass as one TensorFlow function of uint8 clips (its `input_signature` the model's
+    input): what both TensorFlow formats are written from. (Keras' `model.export` first walks every object every layer tracks,
     where much of an export's time went.)"""
     import tensorflow as tf  # TF-only corner: both formats need TensorFlow (check_format refused other backends)
 
     frames = model.inputs[0]
     spec = tf.TensorSpec(frames.shape, frames.dtype, name=frames.name)
-    return tf.function(lambda clips: model(clips, training=False), input_signature=[spec]), spec
+    return tf.function(lambda clips: model(clips, training=False), input_signature=[spec])
 
 
 def write_saved_model(model, path: Path) -> None:
@@ -271,7 +271,7 @@ def write_saved_model(model, path: Path) -> None:
     to load)."""
     import tensorflow as tf
 
-    serve, _ = forward_function(model)
+    serve = forward_function(model)
     traced = serve.get_concrete_function()
     archive = tf.__internal__.tracking.AutoTrackable()
     archive.serve = serve
@@ -287,11 +287,11 @@ def write_onnx(model, path: Path) -> None:
     import tf2onnx
     from keras.src.export.tf2onnx_lib import patch_tf2onnx
 
-    serve, spec = forward_function(model)
+    serve = forward_function(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # the patch probes np.object
         patch_tf2onnx()
-        tf2onnx.convert.from_function(serve, [spec], output_path=str(path))
+        tf2onnx.convert.from_function(serve, serve.input_signature, output_path=str(path))
 
 
 def load_exported(path: Path, format: str):
