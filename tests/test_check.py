@@ -16,10 +16,13 @@ from ucfpipe.cache.store import FeatureStore
 from ucfpipe.stage_one import check
 
 
-def extract_command(dataset, out):
+CLI = [sys.executable, "-m", "ucfpipe.cli"]
+
+
+def extract_args(dataset, out) -> list[str]:
     flags = [f for key, value in {**TINY, "batch_size": 16}.items() for f in (f"--{key.replace('_', '-')}", str(value))]
-    return [sys.executable, "-m", "ucfpipe.cli", "extract", "--videos", str(dataset["videos"]),
-            "--splits", str(dataset["splits"]), "--out", str(out), "--no-progress"] + flags
+    return ["extract", "--videos", str(dataset["videos"]), "--splits", str(dataset["splits"]), "--out", str(out),
+            "--no-progress"] + flags
 
 
 def start_and_kill(command, out, config, shards_before_kill: int, timeout: float = 120):
@@ -42,14 +45,14 @@ def test_kill_9_at_several_points_then_rerun_equals_a_clean_run(synth_dataset, s
     out = tmp_path / "features"
     config = tmp_path / "extract.toml"
     config.write_text("shard_clips = 3\nshard_seconds = 1000.0\n")  # many small shards: many kill points
-    command = extract_command(synth_dataset, out)
+    args = extract_args(synth_dataset, out)
     for shards in (0, 2, 9, 15):
-        if start_and_kill(command, out, config, shards):
+        if start_and_kill(CLI + args, out, config, shards):
             break  # it finished before the kill point: nothing more to interrupt
         for path in out.glob("shard-*.h5"):  # every file under a final name is whole and readable
             with h5py.File(path, "r") as shard:
                 assert shard["features"].shape[0] == len(shard["video_id"])
-    invoke(*command[3:], "--config", config, exit_code=0)  # the rerun, in this process: what it finds is what is tested
+    invoke(*args, "--config", config, exit_code=0)  # the rerun, in this process: what it finds is what is tested
     resumed, clean = FeatureStore(out), FeatureStore(synth_cache)
     assert resumed.video_ids == clean.video_ids  # none lost, none duplicated (the store refuses duplicates)
     assert len(resumed.video_ids) == synth_dataset["num_clips"]

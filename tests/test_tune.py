@@ -223,8 +223,11 @@ def test_the_test_clips_are_unreadable_during_the_search_and_read_once_after(set
 
 
 # -- processes: kill -9 and resumption; two on one study ------------------------------------------------------------
+HEARTBEAT = "1,3"  # seconds between a trial's heartbeats, and until a silent one is failed: a killed trial fails soon
+
+
 def spawn(args) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "UCFPIPE_TUNE_HEARTBEAT": "1,3"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "UCFPIPE_TUNE_HEARTBEAT": HEARTBEAT}
     return subprocess.Popen([sys.executable, "-m", "ucfpipe.cli", *map(str, args)], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
@@ -278,7 +281,7 @@ def test_kill_9_mid_trial_then_the_same_command_finishes_exactly_k(setup):
 @pytest.mark.slow
 def test_two_processes_on_one_sqlite_study_finish_k_trials_together(setup, monkeypatch):
     out = setup["tmp"] / "search"
-    monkeypatch.setenv("UCFPIPE_TUNE_HEARTBEAT", "1,3")  # the heartbeat spawn() gives the helper
+    monkeypatch.setenv("UCFPIPE_TUNE_HEARTBEAT", HEARTBEAT)  # this process's, as spawn() gives the helper
     url = f"sqlite:///{setup['tmp'] / 'shared.db'}"
     # The helper in a process of its own, the command in this one: two processes on one study either way.
     helper = spawn(tune_args(setup, "--worker", "--storage", url, "--trials-dir", setup["tmp"] / "worker-runs", trials=4))
@@ -313,7 +316,7 @@ def test_sigterm_mid_trial_fails_that_trial_at_once_exits_143_and_leaves_no_half
 @pytest.mark.slow
 def test_jobs_2_runs_a_worker_beside_the_command_into_the_same_trials_folder(setup, monkeypatch):
     out = setup["tmp"] / "search"
-    monkeypatch.setenv("UCFPIPE_TUNE_HEARTBEAT", "1,3")  # as spawn() sets it: the worker it starts inherits it
+    monkeypatch.setenv("UCFPIPE_TUNE_HEARTBEAT", HEARTBEAT)  # as spawn() sets it: the worker it starts inherits it
     invoke(*tune_args(setup, "--out", out, "--jobs", "2", trials=4), exit_code=0)
     finished = [t for t in study_trials(f"sqlite:///{out / 'study.db'}") if t.state.name in ("COMPLETE", "PRUNED")]
     assert len(finished) == 4

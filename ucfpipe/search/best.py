@@ -14,6 +14,7 @@ from ucfpipe.core import files
 from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.search.objective import QUIET, train_run
 
+
 def toml_value(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -45,7 +46,7 @@ def test_scores(run_dir: Path) -> dict:
     """`eval` of the run (or ensemble): the test list, read here for the first time."""
     from ucfpipe.stage_two import evaluate
 
-    metrics = evaluate.run(run_dir, **{"log": QUIET["log"]})
+    metrics = evaluate.run(run_dir, log=QUIET["log"])
     return {"top1": metrics["top1"], "top5": metrics["top5"], "mean_class": metrics["mean_class_accuracy"]}
 
 
