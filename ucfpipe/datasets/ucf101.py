@@ -53,14 +53,26 @@ def read_classes(splits_dir: str | Path) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _two_parts(relative_path: str) -> tuple[str, str]:
+    """('Class', 'file.avi') of a listed 'Class/file.avi' (backslashes read as slashes), or ('', '') when it is not
+    two parts inside the dataset root. Plain string work: a real list has 13,320 lines, read by every command."""
+    text = relative_path.replace("\\", "/")
+    folder, _, filename = text.partition("/")
+    if folder not in ("", ".", "..") and filename not in ("", ".", "..") and "/" not in filename:
+        return folder, filename
+    path = PurePosixPath(text)  # the rare spellings: 'Class//file.avi', './Class/file.avi'
+    if path.is_absolute() or ".." in path.parts or len(path.parts) != 2:
+        return "", ""
+    return path.parts[0], path.parts[1]
+
+
 def parse_clip(relative_path: str, classes: tuple[str, ...], where: str = "clip path") -> Clip:
     """`Class/v_Class_gGG_cCC.avi` -> Clip, with the label taken from the folder's classInd position."""
-    path = PurePosixPath(relative_path.replace("\\", "/"))
-    if path.is_absolute() or ".." in path.parts or len(path.parts) != 2:
+    folder, filename = _two_parts(relative_path)
+    if not folder:
         raise UcfpipeError(
             f"{where}: {relative_path!r} must be 'ClassName/v_ClassName_gGG_cCC.avi' inside the dataset root"
         )
-    folder, filename = path.parts
     if folder not in classes:
         raise UcfpipeError(f"{where}: class folder {folder!r} is not in classInd.txt; check the split files match")
     match = _CLIP_NAME.match(filename)
@@ -70,7 +82,7 @@ def parse_clip(relative_path: str, classes: tuple[str, ...], where: str = "clip 
     if match["name"].lower() != folder.lower():
         raise UcfpipeError(f"{where}: file {filename!r} does not belong to folder {folder!r}")
     return Clip(
-        video_id=str(path.with_suffix("")),
+        video_id=f"{folder}/{filename[:-len('.avi')]}",
         label=classes.index(folder),
         group=int(match["group"]),
         clip_number=int(match["clip"]),
