@@ -17,7 +17,6 @@ from helpers import QUIET, REPO, extract_tiny, tiny_config
 from ucfpipe.cache.store import FeatureStore
 from ucfpipe.cli import main
 from ucfpipe.core.errors import UcfpipeError
-from ucfpipe.models import backbones
 from ucfpipe.serving import export
 from ucfpipe.serving import predictor as predict
 from ucfpipe.stage_two import ensemble, train
@@ -324,14 +323,21 @@ def test_the_staging_directory_of_a_killed_export_is_removed_by_the_next(tiny_ru
 
 
 # -- every backbone of the table exports its run's own stage one ---------------------------------------------------
-@pytest.fixture(scope="module", params=[("resnet50", "float16", "keras"), ("mobilenet_v3_large", "float32", "onnx")],
-                ids=lambda param: param[0])
+# (backbone, storage dtype, second format, the --layer stored and its channels). The layer is an early one: what
+# this proves is that the export rebuilds the run's own backbone, cut where the run's cache was; each backbone whole
+# through every format is test_matrix.py's.
+BACKBONE_EXPORTS = [("resnet50", "float16", "keras", "conv2_block3_out", 256),
+                    ("mobilenet_v3_large", "float32", "onnx", "expanded_conv_2_add", 24)]
+
+
+@pytest.fixture(scope="module", params=BACKBONE_EXPORTS, ids=lambda param: param[0])
 def backbone_export(request, synth_dataset, genuine_videos, tmp_path_factory):
-    """A tiny run of a non-VGG backbone (T = 4, 32x32; float32 storage where random weights' features underflow
-    float16), predict's probabilities on two genuine clips, and its exports (keras, and the param's format)."""
-    name, dtype, format = request.param
+    """A tiny run of a non-VGG backbone cut at an early layer (T = 4, 32x32; float32 storage where random weights'
+    features underflow float16), predict's probabilities on two genuine clips, and its exports (keras, and the
+    param's format)."""
+    name, dtype, format, layer, feature_size = request.param
     root = tmp_path_factory.mktemp(name)
-    cache = extract_tiny(synth_dataset, root / "features", backbone=name, frames=4, dtype=dtype)
+    cache = extract_tiny(synth_dataset, root / "features", backbone=name, frames=4, dtype=dtype, layer=layer)
     train.run(tiny_config(cache, synth_dataset["splits"], root / "run"), **QUIET)
     paths = sorted(genuine_videos.rglob("*.avi"))[:2]
     clips = np.stack([read_clip(path, 4, 32).frames for path in paths])
@@ -343,7 +349,7 @@ def backbone_export(request, synth_dataset, genuine_videos, tmp_path_factory):
         export.run(root / "run", exports[each], each, log=lambda *_: None)
     return {"name": name, "format": format, "exports": exports, "clips": clips, "clips_file": root / "clips.npy",
             "probabilities": np.stack([predictor.probabilities(path) for path in paths]),
-            "feature_size": predictor.extractor.output.shape[-1]}
+            "feature_size": predictor.extractor.output.shape[-1], "layer_size": feature_size}
 
 
 def test_a_run_of_another_backbone_exports_its_own_backbone_and_equals_predict(backbone_export):
@@ -352,7 +358,7 @@ def test_a_run_of_another_backbone_exports_its_own_backbone_and_equals_predict(b
     assert all(export.is_builtin(layer) for layer in export.sublayers(model))
     assert backbone_export["name"] in {layer.name.split("_extractor")[0] for layer in model.layers}
     np.testing.assert_allclose(model.predict(backbone_export["clips"], verbose=0), backbone_export["probabilities"], atol=1e-3)
-    assert backbone_export["feature_size"] == backbones.get(backbone_export["name"]).feature_size
+    assert backbone_export["feature_size"] == backbone_export["layer_size"]  # the run's layer, not the default
 
 
 def test_a_run_of_another_backbone_exports_to_the_other_formats_too(backbone_export, tmp_path):
