@@ -16,7 +16,7 @@ from ucfpipe.config import TrainConfig
 from ucfpipe.core import files
 from ucfpipe.core.errors import Interrupted, UcfpipeError
 from ucfpipe.search import space as spaces
-from ucfpipe.search.study import WORKER
+from ucfpipe.search.study import worker_name
 
 
 class InvalidTrial(Exception):
@@ -97,4 +97,4 @@ def make_objective(base: TrainConfig, space: dict, study_seed: int, trials_dir: 
 
 
 def tag_worker(trial) -> None:
-    trial.set_user_attr("worker", WORKER)
+    trial.set_user_attr("worker", worker_name())

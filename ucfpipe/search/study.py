@@ -14,7 +14,12 @@ from pathlib import Path
 
 from ucfpipe.core.errors import UcfpipeError
 
-WORKER = f"{socket.gethostname()}:{os.getpid()}"
+
+def worker_name() -> str:
+    """This process as a trial records it, host:pid; asked each time, so a forked process names itself."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 PRUNERS = ("median", "hyperband")
 # Seconds between a running trial's heartbeats, and without one before it counts as dead (kill -9, a lost
 # machine): UCFPIPE_TUNE_HEARTBEAT="INTERVAL,GRACE" shortens them (the tests do).
@@ -92,7 +97,7 @@ def default_name(fingerprint: str, split: int) -> str:
 def sampler_seed(seed: int, worker: bool) -> int:
     """The study seed in the --out process (one process: reproducible); other workers add their own id, else
     every process would draw the same startup trials."""
-    return (seed + zlib.crc32(WORKER.encode())) % 2**32 if worker else seed
+    return (seed + zlib.crc32(worker_name().encode())) % 2**32 if worker else seed
 
 
 def make_pruner(name: str, epochs: int):

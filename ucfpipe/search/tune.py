@@ -124,7 +124,7 @@ def run(search: Search, argv: list[str], log=print) -> dict:
         objective = make_objective(base, space, search.seed, trials_dir)
         now = run_until(study, objective, search.trials, deadline, on_trial=progress)
         if search.worker:
-            log(f"worker {studies.WORKER}: study {name} has {now['finished']} finished trials of {search.trials}")
+            log(f"worker {studies.worker_name()}: study {name} has {now['finished']} finished trials of {search.trials}")
             return now
         for helper in helpers:
             helper.wait()
