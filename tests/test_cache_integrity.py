@@ -9,14 +9,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
-from helpers import REPO, TINY, extract_tiny, flip_a_feature_byte, invoke
+from helpers import TINY, extract_tiny, flip_a_feature_byte, invoke
 from ucfpipe.cache import format as cache_format
 from ucfpipe.cache import writer
 from ucfpipe.cache.format import MANIFEST
@@ -78,7 +77,8 @@ def clean_big(synth_dataset, tmp_path_factory):
 
 # -- full disks -------------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_full_disk_during_extract_is_one_line_and_a_rerun_ends_with_the_clean_cache(synth_dataset, clean_big, small_disk, tmp_path, monkeypatch):
+def test_full_disk_during_extract_is_one_line_and_a_rerun_ends_with_the_clean_cache(synth_dataset, clean_big, small_disk,
+                                                                                    tmp_path, monkeypatch, warm):
     if small_disk is None:
         pytest.skip("mount refused here: see test_injected_enospc_when_no_tmpfs_can_be_mounted")
     out = small_disk / "features"
@@ -86,10 +86,9 @@ def test_full_disk_during_extract_is_one_line_and_a_rerun_ends_with_the_clean_ca
     toml.write_text("shard_clips = 16\n")
     flags = ["--config", toml, "--videos", synth_dataset["videos"], "--splits", synth_dataset["splits"], "--out", out,
              "--no-progress", *[f for k, v in BIG.items() if k != "shard_clips" for f in (f"--{k.replace('_', '-')}", v)]]
-    # A real process: the crash of the issue (exit 139) happened at interpreter exit, after the error line.
-    command = [sys.executable, "-m", "ucfpipe.cli", "extract", *map(str, flags)]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    # A real process (started warm, and ending through the interpreter's exit as any does): the crash of the issue
+    # (exit 139) happened at interpreter exit, after the error line.
+    done = warm.run(["extract", *flags], timeout=600)
     assert done.returncode == 2, done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("Error")]
     assert len(errors) == 1 and "no space left on the device of" in errors[0] and "it needs about" in errors[0]

@@ -1,10 +1,8 @@
 """Fault injection: killed extractions, damaged and fake videos, built from the genuine clips."""
 
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import h5py
@@ -16,19 +14,16 @@ from ucfpipe.cache.store import FeatureStore
 from ucfpipe.stage_one import check
 
 
-CLI = [sys.executable, "-m", "ucfpipe.cli"]
-
-
 def extract_args(dataset, out) -> list[str]:
     flags = [f for key, value in {**TINY, "batch_size": 16}.items() for f in (f"--{key.replace('_', '-')}", str(value))]
     return ["extract", "--videos", str(dataset["videos"]), "--splits", str(dataset["splits"]), "--out", str(out),
             "--no-progress"] + flags
 
 
-def start_and_kill(command, out, config, shards_before_kill: int, timeout: float = 120):
-    """Start an extraction and SIGKILL it once `shards_before_kill` shards exist (0: as soon as it runs)."""
-    process = subprocess.Popen(command + ["--config", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+def start_and_kill(warm, args, out, config, shards_before_kill: int, timeout: float = 120):
+    """Start an extraction (a process of its own, started warm: the kills come once it works) and SIGKILL it once
+    `shards_before_kill` shards exist (0: as soon as it runs)."""
+    process = warm.start([*args, "--config", config], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + timeout
     while time.time() < deadline and process.poll() is None:
         if len(list(out.glob("shard-*.h5*"))) >= shards_before_kill and (out / "extract.lock").exists():
@@ -41,13 +36,13 @@ def start_and_kill(command, out, config, shards_before_kill: int, timeout: float
 
 
 @pytest.mark.slow
-def test_kill_9_at_several_points_then_rerun_equals_a_clean_run(synth_dataset, synth_cache, tmp_path):
+def test_kill_9_at_several_points_then_rerun_equals_a_clean_run(synth_dataset, synth_cache, tmp_path, warm):
     out = tmp_path / "features"
     config = tmp_path / "extract.toml"
     config.write_text("shard_clips = 3\nshard_seconds = 1000.0\n")  # many small shards: many kill points
     args = extract_args(synth_dataset, out)
     for shards in (0, 2, 9, 15):
-        if start_and_kill(CLI + args, out, config, shards):
+        if start_and_kill(warm, args, out, config, shards):
             break  # it finished before the kill point: nothing more to interrupt
         for path in out.glob("shard-*.h5"):  # every file under a final name is whole and readable
             with h5py.File(path, "r") as shard:

@@ -304,12 +304,11 @@ def test_a_dropped_source_and_ctrl_c_end_with_a_summary(predictor, rate):
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_a_live_run_with_a_summary_and_exit_130(run_dir, concatenated, tmp_path):
+def test_ctrl_c_stops_a_live_run_with_a_summary_and_exit_130(run_dir, concatenated, tmp_path, warm):
     video, _ = concatenated
     annotated = tmp_path / "annotated.avi"
-    command = [sys.executable, "-m", "ucfpipe.cli", "live", "--run", str(run_dir), "--source", str(video), "--realtime",
-               "--json", "--out", str(annotated)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = warm.start(["live", "--run", run_dir, "--source", video, "--realtime", "--json", "--out", annotated],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     first = json.loads(process.stdout.readline())  # running: a prediction came
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
@@ -464,13 +463,16 @@ def test_a_recording_the_disk_cut_short_is_caught_when_it_is_checked(tmp_path, d
 
 @pytest.mark.parametrize("when", ["loading", "first prediction", "a second later"])
 @pytest.mark.slow
-def test_sigterm_keeps_the_recording_whole_prints_the_summary_and_exits_143(run_dir, concatenated, tmp_path, when):
+def test_sigterm_keeps_the_recording_whole_prints_the_summary_and_exits_143(run_dir, concatenated, tmp_path, when,
+                                                                          warm):
     video, _ = concatenated
     annotated = tmp_path / "annotated.mp4"
-    command = [sys.executable, "-m", "ucfpipe.cli", "live", "--run", str(run_dir), "--source", str(video), "--realtime",
-               "--json", "--out", str(annotated)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    args = ["live", "--run", run_dir, "--source", video, "--realtime", "--json", "--out", annotated]
+    if when == "loading":  # a fresh interpreter: the signal lands while it starts
+        process = subprocess.Popen([sys.executable, "-m", "ucfpipe.cli", *map(str, args)], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    else:  # started warm (tests/warm_process.py): the signal comes once predictions do
+        process = warm.start(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         if when == "loading":
             time.sleep(1.0)

@@ -34,9 +34,9 @@ def said(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.strip() and "absl::InitializeLog" not in line and "port.cc" not in line]
 
 
-def train_command(cache, splits, out, *more):
-    return CLI + ["train", "--features", str(cache), "--splits", str(splits), "--out", str(out), "--units", "16",
-                  "--batch-size", "8", "--val-groups", "1", "--patience", "1000", *more]
+def train_args(cache, splits, out, *more):
+    return ["train", "--features", str(cache), "--splits", str(splits), "--out", str(out), "--units", "16",
+            "--batch-size", "8", "--val-groups", "1", "--patience", "1000", *more]
 
 
 @pytest.fixture(scope="module")
@@ -44,23 +44,35 @@ def finished_run(tiny_run):
     return tiny_run
 
 
-def long_command(stage: str, synth_dataset, synth_cache, out) -> list[str]:
+def long_args(stage: str, synth_dataset, synth_cache, out) -> list[str]:
     """An extract or train far longer than the latest signal the tests send (64x64 frames, 16 per clip, 8 per
     batch; 1000 epochs)."""
     if stage == "extract":
-        return CLI + ["extract", "--videos", str(synth_dataset["videos"]), "--splits", str(synth_dataset["splits"]),
-                      "--out", str(out), "--frames", "16", "--size", "64", "--weights", "none", "--batch-size", "8",
-                      "--no-progress"]
-    return train_command(synth_cache, synth_dataset["splits"], out, "--epochs", "1000")
+        return ["extract", "--videos", str(synth_dataset["videos"]), "--splits", str(synth_dataset["splits"]),
+                "--out", str(out), "--frames", "16", "--size", "64", "--weights", "none", "--batch-size", "8",
+                "--no-progress"]
+    return train_args(synth_cache, synth_dataset["splits"], out, "--epochs", "1000")
+
+
+# A signal this many seconds after the start lands while the interpreter starts (TensorFlow imports for about 6 s
+# here): a fresh one, as a user's. Later ones are sent to a command started warm (tests/warm_process.py), so that
+# they land while it works: seconds into its training or extraction.
+DURING_START = 2.0
+
+
+def start_long(stage, delay, synth_dataset, synth_cache, out, warm):
+    args = long_args(stage, synth_dataset, synth_cache, out)
+    if delay < DURING_START:
+        return subprocess.Popen(CLI + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    return warm.start(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 # -- Ctrl-C at any moment --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("delay", [0.5, 1.5, 3.0, 5.0])
 @pytest.mark.parametrize("stage", ["extract", "train"])
-def test_ctrl_c_at_any_moment_ends_with_one_line_and_exit_130(stage, delay, synth_dataset, synth_cache, tmp_path):
+def test_ctrl_c_at_any_moment_ends_with_one_line_and_exit_130(stage, delay, synth_dataset, synth_cache, tmp_path, warm):
     out = tmp_path / "out"
-    command = long_command(stage, synth_dataset, synth_cache, out)
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    process = start_long(stage, delay, synth_dataset, synth_cache, out, warm)
     time.sleep(delay)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
@@ -74,12 +86,11 @@ def test_ctrl_c_at_any_moment_ends_with_one_line_and_exit_130(stage, delay, synt
 
 @pytest.mark.parametrize("delay", [1.5, 5.0])
 @pytest.mark.parametrize("stage", ["extract", "train"])
-def test_sigterm_takes_the_ctrl_c_way_and_exits_143(stage, delay, synth_dataset, synth_cache, tmp_path):
+def test_sigterm_takes_the_ctrl_c_way_and_exits_143(stage, delay, synth_dataset, synth_cache, tmp_path, warm):
     """What `timeout`, `docker stop` and systemd send: the same safe points, line and leftovers as Ctrl-C, and
     128 + SIGTERM as the status (by default Python would die at once, mid-write, with no line at all)."""
     out = tmp_path / "out"
-    command = long_command(stage, synth_dataset, synth_cache, out)
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    process = start_long(stage, delay, synth_dataset, synth_cache, out, warm)
     time.sleep(delay)
     process.terminate()
     _, stderr = process.communicate(timeout=120)
@@ -103,10 +114,10 @@ def wait_for(condition, process, timeout=120.0):
         time.sleep(0.1)
 
 
-def test_a_second_writer_on_a_run_is_refused_naming_the_holder(synth_dataset, synth_cache, tmp_path):
+def test_a_second_writer_on_a_run_is_refused_naming_the_holder(synth_dataset, synth_cache, tmp_path, warm):
     out = tmp_path / "run"
-    first = subprocess.Popen(train_command(synth_cache, synth_dataset["splits"], out, "--epochs", "1000"),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV)
+    first = warm.start(train_args(synth_cache, synth_dataset["splits"], out, "--epochs", "1000"),
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_for(lambda: (out / runs.CHECKPOINTS / runs.STATE).is_file(), first)
         # The second writers run in this process: the lock is the first process's, which is what matters here.
@@ -141,10 +152,10 @@ def leftovers(directory: Path) -> list[str]:
     return [str(p) for p in directory.rglob("*") if ".tmp" in p.name]
 
 
-def test_full_disk_mid_training_is_one_line_and_resume_completes(synth_dataset, synth_cache, small_disk):
+def test_full_disk_mid_training_is_one_line_and_resume_completes(synth_dataset, synth_cache, small_disk, warm):
     out = small_disk / "run"
-    process = subprocess.Popen(train_command(synth_cache, synth_dataset["splits"], out, "--epochs", "1000"),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV)
+    process = warm.start(train_args(synth_cache, synth_dataset["splits"], out, "--epochs", "1000"),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     state = out / runs.CHECKPOINTS / runs.STATE
     wait_for(lambda: state.is_file() and runs.read_json(state)["epoch"] >= 2, process)
     deadline = time.time() + 120

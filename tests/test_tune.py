@@ -9,7 +9,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -226,10 +225,11 @@ def test_the_test_clips_are_unreadable_during_the_search_and_read_once_after(set
 HEARTBEAT = "1,3"  # seconds between a trial's heartbeats, and until a silent one is failed: a killed trial fails soon
 
 
-def spawn(args) -> subprocess.Popen:
+def spawn(warm, args):
+    """`ucfpipe ARGS` in a process (and session) of its own, started warm (tests/warm_process.py): the signals
+    below come mid-trial, never during start-up."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "UCFPIPE_TUNE_HEARTBEAT": HEARTBEAT}
-    return subprocess.Popen([sys.executable, "-m", "ucfpipe.cli", *map(str, args)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return warm.start(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
 def wait_for(condition, timeout: float, what: str):
@@ -256,18 +256,18 @@ def running_trial_with_an_epoch(db: Path):
 
 
 @pytest.mark.slow
-def test_kill_9_mid_trial_then_the_same_command_finishes_exactly_k(setup):
+def test_kill_9_mid_trial_then_the_same_command_finishes_exactly_k(setup, warm):
     out = setup["tmp"] / "search"
     setup["config"].write_text(TRAIN.replace("epochs = 2", "epochs = 8"))
     args = tune_args(setup, "--out", out, trials=3)
-    first = spawn(args)
+    first = spawn(warm, args)
     try:
         killed = wait_for(lambda: running_trial_with_an_epoch(out / "study.db"), 300, "a running trial with an epoch")
     finally:
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
     assert any(p.name.startswith(".") for p in (out / "trials").iterdir())  # the killed trial's half-made run
-    second = spawn(args)
+    second = spawn(warm, args)
     output, _ = second.communicate(timeout=600)
     assert second.returncode == 0, output
     trials = study_trials(f"sqlite:///{out / 'study.db'}")
@@ -279,12 +279,12 @@ def test_kill_9_mid_trial_then_the_same_command_finishes_exactly_k(setup):
 
 
 @pytest.mark.slow
-def test_two_processes_on_one_sqlite_study_finish_k_trials_together(setup, monkeypatch):
+def test_two_processes_on_one_sqlite_study_finish_k_trials_together(setup, monkeypatch, warm):
     out = setup["tmp"] / "search"
     monkeypatch.setenv("UCFPIPE_TUNE_HEARTBEAT", HEARTBEAT)  # this process's, as spawn() gives the helper
     url = f"sqlite:///{setup['tmp'] / 'shared.db'}"
     # The helper in a process of its own, the command in this one: two processes on one study either way.
-    helper = spawn(tune_args(setup, "--worker", "--storage", url, "--trials-dir", setup["tmp"] / "worker-runs", trials=4))
+    helper = spawn(warm, tune_args(setup, "--worker", "--storage", url, "--trials-dir", setup["tmp"] / "worker-runs", trials=4))
     try:
         lead = invoke(*tune_args(setup, "--out", out, "--storage", url, trials=4))
     finally:
@@ -299,10 +299,10 @@ def test_two_processes_on_one_sqlite_study_finish_k_trials_together(setup, monke
 
 
 @pytest.mark.slow
-def test_sigterm_mid_trial_fails_that_trial_at_once_exits_143_and_leaves_no_half_made_run(setup):
+def test_sigterm_mid_trial_fails_that_trial_at_once_exits_143_and_leaves_no_half_made_run(setup, warm):
     out = setup["tmp"] / "search"
     setup["config"].write_text(TRAIN.replace("epochs = 2", "epochs = 8"))
-    first = spawn(tune_args(setup, "--out", out, trials=3))
+    first = spawn(warm, tune_args(setup, "--out", out, trials=3))
     stopped = wait_for(lambda: running_trial_with_an_epoch(out / "study.db"), 300, "a running trial with an epoch")
     first.send_signal(signal.SIGTERM)
     output, _ = first.communicate(timeout=120)

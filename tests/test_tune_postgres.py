@@ -91,10 +91,10 @@ def postgres_url():
 
 
 @pytest.mark.slow
-def test_a_tune_and_a_worker_on_postgresql_finish_k_trials_together(setup, postgres_url):  # noqa: F811
+def test_a_tune_and_a_worker_on_postgresql_finish_k_trials_together(setup, postgres_url, warm):  # noqa: F811
     out = setup["tmp"] / "search"
-    lead = spawn(tune_args(setup, "--out", out, "--storage", postgres_url, trials=4))
-    helper = spawn(tune_args(setup, "--worker", "--storage", postgres_url, trials=4))
+    lead = spawn(warm, tune_args(setup, "--out", out, "--storage", postgres_url, trials=4))
+    helper = spawn(warm, tune_args(setup, "--worker", "--storage", postgres_url, trials=4))
     outputs = [process.communicate(timeout=600)[0] for process in (lead, helper)]
     assert lead.returncode == 0 and helper.returncode == 0, outputs
     finished = [t for t in study_trials(postgres_url) if t.state.name in ("COMPLETE", "PRUNED")]
