@@ -140,6 +140,18 @@ def warm(tmp_path_factory):
     server.close()
 
 
+# -- a tune search on the tiny cache (test_tune.py, test_tune_postgres.py) ----------------------------------------------
+@pytest.fixture
+def tune_setup(synth_cache, synth_dataset, tmp_path) -> dict:
+    """The tiny cache and its splits, with tune_helpers' space.toml and train.toml written in the test's folder."""
+    from tune_helpers import TINY_SPACE, TRAIN
+
+    (tmp_path / "space.toml").write_text(TINY_SPACE)
+    (tmp_path / "train.toml").write_text(TRAIN)
+    return {"cache": synth_cache, "splits": synth_dataset["splits"], "space": tmp_path / "space.toml",
+            "config": tmp_path / "train.toml", "tmp": tmp_path}
+
+
 # -- one tiny run, trained once a session --------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def tiny_training(synth_cache, synth_dataset, tmp_path_factory) -> tuple[Path, dict]:

@@ -191,6 +191,38 @@ def run_record(classes, split: int = 1, fingerprint: str = "f", **changes) -> di
                                             "extract_config": {}}, **changes}
 
 
+# -- run directories as `report` reads them (test_setups.py, test_temporal_transformer.py) ---------------------------
+EVALUATED_CLASSES = ["ApplyEyeMakeup", "Biking", "Diving", "Fencing", "Haircut", "Punch"]
+
+
+def evaluated(directory: Path, split: int, top1: float, classes=EVALUATED_CLASSES, fingerprint="f0", **settings) -> Path:
+    """A run directory as `train` and `eval` leave it, as far as `report` reads it (no model)."""
+    from ucfpipe.stage_two import runs
+
+    directory.mkdir(parents=True)
+    k = min(5, len(classes))
+    (directory / runs.METRICS).write_text(json.dumps({
+        "split": split, "top1": top1, "top5": 1.0, "top5_k": k, "mean_class_accuracy": top1, "num_test_clips": 12,
+        "fingerprint": fingerprint, "dataset": "ucf101", "backbone": "vgg16"}))
+    (directory / runs.RUN).write_text(json.dumps(run_record(classes, split, fingerprint)))
+    config = {"split": split, "seed": split, "out": str(directory), "features": "features", "splits": "lists",
+              "units": 64, "epochs": 5, "memory_limit_gb": 4.0, **settings}
+    (directory / runs.CONFIG).write_text(json.dumps(config))
+    return directory
+
+
+def reports(dirs, tmp_path) -> dict:
+    """What the text report, the markdown and the page say of `dirs`."""
+    text = invoke("report", *dirs)
+    markdown = invoke("report", "--markdown", *dirs)
+    page = tmp_path / "page.html"
+    with_page = invoke("report", "--html", page, *dirs)
+    for result in (text, markdown, with_page):
+        assert result.exit_code == 0, result.output
+    return {"text": text.stdout, "markdown": markdown.stdout, "markdown notes": markdown.stderr,
+            "html": page.read_text(encoding="utf-8")}
+
+
 # -- genuine pretrained weights, photos and clips (../shared/realdata) ------------------------------------------------
 REALDATA = REPO.parent / "shared" / "realdata"
 

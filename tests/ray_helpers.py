@@ -57,6 +57,12 @@ def descendants(pid: int) -> dict[int, str]:
     return found
 
 
+def started_here() -> dict[int, str]:
+    """What this pytest process has running below it, less the warm ucfpipe server it keeps for other tests
+    (tests/warm_process.py): after a Ray run, nothing."""
+    return {pid: line for pid, line in descendants(os.getpid()).items() if "warm_process.py" not in line}
+
+
 def alive(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"

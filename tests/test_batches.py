@@ -14,6 +14,11 @@ from ucfpipe.stage_two import evaluate, run_setup, runs, train
 from ucfpipe.stage_two.batches import ClipBatches, InMemory, load_source, temporal_indices
 
 
+# The tests of stored views need an extract of their own with four views (about 20 s on two cores, the largest
+# fixture of the fast loop): `make test` runs them, `make test-fast` does not.
+needs_views = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def views_cache(synth_dataset, tmp_path_factory):
     """The synthetic dataset at tiny size with the centre, flip and two time views."""
@@ -73,6 +78,7 @@ def test_augmentation_without_a_seed_is_refused():
         ClipBatches(InMemory(np.zeros((4, 3, 2))), None, 0, 2, time_jitter=0.1)
 
 
+@needs_views
 def test_streamed_and_in_memory_multi_view_sources_agree(views_cache):
     store = FeatureStore(views_cache)
     ids = store.video_ids[:10]
@@ -85,6 +91,7 @@ def test_streamed_and_in_memory_multi_view_sources_agree(views_cache):
 
 
 # -- training ------------------------------------------------------------------------------------------------
+@needs_views
 def test_training_draws_from_every_stored_view_and_records_them(views_run, views_cache):
     out, _ = views_run
     record = json.loads((out / runs.RUN).read_text())
@@ -92,6 +99,7 @@ def test_training_draws_from_every_stored_view_and_records_them(views_run, views
     assert FeatureStore(views_cache).views[0] == "center" and len(record["data"]["train_views"]) > 1
 
 
+@needs_views
 def test_augmented_training_is_reproducible_streamed_or_in_memory(views_run, views_cache, synth_dataset, tmp_path):
     out, summary = views_run
     again = train.run(tiny_config(views_cache, synth_dataset["splits"], tmp_path / "again", memory_limit_gb=1e-9), **QUIET)
@@ -100,6 +108,7 @@ def test_augmented_training_is_reproducible_streamed_or_in_memory(views_run, vie
         np.testing.assert_array_equal(a, b)
 
 
+@needs_views
 def test_augmentation_changes_training_and_center_only_switches_views_off(views_run, views_cache, synth_dataset, tmp_path):
     _, summary = views_run
     plain = train.run(tiny_config(views_cache, synth_dataset["splits"], tmp_path / "plain", train_views="center",
@@ -108,6 +117,7 @@ def test_augmentation_changes_training_and_center_only_switches_views_off(views_
     assert without_timings(plain["history"]) != without_timings(summary["history"])
 
 
+@needs_views
 def test_resume_of_an_augmented_run_is_bit_exact(views_run, views_cache, synth_dataset, tmp_path, monkeypatch):
     out, summary = views_run
     interrupt_training_after(monkeypatch, 0)
@@ -120,6 +130,7 @@ def test_resume_of_an_augmented_run_is_bit_exact(views_run, views_cache, synth_d
         np.testing.assert_array_equal(a, b)
 
 
+@needs_views
 def test_bad_augmentation_settings_are_refused(views_cache, synth_dataset, tmp_path):
     with pytest.raises(UcfpipeError, match="--time-jitter must be in"):
         tiny_config(views_cache, synth_dataset["splits"], tmp_path / "x", time_jitter=1.5).validate()
@@ -128,6 +139,7 @@ def test_bad_augmentation_settings_are_refused(views_cache, synth_dataset, tmp_p
 
 
 # -- test-time augmentation ----------------------------------------------------------------------------------
+@needs_views
 def test_tta_probabilities_are_the_mean_of_each_view_predicted_alone(views_run, views_cache):
     out, _ = views_run
     metrics = evaluate.run(out, tta=True, log=lambda *_: None)
@@ -149,6 +161,7 @@ def test_tta_probabilities_are_the_mean_of_each_view_predicted_alone(views_run, 
     assert saved["tta"]["top1"] == metrics["tta"]["top1"]
 
 
+@needs_views
 def test_a_run_recorded_before_augmentation_existed_keeps_training_without_it(views_run, tmp_path):
     import shutil
 

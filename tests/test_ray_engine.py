@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from helpers import assert_one_line_error, invoke
-from ray_helpers import Run, assert_every_clip_once, data_flags, descendants, ray_env, ray_process
+from ray_helpers import Run, assert_every_clip_once, data_flags, ray_env, ray_process, started_here
 from ray_helpers import ray_token  # noqa: F401  (autouse: every test runs with this session's Ray token)
 
 pytestmark = pytest.mark.slow
@@ -48,7 +48,7 @@ def test_ray_engine_writes_the_local_engines_cache(small, tmp_path):
     again = extract.run(ExtractConfig(videos=small["videos"], splits=small["splits"], out=str(tmp_path / "ray"),
                                       engine="ray", **EQUAL), progress=False, log=lambda *_: None)
     assert again["extracted"] == 0 and again["cached"] == small["num_clips"]  # a rerun finds nothing to do
-    assert not descendants(os.getpid()), "the Ray cluster the run started outlived it"
+    assert not started_here(), "the Ray cluster the run started outlived it"
 
 
 def test_a_ray_run_prints_none_of_rays_own_warnings(small, tmp_path):
@@ -85,7 +85,7 @@ def test_decode_and_model_are_two_ray_stages(small):
         fused = connected.data.from_items([{"a": 1}]).map_batches(ray_engine.decode_batch, num_cpus=1).map_batches(
             ray_engine.Backbone, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1)
         assert ray_engine.physical_plan(fused)[-1] == "MapBatches(decode_batch)->MapBatches(Backbone)"
-    assert not descendants(os.getpid())
+    assert not started_here()
 
 
 def test_workers_that_cannot_read_the_videos_are_one_line(small, tmp_path):

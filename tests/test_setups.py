@@ -6,43 +6,13 @@ from __future__ import annotations
 
 import json
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from helpers import invoke, run_record
+from helpers import EVALUATED_CLASSES as CLASSES, evaluated, invoke, reports
 from ucfpipe.stage_two import report, runs
 from ucfpipe.stage_two.plots import plot_confusion
-
-CLASSES = ["ApplyEyeMakeup", "Biking", "Diving", "Fencing", "Haircut", "Punch"]
-
-
-def evaluated(directory: Path, split: int, top1: float, classes=CLASSES, fingerprint="f0", **settings) -> Path:
-    """A run directory as `train` and `eval` leave it, as far as `report` reads it (no model)."""
-    directory.mkdir(parents=True)
-    k = min(5, len(classes))
-    (directory / runs.METRICS).write_text(json.dumps({
-        "split": split, "top1": top1, "top5": 1.0, "top5_k": k, "mean_class_accuracy": top1, "num_test_clips": 12,
-        "fingerprint": fingerprint, "dataset": "ucf101", "backbone": "vgg16"}))
-    (directory / runs.RUN).write_text(json.dumps(run_record(classes, split, fingerprint)))
-    config = {"split": split, "seed": split, "out": str(directory), "features": "features", "splits": "lists",
-              "units": 64, "epochs": 5, "memory_limit_gb": 4.0, **settings}
-    (directory / runs.CONFIG).write_text(json.dumps(config))
-    return directory
-
-
-def reports(dirs, tmp_path) -> dict:
-    """What the text report, the markdown and the page say of `dirs`."""
-    text = invoke("report", *dirs)
-    markdown = invoke("report", "--markdown", *dirs)
-    page = tmp_path / "page.html"
-    with_page = invoke("report", "--html", page, *dirs)
-    for result in (text, markdown, with_page):
-        assert result.exit_code == 0, result.output
-    return {"text": text.stdout, "markdown": markdown.stdout, "markdown notes": markdown.stderr,
-            "html": page.read_text(encoding="utf-8")}
-
 
 def test_runs_of_one_setup_over_splits_get_a_mean_in_every_report(tmp_path):
     dirs = [evaluated(tmp_path / f"split{s}", s, top1, memory_limit_gb=s) for s, top1 in ((1, 0.8), (2, 0.7), (3, 0.9))]

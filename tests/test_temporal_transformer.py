@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import assert_one_line_error, invoke
+from helpers import assert_one_line_error, evaluated, invoke, reports
 from ucfpipe.config import TrainConfig
 from ucfpipe.core.errors import UcfpipeError
 from ucfpipe.core.rng import seed_everything
@@ -117,8 +117,6 @@ def test_train_refuses_what_the_transformer_cannot_do_in_one_line(tmp_path, flag
 
 
 def test_the_report_names_the_transformer_and_shows_its_settings(tmp_path):
-    from test_setups import evaluated, reports
-
     dirs = [evaluated(tmp_path / f"split{s}", s, 0.8, cell="transformer", heads=2, layers=2) for s in (1, 2)]
     said = reports(dirs, tmp_path)
     assert "| Transformer top-1 |" in said["markdown"] and "LSTM" not in said["markdown"]

@@ -8,67 +8,24 @@ import json
 import os
 import signal
 import sqlite3
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from helpers import assert_one_line_error, invoke
+from tune_helpers import HEARTBEAT, TRAIN, spawn, study_trials, tune_args
 
 pytest.importorskip("optuna", reason="the tune extra (optuna) is not installed")
-
-TINY_SPACE = """
-[cell]
-choices = ["lstm", "gru"]
-[units]
-choices = [8, 16]
-[dropout]
-float = [0.0, 0.5]
-[learning_rate]
-float = [1e-3, 1e-2]
-log = true
-"""
-TRAIN = """units = 8
-epochs = 2
-batch_size = 8
-val_groups = 1
-learning_rate = 3e-3
-dropout = 0.2
-label_smoothing = 0.0
-"""
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def setup(synth_cache, synth_dataset, tmp_path) -> dict:
-    (tmp_path / "space.toml").write_text(TINY_SPACE)
-    (tmp_path / "train.toml").write_text(TRAIN)
-    return {"cache": synth_cache, "splits": synth_dataset["splits"], "space": tmp_path / "space.toml",
-            "config": tmp_path / "train.toml", "tmp": tmp_path}
-
-
-def tune_args(setup, *more, trials: int = 3) -> list[str]:
-    return ["tune", "--features", str(setup["cache"]), "--splits", str(setup["splits"]), "--split", "1",
-            "--config", str(setup["config"]), "--space", str(setup["space"]), "--trials", str(trials), *map(str, more)]
-
-
-def study_trials(url: str):
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    name = optuna.study.get_all_study_names(url)[0]
-    return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
-
 
 def states_of(trials) -> list[str]:
     return [t.state.name for t in trials if not t.user_attrs.get("surplus")]
 
 
 @pytest.mark.slow  # a whole search: trials, the best retrained, the test list scored
-def test_a_search_finishes_k_trials_retrains_the_best_and_a_rerun_only_prints(setup):
-    out = setup["tmp"] / "search"
-    result = invoke(*tune_args(setup, "--out", out, "--ensemble-top", 2), exit_code=0)
+def test_a_search_finishes_k_trials_retrains_the_best_and_a_rerun_only_prints(tune_setup):
+    out = tune_setup["tmp"] / "search"
+    result = invoke(*tune_args(tune_setup, "--out", out, "--ensemble-top", 2), exit_code=0)
     assert "trial 0 complete" in result.output and "default (train's settings)" in result.output, result.output
     tune = json.loads((out / "tune.json").read_text())
     assert tune["trials"] == 3 and tune["storage"] == f"sqlite:///{out / 'study.db'}" and "cell" in tune["space"]
@@ -98,27 +55,27 @@ def test_a_search_finishes_k_trials_retrains_the_best_and_a_rerun_only_prints(se
     # best.toml is what `train --config` takes
     from ucfpipe.config import TrainConfig, load_config
 
-    best = load_config(TrainConfig, out / "best.toml", {"out": str(setup["tmp"] / "again")})
+    best = load_config(TrainConfig, out / "best.toml", {"out": str(tune_setup["tmp"] / "again")})
     assert best.units == result_json["best"]["params"]["units"] and best.seed == 0
     # a rerun of the finished search prints its result, trains nothing
     before = sorted(p.name for p in (out / "trials").iterdir())
-    again = invoke(*tune_args(setup, "--out", out, "--ensemble-top", 2), exit_code=0)
+    again = invoke(*tune_args(tune_setup, "--out", out, "--ensemble-top", 2), exit_code=0)
     assert "finished earlier" in again.output and "trial 0 complete" not in again.output, again.output
     assert sorted(p.name for p in (out / "trials").iterdir()) == before
     assert len(study_trials(tune["storage"])) == len(trials)
 
 
 @pytest.mark.slow  # a whole search: trials, the best retrained, the test list scored
-def test_timeout_starts_no_trial_after_it_and_retrains_the_best_so_far(setup):
-    out = setup["tmp"] / "search"
+def test_timeout_starts_no_trial_after_it_and_retrains_the_best_so_far(tune_setup):
+    out = tune_setup["tmp"] / "search"
     started = time.monotonic()
-    invoke(*tune_args(setup, "--out", out, "--timeout", 2, trials=50), exit_code=0)
+    invoke(*tune_args(tune_setup, "--out", out, "--timeout", 2, trials=50), exit_code=0)
     result = json.loads((out / "result.json").read_text())
     assert 1 <= result["finished"] < 50 and (out / "best" / "metrics.json").is_file()
     assert time.monotonic() - started < 120  # a handful of tiny trials, not fifty
 
 
-def test_the_default_row_trains_the_defaults_when_their_trial_never_completed(setup):
+def test_the_default_row_trains_the_defaults_when_their_trial_never_completed(tune_setup):
     """Trial 0 killed and the study's K reached before the defaults ran again: the table still has them, trained
     here on the same validation groups."""
     import optuna
@@ -131,10 +88,10 @@ def test_the_default_row_trains_the_defaults_when_their_trial_never_completed(se
     study.enqueue_trial({"units": 8}, user_attrs={"default": True})
     trial = study.ask({"units": optuna.distributions.CategoricalDistribution([8, 16])})
     study.tell(trial, state=TrialState.FAIL)
-    base = tiny_config(setup["cache"], setup["splits"], "")
-    row = tune._default_outcome(study, None, base, 0, setup["tmp"])
+    base = tiny_config(tune_setup["cache"], tune_setup["splits"], "")
+    row = tune._default_outcome(study, None, base, 0, tune_setup["tmp"])
     assert row["trial"] == 0 and row["params"] == {"units": 8} and 0 <= row["validation"] <= 1
-    assert row["run"] == str(setup["tmp"] / "default") and (setup["tmp"] / "default" / "metrics.json").is_file()
+    assert row["run"] == str(tune_setup["tmp"] / "default") and (tune_setup["tmp"] / "default" / "metrics.json").is_file()
     assert set(row["test"]) == {"top1", "top5", "mean_class"}
 
 
@@ -150,54 +107,54 @@ def test_the_default_row_trains_the_defaults_when_their_trial_never_completed(se
     (["--worker", "--storage", "sqlite:////tmp/x.db"], ["--worker", "drop --out"]),
     (["--ensemble-top", "1"], ["--ensemble-top", "at least 2"]),
 ])
-def test_bad_input_is_one_line_exit_2_and_nothing_written(setup, more, fragments):
-    out = setup["tmp"] / "search"
-    result = invoke(*tune_args(setup, "--out", out), *more)
+def test_bad_input_is_one_line_exit_2_and_nothing_written(tune_setup, more, fragments):
+    out = tune_setup["tmp"] / "search"
+    result = invoke(*tune_args(tune_setup, "--out", out), *more)
     assert_one_line_error(result, *fragments)
     assert not out.exists() and not Path("/tmp/x.db").exists()
 
 
-def test_no_out_without_worker_and_a_cache_without_the_split_clips_are_refused(setup, synth_cache):
-    assert_one_line_error(invoke(*tune_args(setup)), "--out DIR", "--worker")
+def test_no_out_without_worker_and_a_cache_without_the_split_clips_are_refused(tune_setup, synth_cache):
+    assert_one_line_error(invoke(*tune_args(tune_setup)), "--out DIR", "--worker")
     from helpers import copy_cache
     from ucfpipe import datasets
     from ucfpipe.cache.store import FeatureStore
 
     store = FeatureStore(synth_cache)
-    split = datasets.read_split(datasets.of_cache(store.config), setup["splits"], 1)
-    partial = copy_cache(synth_cache, setup["tmp"] / "partial", drop={split.test[0].video_id})
-    out = setup["tmp"] / "search"
-    result = invoke(*tune_args({**setup, "cache": partial}, "--out", out))
+    split = datasets.read_split(datasets.of_cache(store.config), tune_setup["splits"], 1)
+    partial = copy_cache(synth_cache, tune_setup["tmp"] / "partial", drop={split.test[0].video_id})
+    out = tune_setup["tmp"] / "search"
+    result = invoke(*tune_args({**tune_setup, "cache": partial}, "--out", out))
     assert_one_line_error(result, "not in the feature cache")
     assert not out.exists()
 
 
-def test_a_study_of_another_cache_or_split_is_refused(setup, synth_cache):
+def test_a_study_of_another_cache_or_split_is_refused(tune_setup, synth_cache):
     import optuna
 
     from ucfpipe.cache.store import FeatureStore
 
-    url = f"sqlite:///{setup['tmp'] / 'shared.db'}"
+    url = f"sqlite:///{tune_setup['tmp'] / 'shared.db'}"
     real = FeatureStore(synth_cache).fingerprint
     for name, tags, differs in (("other-cache", {"fingerprint": "0123456789abcdef", "split": 1}, "fingerprint"),
                                 ("other-split", {"fingerprint": real, "split": 2}, "split 2")):
         study = optuna.create_study(storage=url, study_name=name, direction="maximize")
         for key, value in {**tags, "seed": 0, "monitor": "val_accuracy", "space_hash": "x"}.items():
             study.set_user_attr(key, value)
-        result = invoke(*tune_args(setup, "--worker", "--storage", url, "--study", name))
+        result = invoke(*tune_args(tune_setup, "--worker", "--storage", url, "--study", name))
         assert_one_line_error(result, f"study {name!r} was made for another search", differs)
         assert len(study.get_trials()) == 0
 
 
 # -- honest: the test list is not read during the search -------------------------------------------------------------
 @pytest.mark.slow  # a whole search: trials, the best retrained, the test list scored
-def test_the_test_clips_are_unreadable_during_the_search_and_read_once_after(setup, monkeypatch):
+def test_the_test_clips_are_unreadable_during_the_search_and_read_once_after(tune_setup, monkeypatch):
     from ucfpipe import datasets
     from ucfpipe.cache.store import FeatureStore
     from ucfpipe.search import best
 
-    store = FeatureStore(setup["cache"])
-    test_ids = {c.video_id for c in datasets.read_split(datasets.of_cache(store.config), setup["splits"], 1).test}
+    store = FeatureStore(tune_setup["cache"])
+    test_ids = {c.video_id for c in datasets.read_split(datasets.of_cache(store.config), tune_setup["splits"], 1).test}
     searching = {"on": True, "refused": 0}
     read = FeatureStore._read
 
@@ -215,23 +172,13 @@ def test_the_test_clips_are_unreadable_during_the_search_and_read_once_after(set
 
     monkeypatch.setattr(FeatureStore, "_read", guarded)
     monkeypatch.setattr(best, "test_scores", after_search)
-    out = setup["tmp"] / "search"
-    invoke(*tune_args(setup, "--out", out, trials=2), exit_code=0)
+    out = tune_setup["tmp"] / "search"
+    invoke(*tune_args(tune_setup, "--out", out, trials=2), exit_code=0)
     assert json.loads((out / "result.json").read_text())["best"]["test"]["top1"] >= 0
     assert searching == {"on": False, "refused": 0}
 
 
 # -- processes: kill -9 and resumption; two on one study ------------------------------------------------------------
-HEARTBEAT = "1,3"  # seconds between a trial's heartbeats, and until a silent one is failed: a killed trial fails soon
-
-
-def spawn(warm, args):
-    """`ucfpipe ARGS` in a process (and session) of its own, started warm (tests/warm_process.py): the signals
-    below come mid-trial, never during start-up."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "UCFPIPE_TUNE_HEARTBEAT": HEARTBEAT}
-    return warm.start(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-
-
 def wait_for(condition, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -256,10 +203,10 @@ def running_trial_with_an_epoch(db: Path):
 
 
 @pytest.mark.slow
-def test_kill_9_mid_trial_then_the_same_command_finishes_exactly_k(setup, warm):
-    out = setup["tmp"] / "search"
-    setup["config"].write_text(TRAIN.replace("epochs = 2", "epochs = 8"))
-    args = tune_args(setup, "--out", out, trials=3)
+def test_kill_9_mid_trial_then_the_same_command_finishes_exactly_k(tune_setup, warm):
+    out = tune_setup["tmp"] / "search"
+    tune_setup["config"].write_text(TRAIN.replace("epochs = 2", "epochs = 8"))
+    args = tune_args(tune_setup, "--out", out, trials=3)
     first = spawn(warm, args)
     try:
         killed = wait_for(lambda: running_trial_with_an_epoch(out / "study.db"), 300, "a running trial with an epoch")
@@ -279,14 +226,14 @@ def test_kill_9_mid_trial_then_the_same_command_finishes_exactly_k(setup, warm):
 
 
 @pytest.mark.slow
-def test_two_processes_on_one_sqlite_study_finish_k_trials_together(setup, monkeypatch, warm):
-    out = setup["tmp"] / "search"
+def test_two_processes_on_one_sqlite_study_finish_k_trials_together(tune_setup, monkeypatch, warm):
+    out = tune_setup["tmp"] / "search"
     monkeypatch.setenv("UCFPIPE_TUNE_HEARTBEAT", HEARTBEAT)  # this process's, as spawn() gives the helper
-    url = f"sqlite:///{setup['tmp'] / 'shared.db'}"
+    url = f"sqlite:///{tune_setup['tmp'] / 'shared.db'}"
     # The helper in a process of its own, the command in this one: two processes on one study either way.
-    helper = spawn(warm, tune_args(setup, "--worker", "--storage", url, "--trials-dir", setup["tmp"] / "worker-runs", trials=4))
+    helper = spawn(warm, tune_args(tune_setup, "--worker", "--storage", url, "--trials-dir", tune_setup["tmp"] / "worker-runs", trials=4))
     try:
-        lead = invoke(*tune_args(setup, "--out", out, "--storage", url, trials=4))
+        lead = invoke(*tune_args(tune_setup, "--out", out, "--storage", url, trials=4))
     finally:
         output = helper.communicate(timeout=600)[0]
     assert lead.exit_code == 0 and helper.returncode == 0, (lead.output, output)
@@ -299,10 +246,10 @@ def test_two_processes_on_one_sqlite_study_finish_k_trials_together(setup, monke
 
 
 @pytest.mark.slow
-def test_sigterm_mid_trial_fails_that_trial_at_once_exits_143_and_leaves_no_half_made_run(setup, warm):
-    out = setup["tmp"] / "search"
-    setup["config"].write_text(TRAIN.replace("epochs = 2", "epochs = 8"))
-    first = spawn(warm, tune_args(setup, "--out", out, trials=3))
+def test_sigterm_mid_trial_fails_that_trial_at_once_exits_143_and_leaves_no_half_made_run(tune_setup, warm):
+    out = tune_setup["tmp"] / "search"
+    tune_setup["config"].write_text(TRAIN.replace("epochs = 2", "epochs = 8"))
+    first = spawn(warm, tune_args(tune_setup, "--out", out, trials=3))
     stopped = wait_for(lambda: running_trial_with_an_epoch(out / "study.db"), 300, "a running trial with an epoch")
     first.send_signal(signal.SIGTERM)
     output, _ = first.communicate(timeout=120)
@@ -314,10 +261,10 @@ def test_sigterm_mid_trial_fails_that_trial_at_once_exits_143_and_leaves_no_half
 
 
 @pytest.mark.slow
-def test_jobs_2_runs_a_worker_beside_the_command_into_the_same_trials_folder(setup, monkeypatch):
-    out = setup["tmp"] / "search"
+def test_jobs_2_runs_a_worker_beside_the_command_into_the_same_trials_folder(tune_setup, monkeypatch):
+    out = tune_setup["tmp"] / "search"
     monkeypatch.setenv("UCFPIPE_TUNE_HEARTBEAT", HEARTBEAT)  # as spawn() sets it: the worker it starts inherits it
-    invoke(*tune_args(setup, "--out", out, "--jobs", "2", trials=4), exit_code=0)
+    invoke(*tune_args(tune_setup, "--out", out, "--jobs", "2", trials=4), exit_code=0)
     finished = [t for t in study_trials(f"sqlite:///{out / 'study.db'}") if t.state.name in ("COMPLETE", "PRUNED")]
     assert len(finished) == 4
     assert all((out / "trials" / str(t.number) / "run.json").is_file() for t in finished)

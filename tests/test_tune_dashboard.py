@@ -17,16 +17,16 @@ from pathlib import Path
 import pytest
 
 from helpers import invoke
-from test_tune import setup, tune_args  # noqa: F401 (setup is a fixture)
+from tune_helpers import tune_args
 
 pytest.importorskip("optuna", reason="the tune extra (optuna) is not installed")
 pytest.importorskip("optuna_dashboard", reason="optuna-dashboard is not installed (the test extra has it)")
 
 
 @pytest.mark.slow
-def test_optuna_dashboard_reads_the_finished_study(setup):  # noqa: F811
-    out = setup["tmp"] / "search"
-    invoke(*tune_args(setup, "--out", out, trials=2), exit_code=0)
+def test_optuna_dashboard_reads_the_finished_study(tune_setup):
+    out = tune_setup["tmp"] / "search"
+    invoke(*tune_args(tune_setup, "--out", out, trials=2), exit_code=0)
     url = json.loads((out / "tune.json").read_text())["storage"]
     program = shutil.which("optuna-dashboard") or str(Path(sys.executable).with_name("optuna-dashboard"))
     with socket.socket() as probe:

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from test_tune import setup, spawn, study_trials, tune_args  # noqa: F401 (setup is a fixture)
+from tune_helpers import spawn, study_trials, tune_args
 
 pytest.importorskip("optuna", reason="the tune extra (optuna) is not installed")
 pytest.importorskip("psycopg2", reason="psycopg2-binary is not installed (the test extra has it)")
@@ -91,10 +91,10 @@ def postgres_url():
 
 
 @pytest.mark.slow
-def test_a_tune_and_a_worker_on_postgresql_finish_k_trials_together(setup, postgres_url, warm):  # noqa: F811
-    out = setup["tmp"] / "search"
-    lead = spawn(warm, tune_args(setup, "--out", out, "--storage", postgres_url, trials=4))
-    helper = spawn(warm, tune_args(setup, "--worker", "--storage", postgres_url, trials=4))
+def test_a_tune_and_a_worker_on_postgresql_finish_k_trials_together(tune_setup, postgres_url, warm):
+    out = tune_setup["tmp"] / "search"
+    lead = spawn(warm, tune_args(tune_setup, "--out", out, "--storage", postgres_url, trials=4))
+    helper = spawn(warm, tune_args(tune_setup, "--worker", "--storage", postgres_url, trials=4))
     outputs = [process.communicate(timeout=600)[0] for process in (lead, helper)]
     assert lead.returncode == 0 and helper.returncode == 0, outputs
     finished = [t for t in study_trials(postgres_url) if t.state.name in ("COMPLETE", "PRUNED")]

@@ -167,14 +167,15 @@ class Warm:
 
 # -- the server ----------------------------------------------------------------------------------------------------
 def serve(path: str):
-    """Accept requests until killed; fork one child per request and tell its client the pid, then its exit
-    status. Returns only in a child: its request and the fds to become its standard streams."""
+    """Accept requests until killed or orphaned; fork one child per request and tell its client the pid, then its
+    exit status. Returns only in a child: its request and the fds to become its standard streams."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path + ".tmp")
     listener.listen(16)
     os.rename(path + ".tmp", path)  # the path appears once the server answers
     clients: dict[int, socket.socket] = {}
-    while True:
+    parent = os.getppid()
+    while os.getppid() == parent:  # the pytest process that started it is gone (even by kill -9): end too
         if select.select([listener], [], [], 0.05)[0]:
             connection, _ = listener.accept()
             message, fds, _, _ = socket.recv_fds(connection, 1 << 16, 3)
@@ -204,6 +205,7 @@ def serve(path: str):
                 except OSError:  # the test stopped listening
                     pass
                 connection.close()
+    sys.exit(0)
 
 
 def become(request: dict, fds: list[int]) -> None:
