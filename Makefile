@@ -29,12 +29,14 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 # The whole suite, and the fast loop without the tests marked slow (subprocesses, real tmpfs disks, exports,
-# every backbone). Measured alone on this 2-core machine: make test 16 min 41 s (875 tests, two processes; the
-# goal is 10 minutes and is not met yet), make test-fast 1 min 52 s (623 tests) (docs/development.md, "Tests").
+# every backbone, stored views). Measured alone on this 2-core machine from a clean clone: make test 17 min 30 s
+# (875 tests, two processes; the goal is 10 minutes and is not met: the suite needs about 29 CPU-minutes), make
+# test-fast 1 min 48 s (615 tests) (docs/development.md, "Tests").
 # The report pages are opened in a real headless browser (tests/test_report_page.py: Debian's chromium, driven by
 # Playwright; no browser is downloaded): installed here when it is missing and apt-get may (root); otherwise
 # those tests are skipped and one line says how to run them.
-# TEST_WORKERS: processes (pytest-xdist), each running whole test files; 0 runs everything in one process.
+# TEST_WORKERS: processes (pytest-xdist), each running whole units of tests (a file; test_matrix.py one per
+# backbone: tests/conftest.py); 0 runs everything in one process. Three were slower than two: the cores are full.
 TEST_WORKERS ?= 2
 test: setup browser postgres
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
