@@ -64,9 +64,9 @@ class Server:
     def start(self, args, *, env=None, cwd=None, stdout=None, stderr=None, text=True,
               start_new_session=False) -> "Warm":
         env = dict(os.environ if env is None else env)
-        if env.get("KERAS_BACKEND", "tensorflow") != os.environ.get("KERAS_BACKEND", "tensorflow"):
-            raise ValueError("the warm server imported Keras with this process's backend; use subprocess for another")
         self.ensure_started()
+        if env.get("KERAS_BACKEND", "tensorflow") != self.backend:
+            raise ValueError(f"the warm server imported Keras with the {self.backend} backend; use subprocess for another")
         return Warm(self.path, [str(a) for a in args], env, str(cwd or os.getcwd()), stdout, stderr, text,
                     start_new_session)
 
