@@ -128,7 +128,7 @@ def read_only_folder(tmp_path):
     subprocess.run(["umount", "-l", str(point)], check=False)
 
 
-# -- commands as processes of their own, started warm ---------------------------------------------------------------
+# -- commands as processes of their own, started warm -----------------------------------------------------------
 @pytest.fixture(scope="session")
 def warm(tmp_path_factory):
     """`warm.start(ARGS, ...)`: `ucfpipe ARGS` as a real process, forked from one that imported Keras once (see
@@ -140,7 +140,7 @@ def warm(tmp_path_factory):
     server.close()
 
 
-# -- a tune search on the tiny cache (test_tune.py, test_tune_postgres.py) ----------------------------------------------
+# -- a tune search on the tiny cache (test_tune.py, test_tune_postgres.py) ----------------------------------------
 @pytest.fixture
 def tune_setup(synth_cache, synth_dataset, tmp_path) -> dict:
     """The tiny cache and its splits, with tune_helpers' space.toml and train.toml written in the test's folder."""

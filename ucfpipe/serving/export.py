@@ -256,8 +256,8 @@ def save_model(model, path: Path, format: str) -> None:
 
 def forward_function(model):
     """The model's forward pass as one TensorFlow function of uint8 clips (its `input_signature` the model's
-    input): what both TensorFlow formats are written from. (Keras' `model.export` first walks every object every layer tracks,
-    where much of an export's time went.)"""
+    input): what both TensorFlow formats are written from. (Keras' `model.export` first walks every object every
+    layer tracks, where much of an export's time went.)"""
     import tensorflow as tf  # TF-only corner: both formats need TensorFlow (check_format refused other backends)
 
     frames = model.inputs[0]
