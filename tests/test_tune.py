@@ -8,6 +8,8 @@ import json
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -223,6 +225,44 @@ def test_kill_9_mid_trial_then_the_same_command_finishes_exactly_k(tune_setup, w
     assert max(states) == 3  # one new trial took the killed one's place; the killed one was not run again
     assert not any(p.name.startswith(".") for p in (out / "trials").iterdir())
     assert not (out / "trials" / str(killed)).exists()
+
+
+# Four processes at a barrier, each popping the study's one enqueued trial (what `study.ask` does first), ten
+# times over: each time exactly one may get it. Forked from a helper that loads no Keras.
+POP_AT_ONCE = """
+import multiprocessing, sys
+import optuna
+from ucfpipe.search.study import open_storage
+
+def pop(url, barrier, out):
+    study = optuna.load_study(study_name="s", storage=open_storage(url))
+    barrier.wait()
+    out.put(study._pop_waiting_trial_id())
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+context, takers = multiprocessing.get_context("fork"), []
+for round in range(10):
+    url = f"sqlite:///{sys.argv[1]}/study{round}.db"
+    optuna.create_study(study_name="s", storage=open_storage(url)).enqueue_trial({"x": 1})
+    barrier, out = context.Barrier(4), context.Queue()
+    processes = [context.Process(target=pop, args=(url, barrier, out)) for _ in range(4)]
+    for process in processes:
+        process.start()
+    takers.append(sum(out.get(timeout=60) is not None for _ in processes))
+    for process in processes:
+        process.join(timeout=60)
+print(takers)
+"""
+
+
+@pytest.mark.slow
+def test_an_enqueued_trial_on_sqlite_is_taken_by_one_process_only(tmp_path):
+    # SQLite takes no row locks: without the write lock first (study.serialise_sqlite), two to four of the four
+    # took trial 0 in about half the rounds, and the second to finish crashed its tune with "Cannot tell a COMPLETE trial".
+    done = subprocess.run([sys.executable, "-c", POP_AT_ONCE, str(tmp_path)], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout) == [1] * 10, "processes that took the one enqueued trial, each round"
 
 
 @pytest.mark.slow

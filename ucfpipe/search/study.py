@@ -80,7 +80,10 @@ def open_storage(url: str, tries: int = 5):
               {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True})
     for attempt in range(tries):
         try:
-            return optuna.storages.RDBStorage(url, heartbeat_interval=interval, grace_period=grace, engine_kwargs=engine)
+            storage = optuna.storages.RDBStorage(url, heartbeat_interval=interval, grace_period=grace, engine_kwargs=engine)
+            if sqlite:
+                serialise_sqlite(storage.engine)
+            return storage
         except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as err:
             racing = re.search(r"already exists|UNIQUE constraint|duplicate key", str(err))
             if attempt == tries - 1 or not racing:
@@ -88,6 +91,25 @@ def open_storage(url: str, tries: int = 5):
                 raise UcfpipeError(f"--storage {url}: cannot open the database ({first}); check that it runs and "
                                    "the URL") from None
             time.sleep(0.2 * (attempt + 1))
+
+
+def serialise_sqlite(engine) -> None:
+    """Each transaction on a SQLite database takes its write lock first (BEGIN IMMEDIATE). SQLite has no row locks
+    (Optuna's SELECT ... FOR UPDATE does nothing there), so two processes could both read an enqueued trial as
+    WAITING and both run it (optuna#4002): trial 0, train's defaults, ran twice and the second to finish crashed
+    with "Cannot tell a COMPLETE trial". With the lock taken first, a read-then-write is one step. SQLAlchemy's
+    recipe for pysqlite: no implicit BEGIN from the driver, our own at each transaction's start."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_driver_begin(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened before the listeners would begin the driver's way
 
 
 def default_name(fingerprint: str, split: int) -> str:
