@@ -52,3 +52,21 @@ def test_with_an_accelerator_the_ceiling_is_the_lower_of_model_and_decoding():
     results = rounds(model=[100], extract=[25], host=[60], naive=[2], decode=[30])
     results["runs"][0]["accelerator"] = "H100"
     assert bench_extract.summarise(results)["ceiling"]["frames_per_second"] == 30
+
+
+def test_modes_left_out_leave_out_the_figures_that_need_them():
+    results = bench_extract.summarise(rounds(extract=[5, 7, 6], decode=[40, 20, 30]))
+    assert results["decode_frames_per_second_per_core"] == pytest.approx(30 / min(2, __import__("os").cpu_count()))
+    assert not {"ceiling", "extract_vs_model", "extract_vs_naive", "host_frames_per_second_per_core"} & set(results)
+    results.update(machine={"cpu": "a CPU", "cores": 2}, settings={**results["settings"], "frames": 4, "size": 32,
+                                                                      "batch_size": 16, "repeats": 3})
+    table = bench_extract.format_table(results)
+    assert "decoding alone: " in table and "ceiling" not in table and "naive" not in table and "host" not in table
+
+
+def test_an_unknown_mode_is_one_line_before_any_measurement(tmp_path):
+    from helpers import invoke
+
+    result = invoke("bench", "extract", "--modes", "model,fast", "--json", tmp_path / "out.json", exit_code=2)
+    assert "--modes must be a comma-separated subset of model, extract, host, naive, decode" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "out.json").exists()

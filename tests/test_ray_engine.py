@@ -207,8 +207,10 @@ def test_sigterm_while_the_run_starts_its_cluster_ends_within_seconds(small, tmp
 def test_bench_extract_runs_the_engines_side_by_side(tmp_path):
     from ucfpipe.bench import extract as bench_extract
 
+    # Decoding beside the engines, not every mode: test_bench_extract.py runs those, each in a process of its own.
     results = bench_extract.run(clip_counts=(8,), frames=4, size=32, batch_size=16, workers=2, work_dir=str(tmp_path),
-                                log=lambda *_: None, engines=("local", "ray"), repeats=1)
+                                log=lambda *_: None, engines=("local", "ray"), repeats=1, modes=("decode",))
+    assert [r["mode"] for r in results["runs"]] == ["extract", "extract-ray", "decode"]
     ray_run = next(r for r in results["runs"] if r["mode"] == "extract-ray")
     assert ray_run["frames"] == 8 * 4 and 0 < ray_run["startup_seconds"] < ray_run["seconds"]
     assert results["max_engine_relative_error"] == 0  # the same cache, whichever engine wrote it

@@ -13,7 +13,8 @@ machine falls on every mode alike); the table gives each mode's min/median/max a
 - `extract-ray` (with `engines` naming ray): the same stage one through `--engine ray` on a Ray cluster this
   process starts, timed from the call (cluster start and model actors included) and after the first clip.
 The ceiling end to end is stated for the machine it ran on: on a CPU the model and decoding share the cores,
-so 1 / (1/model + 1/decode); with an accelerator the lower of the two. All model timings start after one
+so 1 / (1/model + 1/decode); with an accelerator the lower of the two. `modes` picks the peers measured beside
+the extraction (all by default); each ratio is given where the modes it needs ran. All model timings start after one
 warm-up batch, so graph compilation is not counted against anybody. The naive peer's features are compared
 with ucfpipe's: both must compute the same thing.
 
@@ -39,6 +40,7 @@ import numpy as np
 from ucfpipe.bench.memory import peak_rss_mib
 
 MODES = ("model", "extract", "host", "naive", "decode")
+PEERS = ("model", "host", "naive", "decode")  # what ucfpipe's extraction is measured beside; `modes` picks them
 ENGINE_MODES = {"local": "extract", "ray": "extract-ray"}
 FEATURES = 512  # VGG16's block5_conv3, average-pooled: what the host mode's stand-in returns per frame
 
@@ -215,9 +217,10 @@ def _subprocess(mode: str, args: dict) -> dict:
 # -- the rounds -------------------------------------------------------------------------------------------------
 def run(clip_counts=(8, 16), frames: int = 16, size: int = 64, batch_size: int = 64, workers: int = 2,
         weights: str = "none", precision: str = "float32", work_dir: str | None = None, log=print,
-        engines=("local",), repeats: int = 3) -> dict:
-    """Every mode on the largest clip count, ucfpipe's extraction (by each of `engines`) also on the others
-    (memory must stay flat), each `repeats` times in interleaved rounds."""
+        engines=("local",), repeats: int = 3, modes=MODES) -> dict:
+    """Each of `modes` on the largest clip count, ucfpipe's extraction (by each of `engines`, always measured)
+    also on the others (memory must stay flat), each `repeats` times in interleaved rounds. The ratios and the
+    ceiling are given where the modes they need ran."""
     from ucfpipe.core.errors import UcfpipeError
 
     # The generated dataset has 2 classes x 4 groups, so its clip count is a multiple of 8: checked before any
@@ -226,9 +229,13 @@ def run(clip_counts=(8, 16), frames: int = 16, size: int = 64, batch_size: int =
         raise UcfpipeError(f"--clips must be multiples of 8 (2 classes x 4 groups), got {','.join(map(str, clip_counts))}")
     if repeats < 1:
         raise UcfpipeError(f"--repeats must be at least 1, got {repeats}")
+    unknown = [mode for mode in modes if mode not in MODES]
+    if unknown:
+        raise UcfpipeError(f"--modes: no mode {unknown[0]!r}; choose from {', '.join(MODES)}")
+    peers = tuple(mode for mode in PEERS if mode in modes)
     settings = {"clip_counts": list(clip_counts), "frames": frames, "size": size, "batch_size": batch_size,
                 "workers": workers, "weights": weights, "precision": precision, "engines": list(engines),
-                "repeats": repeats}
+                "repeats": repeats, "modes": [mode for mode in MODES if mode == "extract" or mode in peers]}
     results: dict = {"settings": settings, "machine": machine(), "runs": []}
     extracts = tuple(ENGINE_MODES[engine] for engine in engines)
     largest = max(clip_counts)
@@ -239,8 +246,7 @@ def run(clip_counts=(8, 16), frames: int = 16, size: int = 64, batch_size: int =
             for count in sorted(clip_counts):
                 common = {"videos": data[count]["videos"], "splits": data[count]["splits"], "frames": frames, "size": size,
                           "batch_size": batch_size, "workers": workers, "weights": weights, "precision": precision}
-                modes = ("model", *extracts, "host", "naive", "decode") if count == largest else extracts
-                for mode in modes:
+                for mode in _largest_order(extracts, peers) if count == largest else extracts:
                     out = tmp / f"{mode}{count}-{round_}"
                     log(f"bench: round {round_ + 1}/{repeats}: {mode} on {data[count]['num_clips']} clips ...")
                     result = _subprocess(mode, {**common, "out": str(out)})
@@ -248,14 +254,26 @@ def run(clip_counts=(8, 16), frames: int = 16, size: int = 64, batch_size: int =
                                   frames_per_second=result["frames"] / result["seconds"])
                     results["runs"].append(result)
                 if count == largest and round_ == 0:
-                    _compare(results, tmp, extracts, count)
+                    _compare(results, tmp, extracts, peers, count)
                 for out in tmp.glob(f"*{count}-{round_}"):
                     shutil.rmtree(out, ignore_errors=True)  # a mode's next round starts from an empty cache
     return summarise(results)
 
 
-def _compare(results: dict, tmp: Path, extracts: tuple, count: int) -> None:
-    results["max_feature_relative_error"] = compare_features(tmp / f"{extracts[0]}{count}-0", tmp / f"naive{count}-0")
+def _largest_order(extracts: tuple, peers: tuple) -> list[str]:
+    """The modes of the largest clip count in MODES' order, the engines' extractions where `extract` stands."""
+    order = []
+    for mode in MODES:
+        if mode == "extract":
+            order.extend(extracts)
+        elif mode in peers:
+            order.append(mode)
+    return order
+
+
+def _compare(results: dict, tmp: Path, extracts: tuple, peers: tuple, count: int) -> None:
+    if "naive" in peers:  # ucfpipe and the peer must compute the same features
+        results["max_feature_relative_error"] = compare_features(tmp / f"{extracts[0]}{count}-0", tmp / f"naive{count}-0")
     if len(extracts) > 1:  # the engines write the same cache: the same numbers
         results["max_engine_relative_error"] = max(
             compare_caches(tmp / f"{extracts[0]}{count}-0", tmp / f"{mode}{count}-0") for mode in extracts[1:])
@@ -275,15 +293,23 @@ def summarise(results: dict) -> dict:
     median = {row["mode"]: row["median"] for row in results["summary"] if row["clips"] == largest}
     extract = median[ENGINE_MODES[results["settings"]["engines"][0]]]
     cores = min(results["settings"]["workers"], os.cpu_count() or 1)  # decoding threads release the GIL
-    accelerator = next((r.get("accelerator") for r in results["runs"] if r["mode"] == "model"), "")
-    ceiling = min(median["model"], median["decode"]) if accelerator else 1 / (1 / median["model"] + 1 / median["decode"])
-    results.update(extract_vs_model=extract / median["model"], extract_vs_naive=extract / median["naive"],
-                   extract_vs_ceiling=extract / ceiling, host_vs_decode=median["host"] / median["decode"],
-                   decode_frames_per_second_per_core=median["decode"] / cores,
-                   host_frames_per_second_per_core=median["host"] / cores,
-                   ceiling={"frames_per_second": ceiling, "accelerator": accelerator or None,
-                            "rule": f"the lower of model and decode ({accelerator})" if accelerator else
-                            "1 / (1/model + 1/decode): on a CPU the model and decoding share the cores"})
+    if "model" in median:
+        results["extract_vs_model"] = extract / median["model"]
+    if "naive" in median:
+        results["extract_vs_naive"] = extract / median["naive"]
+    if "decode" in median:
+        results["decode_frames_per_second_per_core"] = median["decode"] / cores
+    if "host" in median:
+        results["host_frames_per_second_per_core"] = median["host"] / cores
+        if "decode" in median:
+            results["host_vs_decode"] = median["host"] / median["decode"]
+    if "model" in median and "decode" in median:
+        accelerator = next((r.get("accelerator") for r in results["runs"] if r["mode"] == "model"), "")
+        ceiling = min(median["model"], median["decode"]) if accelerator else 1 / (1 / median["model"] + 1 / median["decode"])
+        results.update(extract_vs_ceiling=extract / ceiling, ceiling={
+            "frames_per_second": ceiling, "accelerator": accelerator or None,
+            "rule": f"the lower of model and decode ({accelerator})" if accelerator else
+                    "1 / (1/model + 1/decode): on a CPU the model and decoding share the cores"})
     return results
 
 
@@ -318,16 +344,26 @@ def format_table(results: dict) -> str:
         if "startup_seconds" in r:
             lines.append(f"{r['mode']} round {r['round']}: start-up {r['startup_seconds']:.1f} s, "
                          f"{r['after_startup_frames_per_second']:.1f} frames/s after it")
-    ceiling = results["ceiling"]
-    lines.append(f"ceiling end to end: {ceiling['frames_per_second']:.1f} frames/s ({ceiling['rule']}); "
-                 f"extract / ceiling: {results['extract_vs_ceiling']:.0%}   extract / model-only: "
-                 f"{results['extract_vs_model']:.0%}   extract / naive: {results['extract_vs_naive']:.2f}x (medians)")
-    lines.append(f"host (stage one with a zero model): {results['host_frames_per_second_per_core']:.0f} frames/s per core "
-                 f"(what this machine could feed an accelerator)   decoding alone: "
-                 f"{results['decode_frames_per_second_per_core']:.0f} sampled frames/s per core")
-    lines.append(f"max relative feature difference extract vs naive: {results['max_feature_relative_error']:.1e}"
-                 + (f"   engines' features differ by at most {results['max_engine_relative_error']:.1e} (relative)"
-                    if "max_engine_relative_error" in results else ""))
+    # Each figure where the modes it needs ran (`--modes`); three lines of them, as before modes could be chosen.
+    r = results
+    figures = [
+        {"ceiling": lambda: f"ceiling end to end: {r['ceiling']['frames_per_second']:.1f} frames/s ({r['ceiling']['rule']}); "
+                            f"extract / ceiling: {r['extract_vs_ceiling']:.0%}",
+         "extract_vs_model": lambda: f"extract / model-only: {r['extract_vs_model']:.0%}",
+         "extract_vs_naive": lambda: f"extract / naive: {r['extract_vs_naive']:.2f}x (medians)"},
+        {"host_frames_per_second_per_core": lambda: f"host (stage one with a zero model): "
+            f"{r['host_frames_per_second_per_core']:.0f} frames/s per core (what this machine could feed an accelerator)",
+         "decode_frames_per_second_per_core": lambda: f"decoding alone: {r['decode_frames_per_second_per_core']:.0f} "
+                                                      "sampled frames/s per core"},
+        {"max_feature_relative_error": lambda: f"max relative feature difference extract vs naive: "
+                                               f"{r['max_feature_relative_error']:.1e}",
+         "max_engine_relative_error": lambda: f"engines' features differ by at most {r['max_engine_relative_error']:.1e} "
+                                              "(relative)"},
+    ]
+    for line in figures:
+        parts = [describe() for key, describe in line.items() if key in r]
+        if parts:
+            lines.append("   ".join(parts))
     return "\n".join(lines)
 
 

@@ -45,12 +45,15 @@ def bench():
               help="Comma-separated engines whose extraction runs side by side: local, ray (docs/ray.md).")
 @click.option("--repeats", type=int, default=3, show_default=True,
               help="Interleaved rounds, each mode once per round in its own process: min/median/max per mode.")
+@click.option("--modes", "mode_names", default="model,extract,host,naive,decode", show_default=True,
+              help="Comma-separated modes to measure; ucfpipe's extraction (by each --engine) always runs, and each "
+                   "ratio is given where the modes it needs ran.")
 @click.option("--json", "json_file", type=click.Path(), help="Also write every round, the settings, versions and CPU as "
               "JSON here (- for standard output; the table then goes to stderr).")
 @click.option("--json-out", type=click.Path(), hidden=True, help="The old name of --json.")
 @user_errors
-def bench_extract(clip_counts, frames, size, batch_size, workers, weights, precision, engine_names, repeats, json_file,
-                  json_out):
+def bench_extract(clip_counts, frames, size, batch_size, workers, weights, precision, engine_names, repeats, mode_names,
+                  json_file, json_out):
     """Stage one side by side: model-only, ucfpipe's extraction, the host alone (a zero model), a naive
     tutorial-style peer, decoding alone (also `ucfpipe bench`)."""
     from ucfpipe.bench import extract as bench
@@ -59,12 +62,13 @@ def bench_extract(clip_counts, frames, size, batch_size, workers, weights, preci
     echo = _echo(json_out, flag)
     counts = comma_list(clip_counts, "--clips", int, positive=True)
     engines = comma_list(engine_names, "--engine", choices=CHOICES["engine"], repeats="drop")
+    modes = comma_list(mode_names, "--modes", choices=bench.MODES, repeats="drop")
     if "ray" in engines:
         from ucfpipe.stage_one.ray_cluster import import_ray
 
         import_ray()  # not installed: one line naming the extra, before any measurement
     results = bench.run(counts, frames, size, batch_size, workers, weights, precision, log=echo, engines=engines,
-                        repeats=repeats)
+                        repeats=repeats, modes=modes)
     echo(bench.format_table(results))
     if json_out:
         write_json(Path(json_out), results)
