@@ -29,9 +29,9 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 # The whole suite, and the fast loop without the tests marked slow (subprocesses, real tmpfs disks, exports,
-# every backbone, stored views). Measured alone on this 2-core machine from a clean clone: make test 17 min 30 s
-# (875 tests, two processes; the goal is 10 minutes and is not met: the suite needs about 29 CPU-minutes), make
-# test-fast 1 min 48 s (615 tests) (docs/development.md, "Tests").
+# every backbone, stored views). Measured alone on this 2-core machine: make test 13 min 47 s in the checkout,
+# 17 min 42 s from a clean clone's first run (878 tests, two processes; the goal is 10 minutes and is not met:
+# the suite needs about 23 CPU-minutes), make test-fast 1 min 33 s (617 tests) (docs/development.md, "Tests").
 # The report pages are opened in a real headless browser (tests/test_report_page.py: Debian's chromium, driven by
 # Playwright; no browser is downloaded): installed here when it is missing and apt-get may (root); otherwise
 # those tests are skipped and one line says how to run them.
@@ -41,7 +41,7 @@ TEST_WORKERS ?= 2
 # glibc hands each buffer above its mmap threshold back to the kernel when it is freed, so the next one is
 # faulted in again page by page, zeroed: TensorFlow and tf2onnx copy whole models' weights and graphs many times
 # a test (5 million page faults in 40 s of the VGG16 matrix tests). Kept in the heap and reused instead: the
-# suite's system time 283 -> 183 s, and 1703 -> 1556 CPU-s in all, measured back to back (docs/development.md).
+# suite 16 min 44 s -> 13 min 47 s, 1700 -> 1373 CPU-s, measured back to back (docs/development.md).
 # Where the C library is not glibc the variable is ignored.
 TEST_MALLOC = GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736
 test: setup browser postgres
