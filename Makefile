@@ -29,8 +29,8 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 # The whole suite, and the fast loop without the tests marked slow (subprocesses, real tmpfs disks, exports,
-# every backbone, stored views). Measured alone on this 2-core machine: make test 13 min 47 s in the checkout,
-# 17 min 42 s from a clean clone's first run (878 tests, two processes; the goal is 10 minutes and is not met:
+# every backbone, stored views). Measured alone on this 2-core machine: make test 14 min 26 s from a clean clone,
+# 13 min 47 s in the checkout (878 tests, two processes; the goal is 10 minutes and is not met:
 # the suite needs about 23 CPU-minutes), make test-fast 1 min 33 s (617 tests) (docs/development.md, "Tests").
 # The report pages are opened in a real headless browser (tests/test_report_page.py: Debian's chromium, driven by
 # Playwright; no browser is downloaded): installed here when it is missing and apt-get may (root); otherwise
