@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from ucfpipe.bench.extract import MODES
 from ucfpipe.commands.options import config_option, json_out_option, settings_options, stdout_echo, user_errors
 from ucfpipe.config import CHOICES, PRECISIONS, ExtractConfig, TrainConfig, load_config
 from ucfpipe.core.comma_list import comma_list
@@ -45,7 +46,7 @@ def bench():
               help="Comma-separated engines whose extraction runs side by side: local, ray (docs/ray.md).")
 @click.option("--repeats", type=int, default=3, show_default=True,
               help="Interleaved rounds, each mode once per round in its own process: min/median/max per mode.")
-@click.option("--modes", "mode_names", default="model,extract,host,naive,decode", show_default=True,
+@click.option("--modes", "mode_names", default=",".join(MODES), show_default=True,
               help="Comma-separated modes to measure; ucfpipe's extraction (by each --engine) always runs, and each "
                    "ratio is given where the modes it needs ran.")
 @click.option("--json", "json_file", type=click.Path(), help="Also write every round, the settings, versions and CPU as "
@@ -62,7 +63,7 @@ def bench_extract(clip_counts, frames, size, batch_size, workers, weights, preci
     echo = _echo(json_out, flag)
     counts = comma_list(clip_counts, "--clips", int, positive=True)
     engines = comma_list(engine_names, "--engine", choices=CHOICES["engine"], repeats="drop")
-    modes = comma_list(mode_names, "--modes", choices=bench.MODES, repeats="drop")
+    modes = comma_list(mode_names, "--modes", choices=MODES, repeats="drop")
     if "ray" in engines:
         from ucfpipe.stage_one.ray_cluster import import_ray
 
