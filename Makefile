@@ -29,9 +29,10 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 # The whole suite, and the fast loop without the tests marked slow (subprocesses, real tmpfs disks, exports,
-# every backbone, stored views). Measured alone on this 2-core machine: make test 14 min 26 s from a clean clone,
-# 13 min 47 s in the checkout (878 tests, two processes; the goal is 10 minutes and is not met:
-# the suite needs about 23 CPU-minutes), make test-fast 1 min 33 s (617 tests) (docs/development.md, "Tests").
+# every backbone, stored views). Measured alone on this 2-core machine: make test 14 min 26 s from a clean clone
+# (16 min 31 s on another day), 13 min 47 s in the checkout (878 tests, two processes; the goal is 10 minutes and is not met:
+# the suite needs 23 to 30 CPU-minutes), make test-fast 1 min 33 s (1 min 54 s on the slower day; 617
+# tests) (docs/development.md, "Tests").
 # The report pages are opened in a real headless browser (tests/test_report_page.py: Debian's chromium, driven by
 # Playwright; no browser is downloaded): installed here when it is missing and apt-get may (root); otherwise
 # those tests are skipped and one line says how to run them.
