@@ -1,5 +1,7 @@
 """The extraction benchmark runs at a tiny size so it cannot rot; it asserts correctness, never speed."""
 
+import os
+
 import pytest
 
 from ucfpipe.bench import extract as bench_extract
@@ -45,7 +47,7 @@ def test_modes_are_summarised_by_min_median_max_and_ratios_of_medians():
     assert results["extract_vs_model"] == pytest.approx(5 / 20) and results["extract_vs_naive"] == pytest.approx(5 / 2)
     # On a CPU the model and decoding share the cores: the ceiling is the harmonic combination, below either.
     assert results["ceiling"]["frames_per_second"] == pytest.approx(1 / (1 / 20 + 1 / 30))
-    assert results["host_frames_per_second_per_core"] == pytest.approx(70 / min(2, __import__("os").cpu_count()))
+    assert results["host_frames_per_second_per_core"] == pytest.approx(70 / min(2, os.cpu_count()))
 
 
 def test_with_an_accelerator_the_ceiling_is_the_lower_of_model_and_decoding():
@@ -56,7 +58,7 @@ def test_with_an_accelerator_the_ceiling_is_the_lower_of_model_and_decoding():
 
 def test_modes_left_out_leave_out_the_figures_that_need_them():
     results = bench_extract.summarise(rounds(extract=[5, 7, 6], decode=[40, 20, 30]))
-    assert results["decode_frames_per_second_per_core"] == pytest.approx(30 / min(2, __import__("os").cpu_count()))
+    assert results["decode_frames_per_second_per_core"] == pytest.approx(30 / min(2, os.cpu_count()))
     assert not {"ceiling", "extract_vs_model", "extract_vs_naive", "host_frames_per_second_per_core"} & set(results)
     results.update(machine={"cpu": "a CPU", "cores": 2}, settings={**results["settings"], "frames": 4, "size": 32,
                                                                       "batch_size": 16, "repeats": 3})
